@@ -1,0 +1,234 @@
+//! The command line: `filegate [serve]`, `filegate check-config`, `filegate hash-password`.
+//!
+//! Exit codes (DESIGN.md "Command line"): 0 after a clean shutdown, 2 for a bad configuration,
+//! 1 for any other fatal error. [`exit_code`] decides which from the error.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{self, Config, ConfigError, DEFAULT_CONFIG_PATH};
+
+/// Exit code for a configuration that cannot be used.
+pub const EXIT_BAD_CONFIG: u8 = 2;
+/// Exit code for any other fatal error.
+pub const EXIT_FATAL: u8 = 1;
+
+/// One gateway for FTP/FTPS, SFTP and MQTT over a chunked store, with file events on MQTT.
+///
+/// Without a subcommand, runs the gateway (as `filegate serve`).
+#[derive(Debug, Parser)]
+#[command(name = "filegate", version, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ConfigArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway until SIGINT or SIGTERM (the default).
+    Serve(ConfigArgs),
+    /// Validate the configuration and print it with secrets masked; exit 2 listing every problem.
+    CheckConfig(ConfigArgs),
+    /// Read a password line from standard input and print its argon2id hash for [[users]] password_hash.
+    HashPassword,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ConfigArgs {
+    /// The configuration file; every key can be overridden by FILEGATE__SECTION__KEY variables.
+    #[arg(short, long, value_name = "PATH", default_value = DEFAULT_CONFIG_PATH)]
+    pub config: PathBuf,
+}
+
+/// Runs the command `cli` names. Blocking: `serve` builds its own tokio runtime.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        None => serve(&cli.serve.config),
+        Some(Command::Serve(args)) => serve(&args.config),
+        Some(Command::CheckConfig(args)) => check_config(&args.config),
+        Some(Command::HashPassword) => hash_password(),
+    }
+}
+
+/// The exit code for a fatal error: 2 if a [`ConfigError`] is anywhere in its chain, else 1.
+pub fn exit_code(error: &anyhow::Error) -> u8 {
+    if error.chain().any(|e| e.is::<ConfigError>()) {
+        EXIT_BAD_CONFIG
+    } else {
+        EXIT_FATAL
+    }
+}
+
+/// Loads `path` with the process's `FILEGATE__…` variables.
+pub fn load_config(path: &Path) -> Result<Config, ConfigError> {
+    Config::load(path, config::process_env())
+}
+
+fn serve(path: &Path) -> anyhow::Result<()> {
+    let config = load_config(path)?;
+    crate::logging::init(config.server.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        shutdown_on_signal(shutdown.clone())?;
+        crate::serve::run(config, shutdown).await
+    })
+}
+
+/// Cancels `token` on the first SIGINT or SIGTERM. The handlers are installed before this returns,
+/// so a signal that arrives once the gateway has printed its startup line is never missed.
+fn shutdown_on_signal(token: CancellationToken) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+        tokio::spawn(async move {
+            let name = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+            tracing::info!("{name} received: stopping");
+            token.cancel();
+        });
+    }
+    #[cfg(not(unix))]
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            tracing::info!("Ctrl-C received: stopping");
+            token.cancel();
+        }
+    });
+    Ok(())
+}
+
+fn check_config(path: &Path) -> anyhow::Result<()> {
+    let env = config::process_env();
+    let config = Config::load(path, env.clone())?;
+    let mut text = format!("# filegate: {} is valid.\n", path.display());
+    if !env.is_empty() {
+        let mut names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
+        names.sort_unstable();
+        text.push_str(&format!(
+            "# Overridden by environment: {}\n",
+            names.join(", ")
+        ));
+    }
+    text.push_str("# Effective configuration, secrets masked:\n\n");
+    text.push_str(&config.to_masked_toml());
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        // `filegate check-config | head` closing the pipe early is not a failure.
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(e).context("cannot write to standard output")
+        }
+        _ => Ok(()),
+    }
+}
+
+fn hash_password() -> anyhow::Result<()> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprint!("Password (shown as you type; end with Enter): ");
+        std::io::stderr().flush().ok();
+    }
+    let password = read_password_line(&mut stdin.lock())?;
+    let hash = crate::password::hash_password(&password)?;
+    println!("{hash}");
+    Ok(())
+}
+
+/// Reads one line and strips its line ending; refuses end of input and an empty line.
+pub fn read_password_line(input: &mut impl BufRead) -> anyhow::Result<String> {
+    let mut line = String::new();
+    let read = input
+        .read_line(&mut line)
+        .context("cannot read the password from standard input (it must be UTF-8 text)")?;
+    if read == 0 {
+        anyhow::bail!(
+            "no password on standard input; type one, or pipe it: echo 'secret' | filegate hash-password"
+        );
+    }
+    let password = line
+        .strip_suffix('\n')
+        .map(|l| l.strip_suffix('\r').unwrap_or(l))
+        .unwrap_or(&line);
+    if password.is_empty() {
+        anyhow::bail!(crate::password::PasswordError::Empty);
+    }
+    Ok(password.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_parses_the_documented_commands() {
+        let cli = Cli::try_parse_from(["filegate"]).unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.serve.config, Path::new(DEFAULT_CONFIG_PATH));
+
+        let cli = Cli::try_parse_from(["filegate", "--config", "x.toml"]).unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.serve.config, Path::new("x.toml"));
+
+        let cli = Cli::try_parse_from(["filegate", "serve", "--config", "x.toml"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Serve(a)) if a.config == Path::new("x.toml")));
+
+        let cli = Cli::try_parse_from(["filegate", "check-config", "-c", "y.toml"]).unwrap();
+        assert!(
+            matches!(cli.command, Some(Command::CheckConfig(a)) if a.config == Path::new("y.toml"))
+        );
+
+        let cli = Cli::try_parse_from(["filegate", "hash-password"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::HashPassword)));
+
+        assert!(Cli::try_parse_from(["filegate", "hash-password", "--config", "x"]).is_err());
+    }
+
+    #[test]
+    fn password_line_is_stripped_and_hash_verifies() {
+        for input in ["s3cret pass\n", "s3cret pass\r\n", "s3cret pass"] {
+            let password = read_password_line(&mut input.as_bytes()).unwrap();
+            assert_eq!(password, "s3cret pass");
+            let hash = crate::password::hash_password(&password).unwrap();
+            assert!(crate::password::verify_password(&hash, "s3cret pass"));
+        }
+        // Only the first line is the password.
+        let password = read_password_line(&mut "one\ntwo\n".as_bytes()).unwrap();
+        assert_eq!(password, "one");
+    }
+
+    #[test]
+    fn empty_password_input_is_refused() {
+        assert!(read_password_line(&mut "\n".as_bytes()).is_err());
+        assert!(read_password_line(&mut "".as_bytes()).is_err());
+    }
+
+    #[test]
+    fn config_errors_exit_2_and_others_1() {
+        let config_error = ConfigError::Invalid {
+            problems: vec![config::Problem::new("storage.chunk_size", "too small")],
+        };
+        assert_eq!(
+            exit_code(&anyhow::Error::new(config_error)),
+            EXIT_BAD_CONFIG
+        );
+        let wrapped = anyhow::Error::new(ConfigError::Invalid {
+            problems: vec![config::Problem::new("x", "y")],
+        })
+        .context("while starting");
+        assert_eq!(exit_code(&wrapped), EXIT_BAD_CONFIG);
+        assert_eq!(exit_code(&anyhow::anyhow!("redis is down")), EXIT_FATAL);
+    }
+}

@@ -1,0 +1,596 @@
+//! The gateway's configuration: one TOML file overridden by `FILEGATE__SECTION__KEY` environment variables.
+//!
+//! Loading has two stages, as DESIGN.md's "Configuration" asks: serde parses the merged sources into
+//! the structs below (an unknown key or a value of the wrong shape stops there, naming the key and the
+//! file or variable it came from), then [`Config::validate`] checks the values together and returns
+//! every problem at once. Defaults live in the `Default` impls and equal DESIGN.md's values; the
+//! shipped `config/filegate.toml` is parsed by a unit test so the two cannot drift.
+
+mod de;
+mod error;
+mod mask;
+mod sources;
+mod validate;
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use de::{format_duration, format_size, parse_size};
+pub use error::{ConfigError, Problem};
+pub use mask::mask_url_password;
+
+/// Where `filegate` looks for its configuration when no `--config` is given (relative to the
+/// working directory). A missing file is an error, also at this default path: the repository ships
+/// it, and silently running on built-in defaults would hide a wrong working directory.
+pub const DEFAULT_CONFIG_PATH: &str = "config/filegate.toml";
+
+/// Prefix of the environment variables that override config keys: `FILEGATE__STORAGE__BACKEND`
+/// sets `storage.backend`; `__` separates the levels.
+pub const ENV_PREFIX: &str = "FILEGATE__";
+
+/// The whole configuration, one field per TOML section.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub storage: StorageConfig,
+    pub ftp: FtpConfig,
+    pub sftp: SftpConfig,
+    pub mqtt: MqttConfig,
+    pub events: EventsConfig,
+    pub http: HttpConfig,
+    pub limits: LimitsConfig,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<UserConfig>,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// This gateway's name; events carry `source = "filegate://{id}"`.
+    #[serde(deserialize_with = "de::text::deserialize")]
+    pub id: String,
+    /// Embedded store and generated host keys.
+    pub data_dir: PathBuf,
+    pub log_format: LogFormat,
+    /// How long running transfers may finish after SIGTERM.
+    #[serde(with = "de::duration")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            id: "filegate-1".into(),
+            data_dir: "data".into(),
+            log_format: LogFormat::Text,
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `server.log_format`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[storage]`
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    pub backend: StorageBackend,
+    /// Key prefix: several gateways or tenants can share one Redis.
+    #[serde(deserialize_with = "de::text::deserialize")]
+    pub namespace: String,
+    /// Size new files are cut into, 64KiB..=64MiB.
+    #[serde(with = "de::size")]
+    pub chunk_size: u64,
+    /// Largest file; 0 = unlimited.
+    #[serde(with = "de::size")]
+    pub max_file_size: u64,
+    pub partial_uploads: PartialUploads,
+    /// How long a stopped gateway's unfinished work is kept before its chunks are reclaimed.
+    #[serde(with = "de::duration")]
+    pub orphan_timeout: Duration,
+    /// How long chunks of a replaced or deleted version stay readable for readers already started.
+    #[serde(with = "de::duration")]
+    pub gc_grace: Duration,
+    /// Most unpublished events the outbox holds; at the limit changes are refused, never dropped.
+    pub outbox_limit: u64,
+    pub redis: StorageRedisConfig,
+    pub embedded: StorageEmbeddedConfig,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            backend: StorageBackend::Embedded,
+            namespace: "filegate".into(),
+            chunk_size: 1 << 20,
+            max_file_size: 0,
+            partial_uploads: PartialUploads::Keep,
+            orphan_timeout: Duration::from_secs(60),
+            gc_grace: Duration::from_secs(60),
+            outbox_limit: 1_000_000,
+            redis: StorageRedisConfig::default(),
+            embedded: StorageEmbeddedConfig::default(),
+        }
+    }
+}
+
+/// `storage.backend`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    /// A redb file under `storage.embedded.path`; no server needed.
+    Embedded,
+    /// A Redis server at `storage.redis.url`.
+    Redis,
+}
+
+/// `storage.partial_uploads`: what becomes of an upload cut off midway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PartialUploads {
+    /// Commit the bytes that arrived, flagged incomplete, so the client can resume.
+    Keep,
+    /// Drop them; the previous version stays.
+    Discard,
+}
+
+/// `[storage.redis]`
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageRedisConfig {
+    /// `redis://` or `rediss://` (TLS) URL of a standalone server.
+    pub url: String,
+    /// Redis Cluster (not supported yet).
+    pub cluster: bool,
+    /// Cluster seed URLs (not supported yet).
+    pub urls: Vec<String>,
+    /// Sentinel URLs (not supported yet).
+    pub sentinel_urls: Vec<String>,
+    /// Sentinel master name (not supported yet).
+    #[serde(deserialize_with = "de::text::deserialize")]
+    pub master_name: String,
+    /// A file holding the password, instead of one in the URL; `""` = none.
+    #[serde(with = "de::opt_path")]
+    pub password_file: Option<PathBuf>,
+    /// How long one Redis command may take before the operation fails.
+    #[serde(with = "de::duration")]
+    pub command_timeout: Duration,
+    /// Connections that carry chunk traffic.
+    pub data_connections: usize,
+    /// The content of `password_file`, read by [`Config::load`] (trailing newline removed).
+    #[serde(skip)]
+    pub password_from_file: Option<String>,
+}
+
+impl Default for StorageRedisConfig {
+    fn default() -> Self {
+        StorageRedisConfig {
+            url: "redis://127.0.0.1:6379/0".into(),
+            cluster: false,
+            urls: Vec::new(),
+            sentinel_urls: Vec::new(),
+            master_name: String::new(),
+            password_file: None,
+            command_timeout: Duration::from_secs(10),
+            data_connections: 4,
+            password_from_file: None,
+        }
+    }
+}
+
+/// `[storage.embedded]`
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageEmbeddedConfig {
+    /// The redb file, relative to the working directory unless absolute.
+    pub path: PathBuf,
+}
+
+impl Default for StorageEmbeddedConfig {
+    fn default() -> Self {
+        StorageEmbeddedConfig {
+            path: "data/filegate.redb".into(),
+        }
+    }
+}
+
+/// `[ftp]`
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FtpConfig {
+    pub enabled: bool,
+    #[serde(with = "de::addr")]
+    pub listen: SocketAddr,
+    /// Ports for passive data connections, both ends included.
+    #[serde(with = "de::port_range")]
+    pub passive_ports: RangeInclusive<u16>,
+    /// Address announced in PASV replies; empty = the control connection's local address.
+    #[serde(deserialize_with = "de::text::deserialize")]
+    pub passive_host: String,
+    #[serde(with = "de::duration")]
+    pub idle_timeout: Duration,
+    /// Allow PORT/EPRT.
+    pub active_mode: bool,
+    pub tls: FtpTlsConfig,
+}
+
+impl Default for FtpConfig {
+    fn default() -> Self {
+        FtpConfig {
+            enabled: true,
+            listen: loopback(2121),
+            passive_ports: 30000..=30100,
+            passive_host: String::new(),
+            idle_timeout: Duration::from_secs(600),
+            active_mode: false,
+            tls: FtpTlsConfig::default(),
+        }
+    }
+}
+
+/// `[ftp.tls]`
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FtpTlsConfig {
+    /// Offer explicit TLS (`AUTH TLS`).
+    pub enabled: bool,
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+    /// Refuse login before `AUTH TLS`.
+    pub required: bool,
+    /// Implicit TLS listener (TLS from the first byte); `None` (`""`) = off.
+    #[serde(with = "de::opt_addr")]
+    pub implicit_listen: Option<SocketAddr>,
+}
+
+impl Default for FtpTlsConfig {
+    fn default() -> Self {
+        FtpTlsConfig {
+            enabled: false,
+            cert: "certs/ftp.crt".into(),
+            key: "certs/ftp.key".into(),
+            required: false,
+            implicit_listen: None,
+        }
+    }
+}
+
+/// `[sftp]`
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SftpConfig {
+    pub enabled: bool,
+    #[serde(with = "de::addr")]
+    pub listen: SocketAddr,
+    /// Host key files, generated on first start if missing.
+    pub host_keys: Vec<PathBuf>,
+}
+
+impl Default for SftpConfig {
+    fn default() -> Self {
+        SftpConfig {
+            enabled: true,
+            listen: loopback(2222),
+            host_keys: vec![
+                "data/ssh_host_ed25519_key".into(),
+                "data/ssh_host_rsa_key".into(),
+            ],
+        }
+    }
+}
+
+/// `[mqtt]`
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MqttConfig {
+    pub mode: MqttMode,
+    /// The embedded broker's listener.
+    #[serde(with = "de::addr")]
+    pub listen: SocketAddr,
+    /// The external broker: `mqtt://` or `mqtts://` (TLS).
+    pub url: String,
+    #[serde(deserialize_with = "de::text::deserialize")]
+    pub username: String,
+    #[serde(deserialize_with = "de::text::deserialize")]
+    pub password: String,
+    /// A file holding the password instead of `password`; `""` = none.
+    #[serde(with = "de::opt_path")]
+    pub password_file: Option<PathBuf>,
+    /// Embedded broker: let subscribers in without logging in as a `[[users]]` entry.
+    pub allow_anonymous: bool,
+    #[serde(deserialize_with = "de::text::deserialize")]
+    pub topic_prefix: String,
+    /// QoS of published events, 0..=2.
+    pub qos: u8,
+    /// Allow file operations over MQTT.
+    pub commands: bool,
+    /// The user whose home and permissions MQTT commands use.
+    #[serde(deserialize_with = "de::text::deserialize")]
+    pub commands_user: String,
+    /// The content of `password_file`, read by [`Config::load`] (trailing newline removed).
+    #[serde(skip)]
+    pub password_from_file: Option<String>,
+}
+
+impl MqttConfig {
+    /// The password to log in to the external broker with: `password_file`'s content, else
+    /// `password`, else none.
+    pub fn effective_password(&self) -> Option<&str> {
+        self.password_from_file
+            .as_deref()
+            .or((!self.password.is_empty()).then_some(self.password.as_str()))
+    }
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            mode: MqttMode::Embedded,
+            listen: loopback(1883),
+            url: "mqtt://127.0.0.1:1883".into(),
+            username: String::new(),
+            password: String::new(),
+            password_file: None,
+            allow_anonymous: false,
+            topic_prefix: "filegate".into(),
+            qos: 1,
+            commands: false,
+            commands_user: String::new(),
+            password_from_file: None,
+        }
+    }
+}
+
+/// `mqtt.mode`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MqttMode {
+    /// An in-process broker on `mqtt.listen`.
+    Embedded,
+    /// Publish to the broker at `mqtt.url`.
+    External,
+    /// No MQTT at all (events stay in the outbox up to `storage.outbox_limit`).
+    Off,
+}
+
+/// `[events]`
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventsConfig {
+    /// Glob patterns of temporary upload names that are not announced until renamed.
+    pub temp_patterns: Vec<String>,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig {
+            temp_patterns: ["*.filepart", "*.part", "*.partial", "*.tmp"]
+                .map(String::from)
+                .to_vec(),
+        }
+    }
+}
+
+/// `[http]`
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// `/healthz`, `/readyz`, `/metrics`.
+    #[serde(with = "de::addr")]
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: loopback(9090),
+        }
+    }
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub max_connections: u32,
+    pub max_connections_per_ip: u32,
+    /// Failed logins per client IP and minute, across all protocols, before a ban.
+    pub login_failures_per_ip: u32,
+    #[serde(with = "de::duration")]
+    pub ban_time: Duration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_connections: 1000,
+            max_connections_per_ip: 50,
+            login_failures_per_ip: 5,
+            ban_time: Duration::from_secs(300),
+        }
+    }
+}
+
+/// One `[[users]]` entry.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UserConfig {
+    #[serde(deserialize_with = "de::text::deserialize")]
+    pub name: String,
+    /// argon2id PHC string (`filegate hash-password` makes one); empty = no password login.
+    pub password_hash: String,
+    /// OpenSSH public key lines for SFTP.
+    pub authorized_keys: Vec<String>,
+    /// The user's root in the store, an absolute store path such as `/demo`.
+    pub home: String,
+    pub permissions: Vec<Permission>,
+    /// Most bytes the user's home may hold; `None` (`"0"` or absent) = no limit.
+    #[serde(with = "de::opt_size")]
+    pub quota_bytes: Option<u64>,
+    /// Most files the user's home may hold; `None` (`0` or absent) = no limit.
+    #[serde(with = "de::opt_count")]
+    pub quota_files: Option<u64>,
+    /// Upload bandwidth in bytes per second; `None` = no limit.
+    #[serde(with = "de::opt_size")]
+    pub bandwidth_up: Option<u64>,
+    /// Download bandwidth in bytes per second; `None` = no limit.
+    #[serde(with = "de::opt_size")]
+    pub bandwidth_down: Option<u64>,
+}
+
+impl UserConfig {
+    pub fn can(&self, permission: Permission) -> bool {
+        self.permissions.contains(&permission)
+    }
+}
+
+/// One entry of `users.permissions`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Permission {
+    List,
+    Read,
+    Write,
+    Delete,
+    Mkdir,
+    Rename,
+}
+
+impl Permission {
+    pub const ALL: [Permission; 6] = [
+        Permission::List,
+        Permission::Read,
+        Permission::Write,
+        Permission::Delete,
+        Permission::Mkdir,
+        Permission::Rename,
+    ];
+}
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port))
+}
+
+impl Config {
+    /// Reads the TOML file at `path`, applies the `FILEGATE__…` variables found in `env` (pass
+    /// [`process_env`]`()` in the binary, a literal list in tests), validates the result and reads
+    /// the password files it names.
+    pub fn load<I, K, V>(path: &Path, env: I) -> Result<Config, ConfigError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
+            path: path.to_owned(),
+            source,
+        })?;
+        sources::load(&text, &path.display().to_string(), env)
+    }
+
+    /// Like [`Config::load`] with the file's text given directly; `origin` names it in messages.
+    pub fn load_str<I, K, V>(text: &str, origin: &str, env: I) -> Result<Config, ConfigError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        sources::load(text, origin, env)
+    }
+
+    /// The second loading stage: checks every value and returns all problems at once, each naming
+    /// its key and the fix. Reads no file.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let problems = validate::problems(self);
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid { problems })
+        }
+    }
+
+    /// The effective configuration as TOML, secrets masked, for `filegate check-config`.
+    pub fn to_masked_toml(&self) -> String {
+        mask::to_masked_toml(self)
+    }
+
+    /// The `[storage]` section in the storage crate's terms. The Redis password is the one
+    /// [`Config::load`] read from `storage.redis.password_file`.
+    pub fn to_store_config(&self) -> storage_backend::StoreConfig {
+        let s = &self.storage;
+        let backend = match s.backend {
+            StorageBackend::Embedded => {
+                storage_backend::BackendConfig::Embedded(storage_backend::EmbeddedConfig {
+                    path: Some(s.embedded.path.clone()),
+                })
+            }
+            StorageBackend::Redis => {
+                let mut redis = storage_backend::RedisConfig::new(s.redis.url.clone());
+                redis.password = s.redis.password_from_file.clone();
+                redis.command_timeout = s.redis.command_timeout;
+                redis.data_connections = s.redis.data_connections;
+                storage_backend::BackendConfig::Redis(redis)
+            }
+        };
+        storage_backend::StoreConfig {
+            backend,
+            namespace: s.namespace.clone(),
+            chunk_size: s.chunk_size,
+            max_file_size: s.max_file_size,
+            orphan_timeout: s.orphan_timeout,
+            gc_grace: s.gc_grace,
+            outbox_limit: s.outbox_limit,
+        }
+    }
+
+    /// One line saying where the files are, for the startup message, such as
+    /// `storage embedded at data/filegate.redb (namespace filegate)`. Secrets are masked.
+    pub fn describe_storage(&self) -> String {
+        let s = &self.storage;
+        match s.backend {
+            StorageBackend::Embedded => format!(
+                "storage embedded at {} (namespace {})",
+                s.embedded.path.display(),
+                s.namespace
+            ),
+            StorageBackend::Redis => format!(
+                "storage redis at {} (namespace {})",
+                mask_url_password(&s.redis.url),
+                s.namespace
+            ),
+        }
+    }
+}
+
+/// The process's `FILEGATE__…` environment variables, for [`Config::load`]. Names and values that
+/// are not UTF-8 are converted lossily (and then fail to match a key or a value, with a message).
+pub fn process_env() -> Vec<(String, String)> {
+    std::env::vars_os()
+        .map(|(k, v)| {
+            (
+                k.to_string_lossy().into_owned(),
+                v.to_string_lossy().into_owned(),
+            )
+        })
+        .filter(|(k, _)| sources::is_config_var(k))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,464 @@
+//! The second loading stage: checks values that parsed but do not make sense, alone or together.
+//!
+//! Every check adds a [`Problem`] and goes on, so one run of `filegate check-config` shows all of
+//! them. Each message says what is wrong and what to write instead.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::de::format_size;
+use super::{
+    Config, FtpConfig, LimitsConfig, MqttConfig, MqttMode, Problem, ServerConfig, SftpConfig,
+    StorageBackend, StorageConfig, UserConfig,
+};
+
+/// Smallest and largest `storage.chunk_size`.
+pub const MIN_CHUNK_SIZE: u64 = 64 << 10;
+pub const MAX_CHUNK_SIZE: u64 = 64 << 20;
+
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem::new(key, message));
+    }
+
+    fn non_zero_duration(&mut self, key: &str, value: Duration, example: &str) {
+        if value.is_zero() {
+            self.add(key, format!("is 0; use a duration such as \"{example}\""));
+        }
+    }
+
+    fn non_zero(&mut self, key: &str, value: u64, example: u64) {
+        if value == 0 {
+            self.add(
+                key,
+                format!("is 0; use a positive number such as {example}"),
+            );
+        }
+    }
+}
+
+/// All problems of `config`; empty when it is valid.
+pub(super) fn problems(config: &Config) -> Vec<Problem> {
+    let mut p = Problems::default();
+    server(&config.server, &mut p);
+    storage(&config.storage, &mut p);
+    ftp(&config.ftp, &mut p);
+    sftp(&config.sftp, &mut p);
+    mqtt(&config.mqtt, &config.users, &mut p);
+    for (i, pattern) in config.events.temp_patterns.iter().enumerate() {
+        let key = format!("events.temp_patterns[{i}]");
+        if pattern.is_empty() {
+            p.add(key, "is empty; write a file name pattern such as \"*.tmp\"");
+        } else if pattern.contains('/') {
+            p.add(
+                key,
+                format!("{pattern:?} contains '/'; patterns match file names, not paths, such as \"*.tmp\""),
+            );
+        }
+    }
+    limits(&config.limits, &mut p);
+    users(&config.users, &mut p);
+    listeners(config, &mut p);
+    p.0
+}
+
+/// A name used in keys, URIs or topics: letters, digits, `-`, `_`, `.`.
+fn check_name(p: &mut Problems, key: &str, value: &str, example: &str) {
+    if value.is_empty() {
+        p.add(key, format!("is empty; use a name such as \"{example}\""));
+    } else if !value
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        p.add(
+            key,
+            format!(
+                "{value:?} may hold only letters, digits, '-', '_' and '.'; use a name such as \"{example}\""
+            ),
+        );
+    }
+}
+
+/// Whether `url` starts with one of `schemes` followed by `://` and a host.
+fn has_scheme_and_host(url: &str, schemes: &[&str]) -> bool {
+    url.split_once("://").is_some_and(|(scheme, rest)| {
+        schemes.contains(&scheme) && {
+            let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+            let host = authority.rsplit('@').next().unwrap_or("");
+            !host.is_empty() && !host.starts_with(':')
+        }
+    })
+}
+
+fn server(s: &ServerConfig, p: &mut Problems) {
+    check_name(p, "server.id", &s.id, "filegate-1");
+    if s.data_dir.as_os_str().is_empty() {
+        p.add(
+            "server.data_dir",
+            "is empty; name a directory for the embedded store and host keys, such as \"data\"",
+        );
+    }
+}
+
+fn storage(s: &StorageConfig, p: &mut Problems) {
+    check_name(p, "storage.namespace", &s.namespace, "filegate");
+    if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&s.chunk_size) {
+        let how = if s.chunk_size < MIN_CHUNK_SIZE {
+            "small"
+        } else {
+            "large"
+        };
+        p.add(
+            "storage.chunk_size",
+            format!(
+                "\"{}\" is too {how}; use a size between 64KiB and 64MiB such as \"1MiB\"",
+                format_size(s.chunk_size)
+            ),
+        );
+    }
+    p.non_zero_duration("storage.orphan_timeout", s.orphan_timeout, "60s");
+    p.non_zero("storage.outbox_limit", s.outbox_limit, 1_000_000);
+    match s.backend {
+        StorageBackend::Embedded => {
+            if s.embedded.path.as_os_str().is_empty() {
+                p.add(
+                    "storage.embedded.path",
+                    "is empty; name the store's file, such as \"data/filegate.redb\"",
+                );
+            }
+        }
+        StorageBackend::Redis => {
+            let r = &s.redis;
+            if !has_scheme_and_host(&r.url, &["redis", "rediss"]) {
+                p.add(
+                    "storage.redis.url",
+                    format!(
+                        "{:?} is not a Redis URL; write redis://HOST:PORT/DB (rediss:// for TLS), \
+                         such as \"redis://127.0.0.1:6379/0\"",
+                        super::mask_url_password(&r.url)
+                    ),
+                );
+            }
+            let scale_out = "not supported yet (issue: scale-out); use one standalone server in \
+                             storage.redis.url";
+            if r.cluster {
+                p.add(
+                    "storage.redis.cluster",
+                    format!("Redis Cluster is {scale_out} and set cluster = false"),
+                );
+            }
+            if !r.urls.is_empty() {
+                p.add(
+                    "storage.redis.urls",
+                    format!("Redis Cluster is {scale_out} and set urls = []"),
+                );
+            }
+            if !r.sentinel_urls.is_empty() {
+                p.add(
+                    "storage.redis.sentinel_urls",
+                    format!("Redis Sentinel is {scale_out} and set sentinel_urls = []"),
+                );
+            }
+            if !r.master_name.is_empty() {
+                p.add(
+                    "storage.redis.master_name",
+                    format!("Redis Sentinel is {scale_out} and set master_name = \"\""),
+                );
+            }
+            p.non_zero_duration("storage.redis.command_timeout", r.command_timeout, "10s");
+            if !(1..=64).contains(&r.data_connections) {
+                p.add(
+                    "storage.redis.data_connections",
+                    format!("is {}; use 1 to 64, such as 4", r.data_connections),
+                );
+            }
+        }
+    }
+}
+
+fn ftp(f: &FtpConfig, p: &mut Problems) {
+    let (lo, hi) = (*f.passive_ports.start(), *f.passive_ports.end());
+    if lo == 0 {
+        p.add(
+            "ftp.passive_ports",
+            format!("\"{lo}-{hi}\" includes port 0; use ports 1-65535, such as \"30000-30100\""),
+        );
+    } else if lo > hi {
+        p.add(
+            "ftp.passive_ports",
+            format!(
+                "\"{lo}-{hi}\" runs backwards; write the lower port first, such as \"{hi}-{lo}\""
+            ),
+        );
+    }
+    if f.passive_host.chars().any(char::is_whitespace) {
+        p.add(
+            "ftp.passive_host",
+            format!(
+                "{:?} contains whitespace; write an address such as \"203.0.113.7\", or \"\" to \
+                 announce the control connection's address",
+                f.passive_host
+            ),
+        );
+    }
+    p.non_zero_duration("ftp.idle_timeout", f.idle_timeout, "10m");
+    let tls = &f.tls;
+    if tls.enabled {
+        for (key, path) in [("ftp.tls.cert", &tls.cert), ("ftp.tls.key", &tls.key)] {
+            if path.as_os_str().is_empty() {
+                p.add(
+                    key,
+                    "is empty; name a PEM file, or set ftp.tls.enabled = false",
+                );
+            } else if !path.is_file() {
+                p.add(
+                    key,
+                    format!(
+                        "{} is not a readable file; make one (see certs/) or set ftp.tls.enabled = false",
+                        path.display()
+                    ),
+                );
+            }
+        }
+    } else {
+        if tls.required {
+            p.add(
+                "ftp.tls.required",
+                "is true but ftp.tls.enabled is false; enable TLS or set required = false",
+            );
+        }
+        if tls.implicit_listen.is_some() {
+            p.add(
+                "ftp.tls.implicit_listen",
+                "is set but ftp.tls.enabled is false; enable TLS or set implicit_listen = \"\"",
+            );
+        }
+    }
+}
+
+fn sftp(s: &SftpConfig, p: &mut Problems) {
+    if s.enabled && s.host_keys.is_empty() {
+        p.add(
+            "sftp.host_keys",
+            "is empty; list at least one key file such as \"data/ssh_host_ed25519_key\" \
+             (generated on first start if missing)",
+        );
+    }
+    for (i, path) in s.host_keys.iter().enumerate() {
+        if path.as_os_str().is_empty() {
+            p.add(
+                format!("sftp.host_keys[{i}]"),
+                "is empty; name a key file such as \"data/ssh_host_ed25519_key\"",
+            );
+        }
+    }
+}
+
+fn mqtt(m: &MqttConfig, users: &[UserConfig], p: &mut Problems) {
+    if m.qos > 2 {
+        p.add("mqtt.qos", format!("is {}; use 0, 1 or 2", m.qos));
+    }
+    if m.mode == MqttMode::External && !has_scheme_and_host(&m.url, &["mqtt", "mqtts"]) {
+        p.add(
+            "mqtt.url",
+            format!(
+                "{:?} is not an MQTT URL; write mqtt://HOST:PORT (mqtts:// for TLS), such as \
+                 \"mqtt://127.0.0.1:1883\"",
+                super::mask_url_password(&m.url)
+            ),
+        );
+    }
+    if !m.password.is_empty() && m.password_file.is_some() {
+        p.add(
+            "mqtt.password",
+            "is set together with mqtt.password_file; keep one of them",
+        );
+    }
+    let prefix = &m.topic_prefix;
+    if prefix.is_empty()
+        || prefix.starts_with('/')
+        || prefix.ends_with('/')
+        || prefix.contains(['+', '#', '\0'])
+    {
+        p.add(
+            "mqtt.topic_prefix",
+            format!(
+                "{prefix:?} is not a topic prefix; use topic levels without '+', '#' or a leading \
+                 or trailing '/', such as \"filegate\" or \"site1/filegate\""
+            ),
+        );
+    }
+    if m.commands {
+        if m.mode == MqttMode::Off {
+            p.add(
+                "mqtt.commands",
+                "is true but mqtt.mode is \"off\"; set mode = \"embedded\" or \"external\", or commands = false",
+            );
+        }
+        if m.commands_user.is_empty() {
+            p.add(
+                "mqtt.commands_user",
+                "is empty but mqtt.commands is true; name the [[users]] entry whose home and \
+                 permissions MQTT commands use",
+            );
+        } else if !users.iter().any(|u| u.name == m.commands_user) {
+            p.add(
+                "mqtt.commands_user",
+                format!(
+                    "{:?} is not a configured user; name one of the [[users]] entries",
+                    m.commands_user
+                ),
+            );
+        }
+    }
+}
+
+fn limits(l: &LimitsConfig, p: &mut Problems) {
+    p.non_zero("limits.max_connections", l.max_connections.into(), 1000);
+    p.non_zero(
+        "limits.max_connections_per_ip",
+        l.max_connections_per_ip.into(),
+        50,
+    );
+    p.non_zero(
+        "limits.login_failures_per_ip",
+        l.login_failures_per_ip.into(),
+        5,
+    );
+    p.non_zero_duration("limits.ban_time", l.ban_time, "5m");
+}
+
+fn users(users: &[UserConfig], p: &mut Problems) {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (i, u) in users.iter().enumerate() {
+        let key = |field: &str| format!("users[{i}].{field}");
+        if u.name.is_empty() {
+            p.add(
+                key("name"),
+                "is empty; give the user a login name such as \"alice\"",
+            );
+        } else if u
+            .name
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == ':')
+        {
+            p.add(
+                key("name"),
+                format!("{:?} contains whitespace, ':' or a control character; use a name such as \"alice\"", u.name),
+            );
+        } else if let Some(first) = seen.get(u.name.as_str()) {
+            p.add(
+                key("name"),
+                format!(
+                    "{:?} is also users[{first}].name; user names must be unique",
+                    u.name
+                ),
+            );
+        } else {
+            seen.insert(&u.name, i);
+        }
+
+        if u.password_hash.is_empty() {
+            if u.authorized_keys.is_empty() {
+                p.add(
+                    key("password_hash"),
+                    format!(
+                        "is empty and so is users[{i}].authorized_keys, so {:?} could never log in; \
+                         make a hash with `filegate hash-password` or add an SSH public key",
+                        u.name
+                    ),
+                );
+            }
+        } else if let Err(why) = crate::password::check_argon2id_hash(&u.password_hash) {
+            p.add(
+                key("password_hash"),
+                format!("{why}; make an argon2id hash with `filegate hash-password`"),
+            );
+        }
+
+        for (k, line) in u.authorized_keys.iter().enumerate() {
+            let mut fields = line.split_whitespace();
+            let well_formed = matches!(
+                (fields.next(), fields.next()),
+                (Some(kind), Some(_)) if kind.starts_with("ssh-")
+                    || kind.starts_with("ecdsa-")
+                    || kind.starts_with("sk-")
+            );
+            if !well_formed {
+                p.add(
+                    format!("users[{i}].authorized_keys[{k}]"),
+                    "is not an OpenSSH public key line; paste a line such as \
+                     \"ssh-ed25519 AAAAC3Nza... alice@laptop\" (a .pub file's content)",
+                );
+            }
+        }
+
+        let example = if u.name.is_empty() || u.name.contains('/') {
+            "/alice".to_owned()
+        } else {
+            format!("/{}", u.name)
+        };
+        if u.home.is_empty() {
+            p.add(
+                key("home"),
+                format!("is empty; give the user's directory in the store, such as \"{example}\""),
+            );
+        } else if !u.home.starts_with('/') {
+            p.add(
+                key("home"),
+                format!(
+                    "{:?} is not absolute; write it from the store's root, such as \"/{}\"",
+                    u.home, u.home
+                ),
+            );
+        } else if u.home.contains(['\\', '\0']) || {
+            let segments: Vec<&str> = u.home.split('/').skip(1).collect();
+            let last = segments.len() - 1;
+            segments
+                .iter()
+                .enumerate()
+                .any(|(n, seg)| *seg == "." || *seg == ".." || (seg.is_empty() && n < last))
+        } {
+            p.add(
+                key("home"),
+                format!(
+                    "{:?} is not a plain path; leave out \".\", \"..\", \"//\", '\\' and NUL, such as \"{example}\"",
+                    u.home
+                ),
+            );
+        }
+    }
+}
+
+/// Two enabled listeners on one address would fail at start; say so now.
+fn listeners(c: &Config, p: &mut Problems) {
+    let mut bound: Vec<(&str, SocketAddr)> = Vec::new();
+    if c.ftp.enabled {
+        bound.push(("ftp.listen", c.ftp.listen));
+        if let (true, Some(addr)) = (c.ftp.tls.enabled, c.ftp.tls.implicit_listen) {
+            bound.push(("ftp.tls.implicit_listen", addr));
+        }
+    }
+    if c.sftp.enabled {
+        bound.push(("sftp.listen", c.sftp.listen));
+    }
+    if c.mqtt.mode == MqttMode::Embedded {
+        bound.push(("mqtt.listen", c.mqtt.listen));
+    }
+    bound.push(("http.listen", c.http.listen));
+    for (n, (key, addr)) in bound.iter().enumerate() {
+        if addr.port() == 0 {
+            continue; // port 0: the system picks a free port for each
+        }
+        if let Some((other, _)) = bound[..n].iter().find(|(_, a)| a == addr) {
+            p.add(
+                *key,
+                format!("\"{addr}\" is also {other}; give each listener its own port"),
+            );
+        }
+    }
+}

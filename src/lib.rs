@@ -1,0 +1,12 @@
+//! filegate: one gateway for FTP/FTPS, SFTP and MQTT over a chunked store (see DESIGN.md).
+//!
+//! The binary (`src/main.rs`) only parses the command line and calls [`cli::run`]; everything else
+//! lives here so tests can start the gateway in-process.
+
+pub mod cli;
+pub mod config;
+pub mod logging;
+pub mod password;
+pub mod serve;
+
+pub use config::Config;

@@ -1,0 +1,31 @@
+//! Log output through `tracing`: human-readable or JSON lines on standard error, filtered by `RUST_LOG`.
+
+use tracing_subscriber::EnvFilter;
+
+use crate::config::LogFormat;
+
+/// The filter used when `RUST_LOG` is unset.
+pub const DEFAULT_FILTER: &str = "info";
+
+/// Installs the global subscriber. `RUST_LOG` (e.g. `filegate=debug,info`) overrides the default
+/// `info`; an unparsable `RUST_LOG` falls back to `info` with a warning. Calling it again (tests) is
+/// harmless: the first subscriber stays.
+pub fn init(format: LogFormat) {
+    let (filter, bad_filter) = match std::env::var("RUST_LOG") {
+        Ok(spec) if !spec.trim().is_empty() => match EnvFilter::try_new(&spec) {
+            Ok(filter) => (filter, None),
+            Err(e) => (EnvFilter::new(DEFAULT_FILTER), Some((spec, e))),
+        },
+        _ => (EnvFilter::new(DEFAULT_FILTER), None),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let installed = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+    if let (Ok(()), Some((spec, error))) = (installed, bad_filter) {
+        tracing::warn!(%spec, %error, "RUST_LOG is not a valid filter; logging at info");
+    }
+}

@@ -1,0 +1,86 @@
+//! Settings the store is opened with. The gateway maps its `[storage]` section onto these.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything needed to open a [`crate::Store`].
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub backend: BackendConfig,
+    /// Key prefix: several gateways or tenants can share one Redis under different namespaces.
+    pub namespace: String,
+    /// Size of the chunks new files are cut into. Existing files keep the size they were written with.
+    pub chunk_size: u64,
+    /// Largest file a write session may produce; 0 = unlimited.
+    pub max_file_size: u64,
+    /// How long a gateway that stopped heart-beating keeps its write sessions and read pins before
+    /// another gateway (or this one after a restart) reclaims the chunks they left behind.
+    pub orphan_timeout: Duration,
+    /// How long chunks of a replaced or deleted version stay readable for readers that already
+    /// started, before they are deleted.
+    pub gc_grace: Duration,
+    /// Most unacknowledged events the outbox holds; at the limit, changes are refused (never dropped).
+    pub outbox_limit: u64,
+}
+
+impl StoreConfig {
+    /// An in-memory embedded store with test-friendly timings; used by tests and benchmarks.
+    pub fn in_memory() -> Self {
+        StoreConfig {
+            backend: BackendConfig::Embedded(EmbeddedConfig { path: None }),
+            ..StoreConfig::default()
+        }
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            backend: BackendConfig::Embedded(EmbeddedConfig {
+                path: Some(PathBuf::from("data/filegate.redb")),
+            }),
+            namespace: "filegate".into(),
+            chunk_size: 1024 * 1024,
+            max_file_size: 0,
+            orphan_timeout: Duration::from_secs(60),
+            gc_grace: Duration::from_secs(60),
+            outbox_limit: 1_000_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum BackendConfig {
+    Embedded(EmbeddedConfig),
+    Redis(RedisConfig),
+}
+
+#[derive(Debug, Clone)]
+pub struct EmbeddedConfig {
+    /// The redb file; `None` keeps everything in memory (tests).
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// `redis://` or `rediss://` URL of a standalone server.
+    pub url: String,
+    /// Password read from a file (overrides one in the URL).
+    pub password: Option<String>,
+    /// How long one Redis command may take before the operation fails with a clear error.
+    pub command_timeout: Duration,
+    /// How many connections carry chunk traffic (metadata has its own, so small commands never
+    /// queue behind megabyte values).
+    pub data_connections: usize,
+}
+
+impl RedisConfig {
+    pub fn new(url: impl Into<String>) -> Self {
+        RedisConfig {
+            url: url.into(),
+            password: None,
+            command_timeout: Duration::from_secs(10),
+            data_connections: 4,
+        }
+    }
+}

@@ -1,0 +1,655 @@
+//! The Redis backend: metadata in one hash slot per namespace, changed only by Lua scripts (each one
+//! atomic step, events included); chunk values spread over the cluster, on connections of their own.
+//!
+//! Key layout (namespace `N`; `docs/storage.md` has the full table):
+//! - `{N}:ctr` counters (ino, vid, cid, sid, seq, acked); `{N}:i:<ino>` inodes; `{N}:d:<ino>` and
+//!   `{N}:l:<ino>` directory entries (name → inode, and names in order for paging);
+//!   `{N}:v:<vid>` versions with their chunk maps and reference counts; `{N}:cr` chunk reference
+//!   counts; `{N}:gc` chunks due for deletion; `{N}:s:<sid>`, `{N}:os:<owner>`, `{N}:owners` write
+//!   sessions and read pins per gateway, with the gateways' leases; `{N}:ev` the event outbox.
+//! - `N:c:{<id>}` chunk values: each its own hash tag, so Redis Cluster spreads them over masters.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use redis::aio::ConnectionManager;
+use redis::{FromRedisValue, Script, ScriptInvocation};
+
+use crate::backend::{
+    CommitOutcome, CommitRequest, MaintenanceReport, OpenedRead, SessionStart, StoreUsage, Version,
+};
+use crate::chunkmap;
+use crate::config::RedisConfig;
+use crate::error::{ErrorKind, Result, StoreError};
+use crate::outbox::{assemble, Event, EventFacts, EventKind, EventOrigin, OutboxStatus};
+use crate::path::StorePath;
+use crate::types::{from_ms, now_ms, DirEntry, EntryKind, ListPage, Metadata, OpenOptions};
+use crate::BackendSettings;
+
+const PRELUDE: &str = include_str!("prelude.lua");
+const SCRIPTS: &str = include_str!("scripts.lua");
+/// Chunks deleted per garbage-collection round trip.
+const GC_BATCH: usize = 512;
+
+struct Scripts(HashMap<&'static str, Script>);
+
+impl Scripts {
+    fn load() -> Scripts {
+        let mut map = HashMap::new();
+        for part in SCRIPTS.split("--@ ").skip(1) {
+            let (name, body) = part.split_once('\n').expect("script header line");
+            map.insert(name.trim(), Script::new(&format!("{PRELUDE}\n{body}")));
+        }
+        Scripts(map)
+    }
+
+    fn get(&self, name: &str) -> &Script {
+        self.0
+            .get(name)
+            .unwrap_or_else(|| panic!("no Lua script named {name}"))
+    }
+}
+
+pub(crate) struct RedisBackend {
+    settings: BackendSettings,
+    url_shown: String,
+    meta: ConnectionManager,
+    data: Vec<ConnectionManager>,
+    next_data: AtomicUsize,
+    scripts: Scripts,
+    /// `{N}:` — every metadata key starts with it.
+    prefix: String,
+    ctr_key: String,
+    timeout: Duration,
+    lease_known: AtomicBool,
+}
+
+impl RedisBackend {
+    pub async fn open(config: &RedisConfig, settings: BackendSettings) -> Result<Self> {
+        let url_shown = mask_url(&config.url);
+        let mut info = redis::IntoConnectionInfo::into_connection_info(config.url.as_str())
+            .map_err(|e| {
+                StoreError::new(
+                    ErrorKind::InvalidArgument,
+                    format!("storage.redis.url {url_shown:?} is not a valid Redis URL: {e}"),
+                )
+            })?;
+        if let Some(password) = &config.password {
+            info = info
+                .clone()
+                .set_redis_settings(info.redis_settings().clone().set_password(password));
+        }
+        let client = redis::Client::open(info).map_err(|e| {
+            StoreError::new(
+                ErrorKind::InvalidArgument,
+                format!("storage.redis.url {url_shown:?}: {e}"),
+            )
+        })?;
+        let manager_config = redis::aio::ConnectionManagerConfig::new()
+            .set_response_timeout(Some(config.command_timeout))
+            .set_connection_timeout(Some(config.command_timeout.min(Duration::from_secs(5))))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(2));
+        let connect = || async {
+            client
+                .get_connection_manager_with_config(manager_config.clone())
+                .await
+                .map_err(|e| {
+                    StoreError::unavailable(format!("cannot connect to Redis at {url_shown}: {e}"))
+                })
+        };
+        let meta = connect().await?;
+        let mut data = Vec::new();
+        for _ in 0..config.data_connections.max(1) {
+            data.push(connect().await?);
+        }
+        let prefix = format!("{{{}}}:", settings.namespace);
+        let backend = RedisBackend {
+            ctr_key: format!("{prefix}ctr"),
+            prefix,
+            url_shown,
+            meta,
+            data,
+            next_data: AtomicUsize::new(0),
+            scripts: Scripts::load(),
+            timeout: config.command_timeout,
+            lease_known: AtomicBool::new(false),
+            settings,
+        };
+        let _: i64 = backend.run(&mut backend.script("init", None)).await?;
+        backend.heartbeat().await?;
+        Ok(backend)
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "redis at {} (namespace {})",
+            self.url_shown, self.settings.namespace
+        )
+    }
+
+    fn chunk_key(&self, id: u64) -> String {
+        format!("{}:c:{{{id}}}", self.settings.namespace)
+    }
+
+    fn data_conn(&self) -> ConnectionManager {
+        let i = self.next_data.fetch_add(1, Ordering::Relaxed) % self.data.len();
+        self.data[i].clone()
+    }
+
+    /// An invocation of a named script with the common leading arguments filled in.
+    fn script(&self, name: &str, origin: Option<&EventOrigin>) -> ScriptInvocation<'_> {
+        let mut inv = self.scripts.get(name).key(&self.ctr_key);
+        inv.arg(&self.prefix)
+            .arg(now_ms())
+            .arg(self.settings.gc_grace.as_millis() as u64)
+            .arg(self.settings.outbox_limit)
+            .arg(origin.map(EventOrigin::to_json).unwrap_or_default());
+        inv
+    }
+
+    async fn run<T: FromRedisValue>(&self, inv: &mut ScriptInvocation<'_>) -> Result<T> {
+        let mut conn = self.meta.clone();
+        inv.invoke_async(&mut conn).await.map_err(|e| self.error(e))
+    }
+
+    fn error(&self, e: redis::RedisError) -> StoreError {
+        if let Some(code) = e.code() {
+            if let Some(kind) = code.strip_prefix("FG:").and_then(ErrorKind::from_code) {
+                return StoreError::new(kind, e.detail().unwrap_or(code).trim().to_string());
+            }
+        }
+        if e.is_timeout() {
+            StoreError::unavailable(format!(
+                "Redis at {} did not answer within {:?} (storage.redis.command_timeout)",
+                self.url_shown, self.timeout
+            ))
+        } else if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() {
+            StoreError::unavailable(format!("Redis at {} is unreachable: {e}", self.url_shown))
+        } else {
+            StoreError::new(
+                ErrorKind::Unavailable,
+                format!("Redis at {} failed: {e}", self.url_shown),
+            )
+        }
+    }
+
+    pub async fn ping(&self) -> Result<()> {
+        let mut conn = self.meta.clone();
+        let _: String = redis::cmd("PING")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(())
+    }
+
+    pub async fn stat(&self, path: &StorePath) -> Result<Metadata> {
+        let f: Vec<Option<String>> = self
+            .run(self.script("stat", None).arg(path.relative()))
+            .await?;
+        metadata_from(&f)
+    }
+
+    pub async fn list(
+        &self,
+        dir: &StorePath,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<ListPage> {
+        let limit = limit.max(1);
+        let out: Vec<String> = self
+            .run(
+                self.script("list", None)
+                    .arg(dir.relative())
+                    .arg(after.unwrap_or(""))
+                    .arg(limit),
+            )
+            .await?;
+        let more = out.first().map(|s| s == "1").unwrap_or(false);
+        let mut entries = Vec::new();
+        for rec in out[1..].chunks(7) {
+            let fields: Vec<Option<String>> = rec[1..]
+                .iter()
+                .map(|s| (!s.is_empty()).then(|| s.clone()))
+                .collect();
+            entries.push(DirEntry {
+                name: rec[0].clone(),
+                metadata: metadata_from(&fields)?,
+            });
+        }
+        let next = if more {
+            entries.last().map(|e| e.name.clone())
+        } else {
+            None
+        };
+        Ok(ListPage { entries, next })
+    }
+
+    pub async fn mkdir(&self, path: &StorePath, origin: EventOrigin) -> Result<u64> {
+        self.run(self.script("mkdir", Some(&origin)).arg(path.relative()))
+            .await
+    }
+
+    pub async fn rmdir(&self, path: &StorePath, origin: EventOrigin) -> Result<u64> {
+        self.run(self.script("rmdir", Some(&origin)).arg(path.relative()))
+            .await
+    }
+
+    pub async fn delete(&self, path: &StorePath, origin: EventOrigin) -> Result<u64> {
+        self.run(self.script("delete", Some(&origin)).arg(path.relative()))
+            .await
+    }
+
+    pub async fn rename(
+        &self,
+        from: &StorePath,
+        to: &StorePath,
+        replace: bool,
+        origin: EventOrigin,
+    ) -> Result<u64> {
+        self.run(
+            self.script("rename", Some(&origin))
+                .arg(from.relative())
+                .arg(to.relative())
+                .arg(if replace { "1" } else { "0" }),
+        )
+        .await
+    }
+
+    pub async fn set_mtime(
+        &self,
+        path: &StorePath,
+        mtime_ms: u64,
+        origin: EventOrigin,
+    ) -> Result<u64> {
+        self.run(
+            self.script("set_mtime", Some(&origin))
+                .arg(path.relative())
+                .arg(mtime_ms),
+        )
+        .await
+    }
+
+    pub async fn open_session(
+        &self,
+        path: &StorePath,
+        opts: OpenOptions,
+        ids: u64,
+    ) -> Result<SessionStart> {
+        let flag = |b: bool| if b { "1" } else { "0" };
+        let r: Vec<String> = self
+            .run(
+                self.script("open_session", None)
+                    .arg(path.relative())
+                    .arg(&self.settings.owner)
+                    .arg(flag(opts.create || opts.create_new))
+                    .arg(flag(opts.create_new))
+                    .arg(flag(opts.truncate))
+                    .arg(ids),
+            )
+            .await?;
+        let sid = parse_u64(&r[0])?;
+        let first_id = parse_u64(&r[1])?;
+        let base_vid = parse_u64(&r[2])?;
+        let base = if base_vid == 0 {
+            None
+        } else {
+            Some(Version {
+                vid: base_vid,
+                size: parse_u64(&r[3])?,
+                chunk_size: parse_u64(&r[4])?,
+                chunks: chunkmap::decode(&r[5])?,
+                sha256: (!r[6].is_empty()).then(|| r[6].clone()),
+                complete: r[7] != "0",
+                mtime_ms: parse_u64(&r[8])?,
+            })
+        };
+        Ok(SessionStart {
+            sid,
+            first_id,
+            base,
+        })
+    }
+
+    pub async fn alloc_ids(&self, sid: u64, n: u64) -> Result<u64> {
+        self.run(self.script("alloc", None).arg(sid).arg(n)).await
+    }
+
+    pub async fn put_chunk(&self, _sid: u64, id: u64, data: Bytes) -> Result<()> {
+        let mut conn = self.data_conn();
+        redis::cmd("SET")
+            .arg(self.chunk_key(id))
+            .arg(data.as_ref())
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(|e| self.error(e))
+    }
+
+    pub async fn get_chunk(&self, id: u64) -> Result<Option<Bytes>> {
+        let mut conn = self.data_conn();
+        redis::cmd("GET")
+            .arg(self.chunk_key(id))
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.error(e))
+    }
+
+    pub async fn commit(&self, req: CommitRequest<'_>) -> Result<CommitOutcome> {
+        let (seq, vid, created): (u64, u64, u8) = self
+            .run(
+                self.script("commit", Some(&req.origin))
+                    .arg(req.path.relative())
+                    .arg(req.sid)
+                    .arg(req.size)
+                    .arg(req.chunk_size)
+                    .arg(chunkmap::encode(req.chunks))
+                    .arg(req.sha256.as_deref().unwrap_or(""))
+                    .arg(if req.complete { "1" } else { "0" })
+                    .arg(req.mtime_ms),
+            )
+            .await?;
+        Ok(CommitOutcome {
+            seq,
+            vid,
+            created: created == 1,
+        })
+    }
+
+    pub async fn end_session(&self, sid: u64) -> Result<()> {
+        let _: u8 = self.run(self.script("end_session", None).arg(sid)).await?;
+        Ok(())
+    }
+
+    pub async fn open_read(&self, path: &StorePath, pin: bool) -> Result<OpenedRead> {
+        let owner = if pin {
+            self.settings.owner.as_str()
+        } else {
+            ""
+        };
+        let r: Vec<String> = self
+            .run(
+                self.script("open_read", None)
+                    .arg(path.relative())
+                    .arg(owner),
+            )
+            .await?;
+        let pin = parse_u64(&r[7])?;
+        Ok(OpenedRead {
+            version: Version {
+                vid: parse_u64(&r[0])?,
+                size: parse_u64(&r[1])?,
+                chunk_size: parse_u64(&r[2])?,
+                chunks: chunkmap::decode(&r[3])?,
+                sha256: (!r[4].is_empty()).then(|| r[4].clone()),
+                complete: r[5] != "0",
+                mtime_ms: parse_u64(&r[6])?,
+            },
+            pin: (pin != 0).then_some(pin),
+        })
+    }
+
+    pub async fn unpin(&self, pin: u64) -> Result<()> {
+        self.end_session(pin).await
+    }
+
+    pub async fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>> {
+        let mut conn = self.meta.clone();
+        let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(format!("{}ev", self.prefix))
+            .arg(format!("{}-0", after + 1))
+            .arg("+")
+            .arg("COUNT")
+            .arg(limit.max(1))
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.error(e))?;
+        reply
+            .ids
+            .into_iter()
+            .map(|entry| event_from(&entry))
+            .collect()
+    }
+
+    pub async fn ack(&self, upto: u64) -> Result<u64> {
+        self.run(self.script("ack", None).arg(upto)).await
+    }
+
+    pub async fn outbox_status(&self) -> Result<OutboxStatus> {
+        let (last_seq, acked_seq): (u64, u64) =
+            self.run(&mut self.script("outbox_status", None)).await?;
+        Ok(OutboxStatus {
+            last_seq,
+            acked_seq,
+        })
+    }
+
+    async fn heartbeat(&self) -> Result<()> {
+        let lease = self.settings.orphan_timeout.as_millis() as u64;
+        let state: u8 = self
+            .run(
+                self.script("heartbeat", None)
+                    .arg(&self.settings.owner)
+                    .arg(lease),
+            )
+            .await?;
+        if state == 0 && self.lease_known.load(Ordering::Relaxed) {
+            tracing::warn!(
+                owner = %self.settings.owner,
+                "this gateway lost its storage lease (no heartbeat for longer than storage.orphan_timeout); \
+                 its unfinished uploads were reclaimed and will fail"
+            );
+        }
+        self.lease_known.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    pub async fn maintain(&self) -> Result<MaintenanceReport> {
+        self.heartbeat().await?;
+        let mut report = MaintenanceReport::default();
+        loop {
+            let ended: u64 = self.run(self.script("reclaim", None).arg("")).await?;
+            report.sessions_reclaimed += ended;
+            if ended == 0 {
+                break;
+            }
+        }
+        loop {
+            let due: Vec<String> = self.run(self.script("gc_due", None).arg(GC_BATCH)).await?;
+            if due.is_empty() {
+                break;
+            }
+            let mut unlink = redis::pipe();
+            for id in &due {
+                unlink
+                    .cmd("UNLINK")
+                    .arg(format!("{}:c:{{{id}}}", self.settings.namespace))
+                    .ignore();
+            }
+            let mut conn = self.data_conn();
+            unlink
+                .query_async::<()>(&mut conn)
+                .await
+                .map_err(|e| self.error(e))?;
+            let mut forget = self.script("gc_forget", None);
+            for id in &due {
+                forget.arg(id);
+            }
+            let _: u64 = self.run(&mut forget).await?;
+            report.chunks_deleted += due.len() as u64;
+            if due.len() < GC_BATCH {
+                break;
+            }
+        }
+        Ok(report)
+    }
+
+    pub async fn release_owner(&self) -> Result<()> {
+        let _: u64 = self
+            .run(self.script("reclaim", None).arg(&self.settings.owner))
+            .await?;
+        Ok(())
+    }
+
+    pub async fn usage(&self) -> Result<StoreUsage> {
+        let (referenced_chunks, garbage_chunks, sessions): (u64, u64, u64) =
+            self.run(&mut self.script("usage", None)).await?;
+        let stored_chunks = self.stored_chunk_ids().await?.len() as u64;
+        Ok(StoreUsage {
+            referenced_chunks,
+            garbage_chunks,
+            sessions,
+            stored_chunks,
+        })
+    }
+
+    async fn stored_chunk_ids(&self) -> Result<Vec<u64>> {
+        let mut conn = self.meta.clone();
+        let pattern = format!("{}:c:*", self.settings.namespace);
+        let mut cursor = 0u64;
+        let mut ids = Vec::new();
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| self.error(e))?;
+            for key in keys {
+                let id = key
+                    .rsplit('{')
+                    .next()
+                    .and_then(|s| s.strip_suffix('}'))
+                    .unwrap_or("");
+                ids.push(parse_u64(id)?);
+            }
+            if next == 0 {
+                return Ok(ids);
+            }
+            cursor = next;
+        }
+    }
+
+    pub async fn chunk_inventory(&self) -> Result<(Vec<u64>, Vec<u64>)> {
+        let referenced: Vec<u64> = self.run(&mut self.script("referenced", None)).await?;
+        Ok((referenced, self.stored_chunk_ids().await?))
+    }
+}
+
+fn parse_u64(s: &str) -> Result<u64> {
+    if s.is_empty() {
+        return Ok(0);
+    }
+    s.parse().map_err(|_| {
+        StoreError::internal(format!("Redis returned {s:?} where a number was expected"))
+    })
+}
+
+/// Builds metadata from the script's `{k, m, s, v, h, c}`.
+fn metadata_from(f: &[Option<String>]) -> Result<Metadata> {
+    let get = |i: usize| f.get(i).and_then(|v| v.as_deref()).unwrap_or("");
+    let kind = match get(0) {
+        "d" => EntryKind::Directory,
+        "f" => EntryKind::File,
+        other => {
+            return Err(StoreError::internal(format!(
+                "inode of unknown kind {other:?}"
+            )))
+        }
+    };
+    Ok(Metadata {
+        kind,
+        mtime: from_ms(parse_u64(get(1))?),
+        size: parse_u64(get(2))?,
+        version: parse_u64(get(3))?,
+        sha256: Some(get(4)).filter(|s| !s.is_empty()).map(str::to_string),
+        complete: get(5) != "0",
+    })
+}
+
+fn event_from(entry: &redis::streams::StreamId) -> Result<Event> {
+    let field = |name: &str| -> Result<String> {
+        match entry.map.get(name) {
+            Some(v) => String::from_redis_value_ref(v)
+                .map_err(|e| StoreError::internal(format!("event {} field {name}: {e}", entry.id))),
+            None => Ok(String::new()),
+        }
+    };
+    let seq = parse_u64(entry.id.split('-').next().unwrap_or(""))?;
+    let kind = EventKind::parse(&field("t")?)
+        .ok_or_else(|| StoreError::internal(format!("event {seq} has an unknown type")))?;
+    let origin: EventOrigin = serde_json::from_str(&field("x")?)
+        .map_err(|e| StoreError::internal(format!("event {seq} has a corrupt origin: {e}")))?;
+    let opt = |s: String| (!s.is_empty()).then_some(s);
+    let size = opt(field("s")?).map(|s| parse_u64(&s)).transpose()?;
+    let version = opt(field("v")?).map(|s| parse_u64(&s)).transpose()?;
+    let facts = EventFacts {
+        old_path: opt(field("o")?),
+        size,
+        sha256: opt(field("h")?),
+        complete: opt(field("c")?).map(|c| c != "0"),
+        version,
+        replaced: field("r")? == "1",
+    };
+    Ok(assemble(seq, kind, field("p")?, origin, facts))
+}
+
+/// The URL with any password replaced, for logs and messages.
+fn mask_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let creds = &url[scheme_end + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{}:***{}", &url[..scheme_end + 3], user, &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_passwords() {
+        assert_eq!(mask_url("redis://:secret@h:1/0"), "redis://:***@h:1/0");
+        assert_eq!(mask_url("rediss://u:p@h"), "rediss://u:***@h");
+        assert_eq!(mask_url("redis://h:6379"), "redis://h:6379");
+    }
+
+    #[test]
+    fn every_script_parses_into_a_name() {
+        let s = Scripts::load();
+        for name in [
+            "init",
+            "stat",
+            "list",
+            "mkdir",
+            "rmdir",
+            "delete",
+            "rename",
+            "set_mtime",
+            "open_session",
+            "alloc",
+            "commit",
+            "end_session",
+            "open_read",
+            "ack",
+            "outbox_status",
+            "heartbeat",
+            "reclaim",
+            "gc_due",
+            "gc_forget",
+            "usage",
+            "referenced",
+        ] {
+            s.get(name);
+        }
+    }
+}

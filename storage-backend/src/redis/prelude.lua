@@ -1,0 +1,136 @@
+-- Shared by every filegate script. All keys live under the metadata prefix P, whose hash tag puts
+-- them in one Redis Cluster slot; KEYS[1] (P .. 'ctr') is declared so the call is routed there.
+-- ARGV[1] = P, ARGV[2] = now (ms), ARGV[3] = grace (ms), ARGV[4] = outbox limit (0 = none),
+-- ARGV[5] = event origin (JSON). Script-specific arguments start at ARGV[6].
+local P = ARGV[1]
+local NOW = tonumber(ARGV[2])
+local GRACE = tonumber(ARGV[3])
+local OUTBOX_LIMIT = tonumber(ARGV[4])
+local ORIGIN = ARGV[5]
+local ROOT = '1'
+
+local function fail(code, msg)
+  error({err = 'FG:' .. code .. ' ' .. msg})
+end
+
+local function num(x)
+  return string.format('%d', x)
+end
+
+local function split(path)
+  local t = {}
+  for s in string.gmatch(path, '[^/]+') do t[#t + 1] = s end
+  return t
+end
+
+local function shown(segs, n)
+  return '/' .. table.concat(segs, '/', 1, n)
+end
+
+-- The directory inode at segs[1..n]; fails when a component is missing or is a file.
+local function walk(segs, n)
+  local ino = ROOT
+  for i = 1, n do
+    local child = redis.call('HGET', P .. 'd:' .. ino, segs[i])
+    if not child then fail('not_found', shown(segs, i) .. ': no such file or directory') end
+    if redis.call('HGET', P .. 'i:' .. child, 'k') ~= 'd' then
+      fail('not_a_directory', shown(segs, i) .. ': not a directory')
+    end
+    ino = child
+  end
+  return ino
+end
+
+-- Inode of the entry at the path, or false. For the root: ROOT.
+local function lookup(segs)
+  if #segs == 0 then return ROOT end
+  local parent = walk(segs, #segs - 1)
+  return redis.call('HGET', P .. 'd:' .. parent, segs[#segs]) or false, parent
+end
+
+local function check_outbox()
+  if OUTBOX_LIMIT <= 0 then return end
+  local seq = tonumber(redis.call('HGET', P .. 'ctr', 'seq') or '0')
+  local acked = tonumber(redis.call('HGET', P .. 'ctr', 'acked') or '0')
+  if seq - acked >= OUTBOX_LIMIT then
+    fail('unavailable', 'event outbox is full: ' .. num(seq - acked) ..
+      ' events are waiting for delivery; changes are refused until the publisher catches up')
+  end
+end
+
+local function emit(kind, path, old, size, sha, complete, version, replaced)
+  local seq = redis.call('HINCRBY', P .. 'ctr', 'seq', 1)
+  redis.call('XADD', P .. 'ev', num(seq) .. '-1', 't', kind, 'p', path, 'o', old or '',
+    's', size or '', 'h', sha or '', 'c', complete or '', 'v', version or '',
+    'r', replaced and '1' or '0', 'x', ORIGIN)
+  return seq
+end
+
+local function each_chunk(map, fn)
+  for start, count in string.gmatch(map or '', '(%d+)%+(%d+)') do
+    start = tonumber(start)
+    if start ~= 0 then
+      for id = start, start + tonumber(count) - 1 do fn(id) end
+    end
+  end
+end
+
+local function new_version(size, chunk_size, map)
+  local vid = redis.call('HINCRBY', P .. 'ctr', 'vid', 1)
+  redis.call('HSET', P .. 'v:' .. vid, 's', size, 'cs', chunk_size, 'm', map, 'r', 1)
+  each_chunk(map, function(id) redis.call('HINCRBY', P .. 'cr', num(id), 1) end)
+  return vid
+end
+
+-- Drops one reference to a version; at zero its chunks lose a reference, and chunks nobody
+-- references any more are queued for deletion after the grace period (readers may still be on them).
+local function release_version(vid)
+  if not vid or vid == '' or vid == '0' then return end
+  local key = P .. 'v:' .. vid
+  if redis.call('EXISTS', key) == 0 then return end
+  if redis.call('HINCRBY', key, 'r', -1) > 0 then return end
+  local due = NOW + GRACE
+  each_chunk(redis.call('HGET', key, 'm'), function(id)
+    local field = num(id)
+    if redis.call('HINCRBY', P .. 'cr', field, -1) <= 0 then
+      redis.call('HDEL', P .. 'cr', field)
+      redis.call('ZADD', P .. 'gc', due, field)
+    end
+  end)
+  redis.call('DEL', key)
+end
+
+-- Ends a session (write or read pin): releases its base version; the chunks it allocated but that no
+-- commit took over are queued for deletion at once (no reader ever saw them).
+local function end_session(sid, keep)
+  local key = P .. 's:' .. sid
+  local s = redis.call('HMGET', key, 'o', 'b', 'a')
+  if not s[1] then return false end
+  release_version(s[2])
+  each_chunk(s[3], function(id)
+    if not (keep and keep[id]) then redis.call('ZADD', P .. 'gc', NOW, num(id)) end
+  end)
+  redis.call('DEL', key)
+  redis.call('SREM', P .. 'os:' .. s[1], sid)
+  return true
+end
+
+local function link(parent, name, ino)
+  redis.call('HSET', P .. 'd:' .. parent, name, ino)
+  redis.call('ZADD', P .. 'l:' .. parent, 0, name)
+  redis.call('HSET', P .. 'i:' .. parent, 'm', NOW)
+end
+
+local function unlink(parent, name)
+  redis.call('HDEL', P .. 'd:' .. parent, name)
+  redis.call('ZREM', P .. 'l:' .. parent, name)
+  redis.call('HSET', P .. 'i:' .. parent, 'm', NOW)
+end
+
+local function new_inode(kind)
+  return redis.call('HINCRBY', P .. 'ctr', 'ino', 1)
+end
+
+local function stat_fields(ino)
+  return redis.call('HMGET', P .. 'i:' .. ino, 'k', 'm', 's', 'v', 'h', 'c')
+end

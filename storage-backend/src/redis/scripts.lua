@@ -1,0 +1,300 @@
+--@ init
+-- Creates the root directory and the counters once; harmless to run again.
+redis.call('HSETNX', P .. 'i:' .. ROOT, 'k', 'd')
+redis.call('HSETNX', P .. 'i:' .. ROOT, 'm', NOW)
+redis.call('HSETNX', P .. 'ctr', 'ino', 1)
+return 1
+
+--@ stat
+-- ARGV[6] path -> {k, m, s, v, h, c}
+local segs = split(ARGV[6])
+local ino = lookup(segs)
+if not ino then fail('not_found', shown(segs, #segs) .. ': no such file or directory') end
+return stat_fields(ino)
+
+--@ list
+-- ARGV[6] dir path, ARGV[7] after ('' = from the start), ARGV[8] limit
+-- -> {more, name, k, m, s, v, h, c, name, ...}
+local segs = split(ARGV[6])
+local ino = lookup(segs)
+if not ino then fail('not_found', shown(segs, #segs) .. ': no such file or directory') end
+if redis.call('HGET', P .. 'i:' .. ino, 'k') ~= 'd' then
+  fail('not_a_directory', shown(segs, #segs) .. ': not a directory')
+end
+local limit = tonumber(ARGV[8])
+local from = '-'
+if ARGV[7] ~= '' then from = '(' .. ARGV[7] end
+local names = redis.call('ZRANGEBYLEX', P .. 'l:' .. ino, from, '+', 'LIMIT', 0, limit + 1)
+local out = {'0'}
+if #names > limit then out[1] = '1' end
+for i = 1, math.min(#names, limit) do
+  local child = redis.call('HGET', P .. 'd:' .. ino, names[i])
+  local f = stat_fields(child)
+  out[#out + 1] = names[i]
+  for j = 1, 6 do out[#out + 1] = f[j] or '' end
+end
+return out
+
+--@ mkdir
+-- ARGV[6] path -> seq
+local segs = split(ARGV[6])
+if #segs == 0 then fail('already_exists', '/: the root directory always exists') end
+check_outbox()
+local child, parent = lookup(segs)
+if child then
+  local kind = redis.call('HGET', P .. 'i:' .. child, 'k')
+  fail('already_exists', shown(segs, #segs) .. ': a ' .. (kind == 'd' and 'directory' or 'file') .. ' with that name exists')
+end
+local ino = new_inode()
+redis.call('HSET', P .. 'i:' .. ino, 'k', 'd', 'm', NOW, 'p', parent)
+link(parent, segs[#segs], ino)
+return emit('dir.created', shown(segs, #segs))
+
+--@ rmdir
+-- ARGV[6] path -> seq
+local segs = split(ARGV[6])
+if #segs == 0 then fail('invalid_argument', '/: the root directory cannot be removed') end
+check_outbox()
+local child, parent = lookup(segs)
+if not child then fail('not_found', shown(segs, #segs) .. ': no such file or directory') end
+if redis.call('HGET', P .. 'i:' .. child, 'k') ~= 'd' then
+  fail('not_a_directory', shown(segs, #segs) .. ': not a directory (delete files with delete)')
+end
+if redis.call('HLEN', P .. 'd:' .. child) > 0 then
+  fail('directory_not_empty', shown(segs, #segs) .. ': directory not empty')
+end
+unlink(parent, segs[#segs])
+redis.call('DEL', P .. 'i:' .. child, P .. 'd:' .. child, P .. 'l:' .. child)
+return emit('dir.deleted', shown(segs, #segs))
+
+--@ delete
+-- ARGV[6] path -> seq
+local segs = split(ARGV[6])
+if #segs == 0 then fail('is_a_directory', '/: is a directory') end
+check_outbox()
+local child, parent = lookup(segs)
+if not child then fail('not_found', shown(segs, #segs) .. ': no such file or directory') end
+local f = redis.call('HMGET', P .. 'i:' .. child, 'k', 's', 'v', 'h', 'c')
+if f[1] ~= 'f' then fail('is_a_directory', shown(segs, #segs) .. ': is a directory (remove it with rmdir)') end
+unlink(parent, segs[#segs])
+release_version(f[3])
+redis.call('DEL', P .. 'i:' .. child)
+return emit('file.deleted', shown(segs, #segs), nil, f[2], f[4], f[5], f[3])
+
+--@ rename
+-- ARGV[6] from, ARGV[7] to, ARGV[8] replace ('1'/'0') -> seq
+-- The caller has already refused moving a directory into its own subtree and renaming the root.
+local from = split(ARGV[6])
+local to = split(ARGV[7])
+check_outbox()
+local src, src_parent = lookup(from)
+if not src then fail('not_found', shown(from, #from) .. ': no such file or directory') end
+local src_f = redis.call('HMGET', P .. 'i:' .. src, 'k', 's', 'v', 'h', 'c')
+local is_dir = src_f[1] == 'd'
+local dst, dst_parent = lookup(to)
+local replaced = false
+if dst then
+  if dst == src then
+    -- Renaming onto itself changes nothing (POSIX), but is still reported.
+    return emit(is_dir and 'dir.renamed' or 'file.renamed', shown(to, #to), shown(from, #from),
+      src_f[2], src_f[4], src_f[5], src_f[3], false)
+  end
+  if ARGV[8] ~= '1' then fail('already_exists', shown(to, #to) .. ': already exists') end
+  local dst_kind = redis.call('HGET', P .. 'i:' .. dst, 'k')
+  if is_dir and dst_kind ~= 'd' then fail('not_a_directory', shown(to, #to) .. ': is a file; cannot replace it with a directory') end
+  if not is_dir and dst_kind == 'd' then fail('is_a_directory', shown(to, #to) .. ': is a directory; cannot replace it with a file') end
+  if dst_kind == 'd' then
+    if redis.call('HLEN', P .. 'd:' .. dst) > 0 then fail('directory_not_empty', shown(to, #to) .. ': directory not empty') end
+    redis.call('DEL', P .. 'i:' .. dst, P .. 'd:' .. dst, P .. 'l:' .. dst)
+  else
+    release_version(redis.call('HGET', P .. 'i:' .. dst, 'v'))
+    redis.call('DEL', P .. 'i:' .. dst)
+  end
+  unlink(dst_parent, to[#to])
+  replaced = true
+end
+unlink(src_parent, from[#from])
+link(dst_parent, to[#to], src)
+redis.call('HSET', P .. 'i:' .. src, 'p', dst_parent)
+return emit(is_dir and 'dir.renamed' or 'file.renamed', shown(to, #to), shown(from, #from),
+  src_f[2], src_f[4], src_f[5], src_f[3], replaced)
+
+--@ set_mtime
+-- ARGV[6] path, ARGV[7] mtime -> seq
+local segs = split(ARGV[6])
+check_outbox()
+local ino = lookup(segs)
+if not ino then fail('not_found', shown(segs, #segs) .. ': no such file or directory') end
+redis.call('HSET', P .. 'i:' .. ino, 'm', ARGV[7])
+local f = redis.call('HMGET', P .. 'i:' .. ino, 'k', 's', 'v', 'h', 'c')
+if f[1] == 'd' then return emit('file.attributes', shown(segs, #segs)) end
+return emit('file.attributes', shown(segs, #segs), nil, f[2], f[4], f[5], f[3])
+
+--@ open_session
+-- ARGV[6] path, ARGV[7] owner, ARGV[8] create, ARGV[9] create_new, ARGV[10] truncate, ARGV[11] ids to
+-- allocate now -> {sid, first id, base vid, size, chunk size, map, sha, complete, mtime}
+local segs = split(ARGV[6])
+if #segs == 0 then fail('is_a_directory', '/: is a directory') end
+local child = lookup(segs)
+local base = {'0', '0', '0', '', '', '1', '0'}
+if child then
+  local f = redis.call('HMGET', P .. 'i:' .. child, 'k', 'v', 'h', 'c', 'm')
+  if f[1] == 'd' then fail('is_a_directory', shown(segs, #segs) .. ': is a directory') end
+  if ARGV[9] == '1' then fail('already_exists', shown(segs, #segs) .. ': already exists') end
+  if ARGV[10] ~= '1' then
+    local v = redis.call('HMGET', P .. 'v:' .. f[2], 's', 'cs', 'm')
+    if not v[1] then fail('internal', shown(segs, #segs) .. ': version ' .. f[2] .. ' is missing') end
+    redis.call('HINCRBY', P .. 'v:' .. f[2], 'r', 1)
+    base = {f[2], v[1], v[2], v[3], f[3] or '', f[4] or '1', f[5] or '0'}
+  end
+elseif ARGV[8] ~= '1' then
+  fail('not_found', shown(segs, #segs) .. ': no such file')
+end
+local sid = redis.call('HINCRBY', P .. 'ctr', 'sid', 1)
+local n = tonumber(ARGV[11])
+local first = 0
+local alloc = ''
+if n > 0 then
+  first = redis.call('HINCRBY', P .. 'ctr', 'cid', n) - n + 1
+  alloc = num(first) .. '+' .. num(n)
+end
+redis.call('HSET', P .. 's:' .. sid, 'o', ARGV[7], 'b', base[1], 'a', alloc)
+redis.call('SADD', P .. 'os:' .. ARGV[7], sid)
+return {num(sid), num(first), base[1], base[2], base[3], base[4], base[5], base[6], base[7]}
+
+--@ alloc
+-- ARGV[6] sid, ARGV[7] count -> first id
+local key = P .. 's:' .. ARGV[6]
+local a = redis.call('HGET', key, 'a')
+if not a then
+  fail('unavailable', 'the write session expired (this gateway lost contact with Redis for longer than storage.orphan_timeout); upload again')
+end
+local n = tonumber(ARGV[7])
+local first = redis.call('HINCRBY', P .. 'ctr', 'cid', n) - n + 1
+if a ~= '' then a = a .. ',' end
+redis.call('HSET', key, 'a', a .. num(first) .. '+' .. num(n))
+return first
+
+--@ commit
+-- ARGV[6] path, ARGV[7] sid, ARGV[8] size, ARGV[9] chunk size, ARGV[10] map, ARGV[11] sha,
+-- ARGV[12] complete, ARGV[13] mtime -> {seq, vid, created}
+local segs = split(ARGV[6])
+if #segs == 0 then fail('is_a_directory', '/: is a directory') end
+check_outbox()
+local sid = ARGV[7]
+if redis.call('EXISTS', P .. 's:' .. sid) == 0 then
+  fail('unavailable', 'the write session expired (this gateway lost contact with Redis for longer than storage.orphan_timeout); upload again')
+end
+local child, parent = lookup(segs)
+if child and redis.call('HGET', P .. 'i:' .. child, 'k') == 'd' then
+  fail('is_a_directory', shown(segs, #segs) .. ': a directory was created at this path meanwhile')
+end
+local map = ARGV[10]
+local vid = new_version(ARGV[8], ARGV[9], map)
+local keep = {}
+each_chunk(map, function(id) keep[id] = true end)
+end_session(sid, keep)
+local created = not child
+if created then
+  child = new_inode()
+  redis.call('HSET', P .. 'i:' .. child, 'k', 'f', 'p', parent)
+  link(parent, segs[#segs], child)
+else
+  release_version(redis.call('HGET', P .. 'i:' .. child, 'v'))
+end
+redis.call('HSET', P .. 'i:' .. child, 'm', ARGV[13], 'v', vid, 's', ARGV[8], 'h', ARGV[11], 'c', ARGV[12])
+local kind = 'file.incomplete'
+if ARGV[12] == '1' then kind = created and 'file.created' or 'file.modified' end
+local seq = emit(kind, shown(segs, #segs), nil, ARGV[8], ARGV[11], ARGV[12], num(vid), not created)
+return {seq, vid, created and 1 or 0}
+
+--@ end_session
+-- ARGV[6] sid -> 1 if it existed
+if end_session(ARGV[6]) then return 1 end
+return 0
+
+--@ open_read
+-- ARGV[6] path, ARGV[7] owner ('' = do not pin)
+-- -> {vid, size, chunk size, map, sha, complete, mtime, pin sid or '0'}
+local segs = split(ARGV[6])
+local ino = lookup(segs)
+if not ino then fail('not_found', shown(segs, #segs) .. ': no such file') end
+local f = redis.call('HMGET', P .. 'i:' .. ino, 'k', 'v', 'h', 'c', 'm')
+if f[1] ~= 'f' then fail('is_a_directory', shown(segs, #segs) .. ': is a directory') end
+local v = redis.call('HMGET', P .. 'v:' .. f[2], 's', 'cs', 'm')
+if not v[1] then fail('internal', shown(segs, #segs) .. ': version ' .. f[2] .. ' is missing') end
+local pin = '0'
+-- Reads of one chunk finish within the grace period; longer ones pin the version.
+if ARGV[7] ~= '' and tonumber(v[1]) > tonumber(v[2]) then
+  pin = num(redis.call('HINCRBY', P .. 'ctr', 'sid', 1))
+  redis.call('HSET', P .. 's:' .. pin, 'o', ARGV[7], 'b', f[2], 'a', '')
+  redis.call('SADD', P .. 'os:' .. ARGV[7], pin)
+  redis.call('HINCRBY', P .. 'v:' .. f[2], 'r', 1)
+end
+return {f[2], v[1], v[2], v[3], f[3] or '', f[4] or '1', f[5] or '0', pin}
+
+--@ ack
+-- ARGV[6] seq: everything up to it was delivered -> the acknowledged seq
+local acked = tonumber(redis.call('HGET', P .. 'ctr', 'acked') or '0')
+local upto = tonumber(ARGV[6])
+local last = tonumber(redis.call('HGET', P .. 'ctr', 'seq') or '0')
+if upto > last then fail('invalid_argument', 'cannot acknowledge event ' .. num(upto) .. ': the newest is ' .. num(last)) end
+if upto > acked then
+  redis.call('HSET', P .. 'ctr', 'acked', num(upto))
+  redis.call('XTRIM', P .. 'ev', 'MINID', num(upto + 1) .. '-0')
+  acked = upto
+end
+return acked
+
+--@ outbox_status
+-- -> {last seq, acked seq}
+local f = redis.call('HMGET', P .. 'ctr', 'seq', 'acked')
+return {f[1] or '0', f[2] or '0'}
+
+--@ heartbeat
+-- ARGV[6] owner, ARGV[7] lease (ms) -> 1 if the owner was still known, 0 if it had been reclaimed
+local known = redis.call('ZSCORE', P .. 'owners', ARGV[6])
+redis.call('ZADD', P .. 'owners', NOW + tonumber(ARGV[7]), ARGV[6])
+if known and tonumber(known) >= NOW then return 1 end
+if known then return 2 end
+return 0
+
+--@ reclaim
+-- ARGV[6] owner to reclaim now ('' = every owner whose lease ran out) -> sessions ended
+local owners
+if ARGV[6] ~= '' then owners = {ARGV[6]} else
+  owners = redis.call('ZRANGEBYSCORE', P .. 'owners', '-inf', NOW - 1, 'LIMIT', 0, 16)
+end
+local ended = 0
+for _, owner in ipairs(owners) do
+  for _, sid in ipairs(redis.call('SMEMBERS', P .. 'os:' .. owner)) do
+    if end_session(sid) then ended = ended + 1 end
+  end
+  redis.call('DEL', P .. 'os:' .. owner)
+  redis.call('ZREM', P .. 'owners', owner)
+end
+return ended
+
+--@ gc_due
+-- ARGV[6] limit -> chunk ids whose deletion is due (the caller deletes them, then runs gc_forget)
+return redis.call('ZRANGEBYSCORE', P .. 'gc', '-inf', NOW, 'LIMIT', 0, tonumber(ARGV[6]))
+
+--@ gc_forget
+-- ARGV[6..] chunk ids that were deleted
+for i = 6, #ARGV do redis.call('ZREM', P .. 'gc', ARGV[i]) end
+return #ARGV - 5
+
+--@ usage
+-- -> {referenced chunks, garbage chunks, versions (approx.), open sessions, inodes}
+local ctr = redis.call('HMGET', P .. 'ctr', 'ino', 'vid', 'sid')
+local sessions = 0
+for _, owner in ipairs(redis.call('ZRANGE', P .. 'owners', 0, -1)) do
+  sessions = sessions + redis.call('SCARD', P .. 'os:' .. owner)
+end
+return {redis.call('HLEN', P .. 'cr'), redis.call('ZCARD', P .. 'gc'), sessions}
+
+--@ referenced
+-- -> every chunk id a committed version or an open session refers to (for the integrity check)
+local out = {}
+for _, id in ipairs(redis.call('HKEYS', P .. 'cr')) do out[#out + 1] = id end
+return out

@@ -1,0 +1,390 @@
+//! Write sessions: bytes go into chunks nobody can see until one atomic commit publishes them.
+//!
+//! A session starts from nothing (create/truncate) or from the file's current version (append,
+//! resume, random access), which it pins. Writes land in chunk-sized buffers; a buffer that fills up,
+//! or the oldest one when too many are open, is stored as a new chunk in the background while the
+//! client keeps sending. Memory per session is therefore at most (`MAX_DIRTY` + `MAX_IN_FLIGHT`) chunks,
+//! whatever the file's size. Chunks are immutable: rewriting part of a chunk stores a new one, so a
+//! reader of the committed version never sees a mix.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use tokio::task::JoinSet;
+
+use crate::backend::{CommitRequest, Version};
+use crate::chunkmap::chunk_count;
+use crate::error::{ErrorKind, Result, StoreError};
+use crate::path::StorePath;
+use crate::read::fit;
+use crate::store::{origin, Inner};
+use crate::types::{to_ms, ChangeContext, CommitInfo, CommitOptions, OpenOptions};
+
+/// Chunk buffers a session keeps open for writing.
+const MAX_DIRTY: usize = 4;
+/// Chunks being stored in the background at once, per session.
+const MAX_IN_FLIGHT: usize = 4;
+/// Largest batch of chunk ids reserved in one trip.
+const MAX_ID_BATCH: u64 = 256;
+
+/// An upload in progress. End it with [`commit`](Self::commit) or [`abort`](Self::abort); dropping it
+/// aborts it in the background.
+pub struct WriteSession {
+    inner: Arc<Inner>,
+    path: StorePath,
+    ctx: ChangeContext,
+    sid: u64,
+    chunk_size: u64,
+    size: u64,
+    /// Chunk id per chunk index for everything not in `dirty`; 0 is a hole.
+    chunks: Vec<u64>,
+    /// Chunk index -> the chunk's bytes so far (may be shorter than the chunk; the rest is zeros).
+    dirty: BTreeMap<u64, Vec<u8>>,
+    in_flight: JoinSet<Result<u64>>,
+    /// Bytes of chunks being stored, so a write that comes back to them need not wait.
+    in_flight_data: HashMap<u64, Bytes>,
+    ids: Range<u64>,
+    next_batch: u64,
+    /// Running SHA-256 while the content is written in one sequential pass from offset 0.
+    hasher: Option<Sha256>,
+    hashed: u64,
+    finished: bool,
+}
+
+impl WriteSession {
+    pub(crate) async fn open(
+        inner: Arc<Inner>,
+        path: &StorePath,
+        opts: OpenOptions,
+        ctx: ChangeContext,
+    ) -> Result<Self> {
+        let start = inner.backend.open_session(path, opts, 1).await?;
+        let (chunk_size, size, chunks, hasher) = match start.base {
+            Some(Version {
+                chunk_size,
+                size,
+                chunks,
+                ..
+            }) => (chunk_size, size, chunks, None),
+            None => (inner.chunk_size, 0, Vec::new(), Some(Sha256::new())),
+        };
+        Ok(WriteSession {
+            inner,
+            path: path.clone(),
+            ctx,
+            sid: start.sid,
+            chunk_size,
+            size,
+            chunks,
+            dirty: BTreeMap::new(),
+            in_flight: JoinSet::new(),
+            in_flight_data: HashMap::new(),
+            ids: start.first_id..start.first_id + 1,
+            next_batch: 8,
+            hasher,
+            hashed: 0,
+            finished: false,
+        })
+    }
+
+    pub fn path(&self) -> &StorePath {
+        &self.path
+    }
+
+    /// The file's size as this session sees it (the end for appends).
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    pub fn chunk_size(&self) -> u64 {
+        self.chunk_size
+    }
+
+    /// Writes `data` at `offset`; writing past the end extends the file, leaving a hole of zeros.
+    pub async fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let end = offset.checked_add(data.len() as u64).ok_or_else(|| {
+            StoreError::new(ErrorKind::FileTooLarge, "write offset is out of range")
+        })?;
+        self.check_size(end)?;
+        match &mut self.hasher {
+            Some(h) if offset == self.hashed => {
+                h.update(data);
+                self.hashed = end;
+            }
+            _ => self.hasher = None,
+        }
+        let cs = self.chunk_size;
+        let mut pos = offset;
+        let mut rest = data;
+        while !rest.is_empty() {
+            let idx = pos / cs;
+            let within = (pos - idx * cs) as usize;
+            let n = rest.len().min(cs as usize - within);
+            let whole = within == 0 && n as u64 == cs;
+            let buf = self.buffer(idx, whole).await?;
+            if buf.len() < within + n {
+                buf.resize(within + n, 0);
+            }
+            buf[within..within + n].copy_from_slice(&rest[..n]);
+            let full = buf.len() as u64 == cs;
+            self.size = self.size.max(pos + n as u64);
+            if full {
+                self.flush(idx).await?;
+            }
+            pos += n as u64;
+            rest = &rest[n..];
+        }
+        let needed = chunk_count(self.size, cs);
+        if self.chunks.len() < needed {
+            self.chunks.resize(needed, 0);
+        }
+        while self.dirty.len() > MAX_DIRTY {
+            let oldest = *self.dirty.keys().next().expect("non-empty");
+            self.flush(oldest).await?;
+        }
+        Ok(())
+    }
+
+    /// Appends at the current end.
+    pub async fn append(&mut self, data: &[u8]) -> Result<()> {
+        self.write_at(self.size, data).await
+    }
+
+    /// Truncates or extends (with zeros) to `len` bytes.
+    pub async fn set_len(&mut self, len: u64) -> Result<()> {
+        self.check_size(len)?;
+        let cs = self.chunk_size;
+        if len < self.size {
+            let keep = chunk_count(len, cs);
+            self.dirty.retain(|&idx, _| idx < keep as u64);
+            let tail = len % cs;
+            if tail != 0 {
+                let idx = len / cs;
+                let has_bytes = self.dirty.contains_key(&idx)
+                    || self.chunks.get(idx as usize).is_some_and(|&id| id != 0);
+                if has_bytes {
+                    let buf = self.buffer(idx, false).await?;
+                    buf.truncate(tail as usize);
+                }
+            }
+            self.chunks.truncate(keep);
+        }
+        self.chunks.resize(chunk_count(len, cs), 0);
+        self.size = len;
+        if len != self.hashed {
+            self.hasher = None;
+        }
+        Ok(())
+    }
+
+    /// Reads back what this session holds (for SFTP handles opened read-write).
+    pub async fn read_at(&mut self, offset: u64, len: usize) -> Result<Bytes> {
+        if offset >= self.size || len == 0 {
+            return Ok(Bytes::new());
+        }
+        let end = self.size.min(offset + len as u64);
+        let cs = self.chunk_size;
+        let mut out = Vec::with_capacity((end - offset) as usize);
+        let mut pos = offset;
+        while pos < end {
+            let idx = pos / cs;
+            let chunk = self.content(idx).await?;
+            let from = (pos - idx * cs) as usize;
+            let to = ((end - idx * cs) as usize).min(chunk.len());
+            out.extend_from_slice(&chunk[from..to]);
+            pos = idx * cs + to as u64;
+        }
+        Ok(out.into())
+    }
+
+    /// Publishes everything written, atomically, and records the change's event.
+    pub async fn commit(mut self, opts: CommitOptions) -> Result<CommitInfo> {
+        let indexes: Vec<u64> = self.dirty.keys().copied().collect();
+        for idx in indexes {
+            self.flush(idx).await?;
+        }
+        self.drain().await?;
+        let sha256 = match self.hasher.take() {
+            Some(h) if self.hashed == self.size => Some(hex::encode(h.finalize())),
+            _ if opts.complete => Some(self.hash_stored().await?),
+            _ => None,
+        };
+        let mtime_ms = to_ms(opts.mtime.unwrap_or_else(SystemTime::now));
+        let outcome = self
+            .inner
+            .backend
+            .commit(CommitRequest {
+                sid: self.sid,
+                path: &self.path,
+                size: self.size,
+                chunk_size: self.chunk_size,
+                chunks: &self.chunks,
+                sha256: sha256.clone(),
+                complete: opts.complete,
+                mtime_ms,
+                origin: origin(&self.ctx),
+            })
+            .await;
+        let outcome = self.inner.note(outcome)?;
+        self.finished = true;
+        Ok(CommitInfo {
+            version: outcome.vid,
+            size: self.size,
+            sha256,
+            seq: outcome.seq,
+            created: outcome.created,
+        })
+    }
+
+    /// Drops everything written; the file stays as it was.
+    pub async fn abort(mut self) -> Result<()> {
+        self.finished = true;
+        let mut in_flight = std::mem::take(&mut self.in_flight);
+        while in_flight.join_next().await.is_some() {}
+        self.inner.backend.end_session(self.sid).await
+    }
+
+    fn check_size(&self, size: u64) -> Result<()> {
+        let max = self.inner.config.max_file_size;
+        if max > 0 && size > max {
+            return Err(StoreError::new(
+                ErrorKind::FileTooLarge,
+                format!(
+                    "{} would grow to {size} bytes; the limit (storage.max_file_size) is {max}",
+                    self.path
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The open buffer of chunk `idx`, loading the chunk's current bytes unless `whole` says they are
+    /// about to be overwritten entirely.
+    async fn buffer(&mut self, idx: u64, whole: bool) -> Result<&mut Vec<u8>> {
+        if !self.dirty.contains_key(&idx) {
+            let beyond_end = idx * self.chunk_size >= self.size;
+            let current = if whole || beyond_end {
+                Vec::new()
+            } else {
+                self.stored(idx).await?.to_vec()
+            };
+            self.dirty.insert(idx, current);
+        }
+        Ok(self.dirty.get_mut(&idx).expect("just inserted"))
+    }
+
+    /// The bytes the session holds for chunk `idx` (dirty, being stored, or stored), sized to the file.
+    async fn content(&mut self, idx: u64) -> Result<Bytes> {
+        let len = self
+            .chunk_size
+            .min(self.size.saturating_sub(idx * self.chunk_size)) as usize;
+        if let Some(buf) = self.dirty.get(&idx) {
+            return Ok(fit(Bytes::copy_from_slice(buf), len));
+        }
+        Ok(fit(self.stored(idx).await?, len))
+    }
+
+    /// The stored (not dirty) bytes of chunk `idx`, as they are.
+    async fn stored(&mut self, idx: u64) -> Result<Bytes> {
+        let id = self.chunks.get(idx as usize).copied().unwrap_or(0);
+        if id == 0 {
+            return Ok(Bytes::new());
+        }
+        if let Some(data) = self.in_flight_data.get(&id) {
+            return Ok(data.clone());
+        }
+        self.inner.backend.get_chunk(id).await?.ok_or_else(|| {
+            StoreError::internal(format!(
+                "{}: chunk {id} of the version being changed is missing",
+                self.path
+            ))
+        })
+    }
+
+    /// Stores the buffer of chunk `idx` as a new chunk, in the background.
+    async fn flush(&mut self, idx: u64) -> Result<()> {
+        let Some(buf) = self.dirty.remove(&idx) else {
+            return Ok(());
+        };
+        let id = self.next_id().await?;
+        let slot = idx as usize;
+        if self.chunks.len() <= slot {
+            self.chunks.resize(slot + 1, 0);
+        }
+        self.chunks[slot] = id;
+        let data = Bytes::from(buf);
+        self.in_flight_data.insert(id, data.clone());
+        let inner = self.inner.clone();
+        let sid = self.sid;
+        self.in_flight
+            .spawn(async move { inner.backend.put_chunk(sid, id, data).await.map(|_| id) });
+        while self.in_flight.len() >= MAX_IN_FLIGHT {
+            self.reap_one().await?;
+        }
+        Ok(())
+    }
+
+    async fn reap_one(&mut self) -> Result<()> {
+        match self.in_flight.join_next().await {
+            Some(Ok(Ok(id))) => {
+                self.in_flight_data.remove(&id);
+                Ok(())
+            }
+            Some(Ok(Err(e))) => Err(e),
+            Some(Err(e)) => Err(StoreError::internal(format!("storing a chunk failed: {e}"))),
+            None => Ok(()),
+        }
+    }
+
+    async fn drain(&mut self) -> Result<()> {
+        while !self.in_flight.is_empty() {
+            self.reap_one().await?;
+        }
+        Ok(())
+    }
+
+    async fn next_id(&mut self) -> Result<u64> {
+        if self.ids.is_empty() {
+            let n = self.next_batch;
+            let first = self.inner.backend.alloc_ids(self.sid, n).await?;
+            self.ids = first..first + n;
+            self.next_batch = (n * 4).min(MAX_ID_BATCH);
+        }
+        Ok(self.ids.next().expect("non-empty"))
+    }
+
+    /// SHA-256 of the content when it was not written in one pass: read back chunk by chunk.
+    async fn hash_stored(&mut self) -> Result<String> {
+        let mut hasher = Sha256::new();
+        for idx in 0..chunk_count(self.size, self.chunk_size) as u64 {
+            hasher.update(self.content(idx).await?);
+        }
+        Ok(hex::encode(hasher.finalize()))
+    }
+}
+
+impl Drop for WriteSession {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let mut in_flight = std::mem::take(&mut self.in_flight);
+        let inner = self.inner.clone();
+        let sid = self.sid;
+        let path = self.path.clone();
+        self.inner.spawn_cleanup(async move {
+            // Wait for chunk writes to land first, or they could arrive after their cleanup.
+            while in_flight.join_next().await.is_some() {}
+            if let Err(e) = inner.backend.end_session(sid).await {
+                tracing::warn!(%path, error = %e, "could not drop an abandoned upload; it will be reclaimed later");
+            }
+        });
+    }
+}

@@ -1,0 +1,1003 @@
+//! The storage contract, run against both backends: every test body runs once on the embedded store
+//! and once on a private redis-server.
+
+mod common;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::{all_events, content, ctx, fixture, fixture_with, p, sha256_hex, Kind};
+use storage_backend::{CommitOptions, EntryKind, ErrorKind, EventKind, OpenOptions, StorePath};
+
+on_both_backends!(
+    round_trips_files_of_every_size,
+    directories_and_paged_listing,
+    renames_files_and_directories,
+    rename_follows_posix_rules,
+    deletes,
+    readers_never_see_torn_files,
+    concurrent_readers_and_writers_see_whole_versions,
+    cut_off_uploads_are_kept_incomplete_and_resume,
+    abandoned_sessions_change_nothing,
+    sparse_writes_truncate_and_extend,
+    random_order_writes,
+    last_commit_wins,
+    outbox_sequences_are_consecutive_and_ack_trims,
+    full_outbox_refuses_changes_loudly,
+    bad_input_gets_distinct_errors,
+    replaced_content_is_reclaimed,
+    dead_gateways_sessions_are_reclaimed,
+    set_mtime_and_set_size,
+);
+
+async fn round_trips_files_of_every_size(kind: Kind) {
+    let f = fixture(kind).await;
+    let cs = f.store.chunk_size() as usize;
+    for (i, len) in [0, 1, cs - 1, cs, cs + 1, 3 * cs + 7, 40 * cs]
+        .into_iter()
+        .enumerate()
+    {
+        let data = content(i as u8, len);
+        let path = p(&format!("/f{len}"));
+        let info = f.store.write_file(&path, &data, &ctx()).await.unwrap();
+        assert_eq!(info.size, len as u64);
+        assert_eq!(info.sha256.as_deref(), Some(sha256_hex(&data).as_str()));
+        assert!(info.created);
+        let meta = f.store.stat(&path).await.unwrap();
+        assert_eq!(meta.kind, EntryKind::File);
+        assert_eq!(meta.size, len as u64);
+        assert_eq!(meta.sha256, info.sha256);
+        assert!(meta.complete);
+        assert_eq!(meta.version, info.version);
+        assert_eq!(
+            f.store.read_to_vec(&path, u64::MAX).await.unwrap(),
+            data,
+            "len {len}"
+        );
+        // Ranged reads across chunk boundaries.
+        let reader = f.store.open_read(&path).await.unwrap();
+        for (off, n) in [
+            (0, 5),
+            (cs as u64 - 2, 5),
+            (len as u64 / 2, cs * 2),
+            (len as u64, 10),
+        ] {
+            let got = reader.read_at(off, n).await.unwrap();
+            let lo = (off as usize).min(len);
+            let hi = (off as usize + n).min(len);
+            assert_eq!(&got[..], &data[lo..hi], "read_at({off}, {n}) of {len}");
+        }
+        // Streaming from an offset.
+        let mut stream = reader.stream(3.min(len as u64));
+        let mut got = Vec::new();
+        while let Some(piece) = stream.next().await {
+            got.extend_from_slice(&piece.unwrap());
+        }
+        assert_eq!(got, data[3.min(len)..]);
+    }
+    let events = all_events(&f.store).await;
+    assert_eq!(events.len(), 7);
+    assert!(events
+        .iter()
+        .all(|e| e.kind == EventKind::FileCreated && e.user == "alice" && e.protocol == "sftp"));
+    assert_eq!(events[3].size, Some(cs as u64));
+    assert_eq!(events[3].path, format!("/f{cs}"));
+}
+
+async fn directories_and_paged_listing(kind: Kind) {
+    let f = fixture(kind).await;
+    let s = &f.store;
+    s.mkdir(&p("/a"), &ctx()).await.unwrap();
+    s.mkdir(&p("/a/b"), &ctx()).await.unwrap();
+    for name in ["e", "c", "d", "ä", "B"] {
+        s.write_file(&p(&format!("/a/{name}")), name.as_bytes(), &ctx())
+            .await
+            .unwrap();
+    }
+    // Pages of two, in byte order of the names, never more than asked.
+    let mut names = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = s.list(&p("/a"), after.as_deref(), 2).await.unwrap();
+        assert!(page.entries.len() <= 2);
+        names.extend(page.entries.iter().map(|e| e.name.clone()));
+        match page.next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(names, ["B", "b", "c", "d", "e", "ä"]);
+    let page = s.list(&p("/a"), None, 100).await.unwrap();
+    let b = page.entries.iter().find(|e| e.name == "b").unwrap();
+    assert_eq!(b.metadata.kind, EntryKind::Directory);
+    let e = page.entries.iter().find(|e| e.name == "e").unwrap();
+    assert_eq!((e.metadata.kind, e.metadata.size), (EntryKind::File, 1));
+    assert_eq!(s.list(&p("/"), None, 10).await.unwrap().entries.len(), 1);
+    assert!(s.stat(&StorePath::root()).await.unwrap().is_dir());
+
+    let err = s.rmdir(&p("/a"), &ctx()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::DirectoryNotEmpty);
+    assert_eq!(
+        s.mkdir(&p("/a/e"), &ctx()).await.unwrap_err().kind(),
+        ErrorKind::AlreadyExists
+    );
+    assert_eq!(
+        s.mkdir(&p("/a/b"), &ctx()).await.unwrap_err().kind(),
+        ErrorKind::AlreadyExists
+    );
+    assert_eq!(
+        s.mkdir(&p("/x/y"), &ctx()).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        s.mkdir(&p("/a/e/y"), &ctx()).await.unwrap_err().kind(),
+        ErrorKind::NotADirectory
+    );
+    assert_eq!(
+        s.list(&p("/a/e"), None, 10).await.unwrap_err().kind(),
+        ErrorKind::NotADirectory
+    );
+    assert_eq!(
+        s.list(&p("/nope"), None, 10).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    s.rmdir(&p("/a/b"), &ctx()).await.unwrap();
+    assert_eq!(
+        s.stat(&p("/a/b")).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        s.rmdir(&p("/a/e"), &ctx()).await.unwrap_err().kind(),
+        ErrorKind::NotADirectory
+    );
+
+    let kinds: Vec<EventKind> = all_events(s).await.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| **k == EventKind::DirCreated)
+            .count(),
+        2
+    );
+    assert_eq!(kinds.last(), Some(&EventKind::DirDeleted));
+}
+
+async fn renames_files_and_directories(kind: Kind) {
+    let f = fixture(kind).await;
+    let s = &f.store;
+    s.mkdir(&p("/in"), &ctx()).await.unwrap();
+    s.mkdir(&p("/in/deep"), &ctx()).await.unwrap();
+    let data = content(1, 500);
+    let info = s
+        .write_file(&p("/in/deep/file"), &data, &ctx())
+        .await
+        .unwrap();
+    s.mkdir(&p("/out"), &ctx()).await.unwrap();
+
+    // A whole directory moves in one metadata step: the file keeps its version (no copy).
+    s.rename(&p("/in"), &p("/out/moved"), false, &ctx())
+        .await
+        .unwrap();
+    assert_eq!(
+        s.stat(&p("/in")).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    let meta = s.stat(&p("/out/moved/deep/file")).await.unwrap();
+    assert_eq!(meta.version, info.version);
+    assert_eq!(
+        s.read_to_vec(&p("/out/moved/deep/file"), u64::MAX)
+            .await
+            .unwrap(),
+        data
+    );
+
+    s.rename(&p("/out/moved/deep/file"), &p("/top"), false, &ctx())
+        .await
+        .unwrap();
+    assert_eq!(s.read_to_vec(&p("/top"), u64::MAX).await.unwrap(), data);
+
+    let events = all_events(s).await;
+    let dir_move = events
+        .iter()
+        .find(|e| e.kind == EventKind::DirRenamed)
+        .unwrap();
+    assert_eq!(
+        (dir_move.path.as_str(), dir_move.old_path.as_deref()),
+        ("/out/moved", Some("/in"))
+    );
+    let file_move = events
+        .iter()
+        .find(|e| e.kind == EventKind::FileRenamed)
+        .unwrap();
+    assert_eq!(file_move.old_path.as_deref(), Some("/out/moved/deep/file"));
+    assert_eq!(file_move.path, "/top");
+    assert_eq!(file_move.size, Some(500));
+    assert_eq!(
+        file_move.sha256.as_deref(),
+        Some(sha256_hex(&data).as_str())
+    );
+    assert!(!file_move.replaced);
+
+    // Into its own subtree, or renaming the root: refused, nothing changes.
+    let err = s
+        .rename(&p("/out"), &p("/out/moved/x"), false, &ctx())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    assert_eq!(
+        s.rename(&StorePath::root(), &p("/r"), false, &ctx())
+            .await
+            .unwrap_err()
+            .kind(),
+        ErrorKind::InvalidArgument
+    );
+    assert!(s.stat(&p("/out/moved/deep")).await.unwrap().is_dir());
+    // Onto itself: nothing changes.
+    s.rename(&p("/top"), &p("/top"), false, &ctx())
+        .await
+        .unwrap();
+    assert_eq!(s.read_to_vec(&p("/top"), u64::MAX).await.unwrap(), data);
+    // Missing source or target parent.
+    assert_eq!(
+        s.rename(&p("/nope"), &p("/x"), false, &ctx())
+            .await
+            .unwrap_err()
+            .kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        s.rename(&p("/top"), &p("/nope/x"), false, &ctx())
+            .await
+            .unwrap_err()
+            .kind(),
+        ErrorKind::NotFound
+    );
+}
+
+async fn rename_follows_posix_rules(kind: Kind) {
+    let f = fixture(kind).await;
+    let s = &f.store;
+    s.write_file(&p("/a"), b"aaa", &ctx()).await.unwrap();
+    s.write_file(&p("/b"), b"bbbb", &ctx()).await.unwrap();
+    s.mkdir(&p("/d"), &ctx()).await.unwrap();
+    s.mkdir(&p("/e"), &ctx()).await.unwrap();
+    s.mkdir(&p("/full"), &ctx()).await.unwrap();
+    s.write_file(&p("/full/x"), b"x", &ctx()).await.unwrap();
+
+    assert_eq!(
+        s.rename(&p("/a"), &p("/b"), false, &ctx())
+            .await
+            .unwrap_err()
+            .kind(),
+        ErrorKind::AlreadyExists
+    );
+    assert_eq!(
+        s.rename(&p("/a"), &p("/d"), true, &ctx())
+            .await
+            .unwrap_err()
+            .kind(),
+        ErrorKind::IsADirectory
+    );
+    assert_eq!(
+        s.rename(&p("/d"), &p("/a"), true, &ctx())
+            .await
+            .unwrap_err()
+            .kind(),
+        ErrorKind::NotADirectory
+    );
+    assert_eq!(
+        s.rename(&p("/d"), &p("/full"), true, &ctx())
+            .await
+            .unwrap_err()
+            .kind(),
+        ErrorKind::DirectoryNotEmpty
+    );
+    // Nothing changed by the refusals.
+    assert_eq!(s.read_to_vec(&p("/a"), 10).await.unwrap(), b"aaa");
+
+    s.rename(&p("/a"), &p("/b"), true, &ctx()).await.unwrap();
+    assert_eq!(s.read_to_vec(&p("/b"), 10).await.unwrap(), b"aaa");
+    assert_eq!(
+        s.stat(&p("/a")).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    s.rename(&p("/d"), &p("/e"), true, &ctx()).await.unwrap();
+    assert!(s.stat(&p("/e")).await.unwrap().is_dir());
+    let last = all_events(s).await;
+    let replaced: Vec<_> = last.iter().filter(|e| e.replaced).collect();
+    assert_eq!(replaced.len(), 2);
+    // The replaced file's content is garbage now and goes away.
+    s.maintain().await.unwrap();
+    assert_eq!(s.verify().await.unwrap(), Default::default());
+}
+
+async fn deletes(kind: Kind) {
+    let f = fixture(kind).await;
+    let s = &f.store;
+    let data = content(3, 200);
+    let info = s.write_file(&p("/gone"), &data, &ctx()).await.unwrap();
+    s.mkdir(&p("/dir"), &ctx()).await.unwrap();
+    assert_eq!(
+        s.delete(&p("/dir"), &ctx()).await.unwrap_err().kind(),
+        ErrorKind::IsADirectory
+    );
+    assert_eq!(
+        s.delete(&p("/nope"), &ctx()).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    s.delete(&p("/gone"), &ctx()).await.unwrap();
+    assert_eq!(
+        s.stat(&p("/gone")).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    let ev = all_events(s).await.pop().unwrap();
+    assert_eq!(ev.kind, EventKind::FileDeleted);
+    assert_eq!((ev.size, ev.version), (Some(200), Some(info.version)));
+    assert_eq!(ev.sha256, info.sha256);
+    s.maintain().await.unwrap();
+    let usage = s.usage().await.unwrap();
+    assert_eq!((usage.stored_chunks, usage.referenced_chunks), (0, 0));
+}
+
+async fn readers_never_see_torn_files(kind: Kind) {
+    let f = fixture(kind).await;
+    let s = &f.store;
+    let old = content(1, 64 * 20);
+    let new = content(2, 64 * 15 + 3);
+    s.write_file(&p("/doc"), &old, &ctx()).await.unwrap();
+
+    // A reader that started before an overwrite keeps reading the old version, complete, even after
+    // garbage collection has run.
+    let reader = s.open_read(&p("/doc")).await.unwrap();
+    let first = reader.read_at(0, 64).await.unwrap();
+    // While an overwrite is being uploaded, readers see the old content.
+    let mut upload = s
+        .open_write(&p("/doc"), OpenOptions::REPLACE, &ctx())
+        .await
+        .unwrap();
+    upload.write_at(0, &new[..500]).await.unwrap();
+    assert_eq!(s.read_to_vec(&p("/doc"), u64::MAX).await.unwrap(), old);
+    upload.write_at(500, &new[500..]).await.unwrap();
+    upload.commit(CommitOptions::default()).await.unwrap();
+    s.maintain().await.unwrap();
+    let mut stream = reader.stream(64);
+    let mut rest = first.to_vec();
+    while let Some(piece) = stream.next().await {
+        rest.extend_from_slice(&piece.unwrap());
+    }
+    assert_eq!(rest, old);
+    assert_eq!(s.read_to_vec(&p("/doc"), u64::MAX).await.unwrap(), new);
+    drop(stream);
+    drop(reader);
+    // Once the old reader is gone its chunks are reclaimed.
+    let mut clean = false;
+    for _ in 0..200 {
+        s.maintain().await.unwrap();
+        if s.verify().await.unwrap() == Default::default() {
+            clean = true;
+            break;
+        }
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        clean,
+        "old version's chunks were not reclaimed after the reader went away"
+    );
+}
+
+async fn concurrent_readers_and_writers_see_whole_versions(kind: Kind) {
+    let f = fixture(kind).await;
+    let s = f.store.clone();
+    let versions: Vec<Vec<u8>> = (0..6u8)
+        .map(|i| content(i, 64 * 9 + i as usize * 13))
+        .collect();
+    s.write_file(&p("/hot"), &versions[0], &ctx())
+        .await
+        .unwrap();
+    let writer = {
+        let s = s.clone();
+        let versions = versions.clone();
+        tokio::spawn(async move {
+            for round in 0..30 {
+                let v = &versions[1 + round % 5];
+                let mut w = s
+                    .open_write(&p("/hot"), OpenOptions::REPLACE, &ctx())
+                    .await
+                    .unwrap();
+                for piece in v.chunks(50) {
+                    w.append(piece).await.unwrap();
+                }
+                w.commit(CommitOptions::default()).await.unwrap();
+                s.maintain().await.unwrap();
+            }
+        })
+    };
+    let mut reads = 0;
+    while !writer.is_finished() || reads < 10 {
+        let got = s.read_to_vec(&p("/hot"), u64::MAX).await.unwrap();
+        assert!(
+            versions.contains(&got),
+            "a read returned bytes that are no committed version"
+        );
+        reads += 1;
+    }
+    writer.await.unwrap();
+}
+
+async fn cut_off_uploads_are_kept_incomplete_and_resume(kind: Kind) {
+    let f = fixture(kind).await;
+    let s = &f.store;
+    let full = content(9, 64 * 10 + 17);
+    // The client vanished after 300 bytes: the front-end commits what arrived, flagged incomplete.
+    let mut w = s
+        .open_write(&p("/big.iso"), OpenOptions::REPLACE, &ctx())
+        .await
+        .unwrap();
+    w.write_at(0, &full[..300]).await.unwrap();
+    let info = w
+        .commit(CommitOptions {
+            complete: false,
+            mtime: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(info.size, 300);
+    let meta = s.stat(&p("/big.iso")).await.unwrap();
+    assert!(!meta.complete);
+    assert_eq!(meta.size, 300);
+    let ev = all_events(s).await.pop().unwrap();
+    assert_eq!(ev.kind, EventKind::FileIncomplete);
+    assert_eq!(ev.complete, Some(false));
+
+    // Resume with an append (FTP APPE / REST+STOR): the finished file is complete, with its checksum.
+    let mut w = s
+        .open_write(&p("/big.iso"), OpenOptions::UPDATE, &ctx())
+        .await
+        .unwrap();
+    assert_eq!(w.size(), 300);
+    w.append(&full[300..]).await.unwrap();
+    let info = w.commit(CommitOptions::default()).await.unwrap();
+    assert_eq!(info.sha256.as_deref(), Some(sha256_hex(&full).as_str()));
+    let meta = s.stat(&p("/big.iso")).await.unwrap();
+    assert!(meta.complete);
+    assert_eq!(meta.sha256, info.sha256);
+    assert_eq!(s.read_to_vec(&p("/big.iso"), u64::MAX).await.unwrap(), full);
+    let ev = all_events(s).await.pop().unwrap();
+    assert_eq!(
+        (ev.kind, ev.complete, ev.replaced),
+        (EventKind::FileModified, Some(true), true)
+    );
+
+    // Resume by writing at an offset (SFTP reput): same result.
+    let mut w = s
+        .open_write(&p("/second"), OpenOptions::REPLACE, &ctx())
+        .await
+        .unwrap();
+    w.write_at(0, &full[..100]).await.unwrap();
+    w.commit(CommitOptions {
+        complete: false,
+        mtime: None,
+    })
+    .await
+    .unwrap();
+    let mut w = s
+        .open_write(&p("/second"), OpenOptions::UPDATE, &ctx())
+        .await
+        .unwrap();
+    w.write_at(100, &full[100..]).await.unwrap();
+    w.commit(CommitOptions::default()).await.unwrap();
+    assert_eq!(s.read_to_vec(&p("/second"), u64::MAX).await.unwrap(), full);
+    s.maintain().await.unwrap();
+    assert_eq!(s.verify().await.unwrap(), Default::default());
+}
+
+async fn abandoned_sessions_change_nothing(kind: Kind) {
+    let f = fixture(kind).await;
+    let s = &f.store;
+    let old = content(1, 300);
+    s.write_file(&p("/keep"), &old, &ctx()).await.unwrap();
+    let before = all_events(s).await.len();
+    // Aborted explicitly.
+    let mut w = s
+        .open_write(&p("/keep"), OpenOptions::REPLACE, &ctx())
+        .await
+        .unwrap();
+    w.write_at(0, &content(2, 1000)).await.unwrap();
+    w.abort().await.unwrap();
+    // Dropped without a word (the connection died and the front-end discards partial uploads).
+    let mut w = s
+        .open_write(&p("/keep"), OpenOptions::UPDATE, &ctx())
+        .await
+        .unwrap();
+    w.write_at(10, &content(3, 1000)).await.unwrap();
+    drop(w);
+    let mut w = s
+        .open_write(&p("/never"), OpenOptions::REPLACE, &ctx())
+        .await
+        .unwrap();
+    w.write_at(0, &content(4, 1000)).await.unwrap();
+    drop(w);
+    assert_eq!(s.read_to_vec(&p("/keep"), u64::MAX).await.unwrap(), old);
+    assert_eq!(
+        s.stat(&p("/never")).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        all_events(s).await.len(),
+        before,
+        "an aborted upload recorded an event"
+    );
+    // The dropped sessions' chunks go away once their cleanup has run.
+    let mut clean = false;
+    for _ in 0..400 {
+        s.maintain().await.unwrap();
+        let usage = s.usage().await.unwrap();
+        if usage.sessions == 0 && s.verify().await.unwrap() == Default::default() {
+            clean = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        clean,
+        "chunks of abandoned sessions were not reclaimed: {:?}",
+        s.verify().await.unwrap()
+    );
+}
+
+async fn sparse_writes_truncate_and_extend(kind: Kind) {
+    let f = fixture(kind).await;
+    let s = &f.store;
+    // A write far past the end leaves a hole that reads as zeros.
+    let mut w = s
+        .open_write(&p("/sparse"), OpenOptions::REPLACE, &ctx())
+        .await
+        .unwrap();
+    w.write_at(64 * 5 + 10, b"tail").await.unwrap();
+    w.write_at(3, b"head").await.unwrap();
+    w.commit(CommitOptions::default()).await.unwrap();
+    let mut expect = vec![0u8; 64 * 5 + 14];
+    expect[3..7].copy_from_slice(b"head");
+    expect[64 * 5 + 10..].copy_from_slice(b"tail");
+    assert_eq!(
+        s.read_to_vec(&p("/sparse"), u64::MAX).await.unwrap(),
+        expect
+    );
+    assert_eq!(
+        s.stat(&p("/sparse")).await.unwrap().sha256.as_deref(),
+        Some(sha256_hex(&expect).as_str())
+    );
+
+    // Truncate inside a chunk, then extend: the cut-off bytes must not come back.
+    let data = content(5, 64 * 3);
+    s.write_file(&p("/t"), &data, &ctx()).await.unwrap();
+    let mut w = s
+        .open_write(&p("/t"), OpenOptions::EXISTING, &ctx())
+        .await
+        .unwrap();
+    w.set_len(70).await.unwrap();
+    w.set_len(64 * 4).await.unwrap();
+    w.write_at(64 * 4 - 2, b"zz").await.unwrap();
+    w.commit(CommitOptions::default()).await.unwrap();
+    let mut expect = data[..70].to_vec();
+    expect.resize(64 * 4 - 2, 0);
+    expect.extend_from_slice(b"zz");
+    assert_eq!(s.read_to_vec(&p("/t"), u64::MAX).await.unwrap(), expect);
+
+    // Truncation as a store call of its own.
+    s.set_size(&p("/t"), 5, &ctx()).await.unwrap();
+    assert_eq!(s.read_to_vec(&p("/t"), u64::MAX).await.unwrap(), data[..5]);
+    s.set_size(&p("/t"), 0, &ctx()).await.unwrap();
+    assert_eq!(s.stat(&p("/t")).await.unwrap().size, 0);
+    s.set_size(&p("/t"), 100, &ctx()).await.unwrap();
+    assert_eq!(
+        s.read_to_vec(&p("/t"), u64::MAX).await.unwrap(),
+        vec![0u8; 100]
+    );
+    s.maintain().await.unwrap();
+    assert_eq!(s.verify().await.unwrap(), Default::default());
+}
+
+async fn random_order_writes(kind: Kind) {
+    let f = fixture(kind).await;
+    let s = &f.store;
+    let data = content(7, 64 * 12 + 5);
+    let mut w = s
+        .open_write(&p("/shuffled"), OpenOptions::REPLACE, &ctx())
+        .await
+        .unwrap();
+    // Pieces of 40 bytes (not chunk-aligned), written back to front.
+    let pieces: Vec<(usize, &[u8])> = data
+        .chunks(40)
+        .enumerate()
+        .map(|(i, c)| (i * 40, c))
+        .collect();
+    for (off, piece) in pieces.iter().rev() {
+        w.write_at(*off as u64, piece).await.unwrap();
+    }
+    assert_eq!(w.read_at(100, 50).await.unwrap(), data[100..150]);
+    let info = w.commit(CommitOptions::default()).await.unwrap();
+    assert_eq!(
+        info.sha256.as_deref(),
+        Some(sha256_hex(&data).as_str()),
+        "checksum computed at commit"
+    );
+    assert_eq!(
+        s.read_to_vec(&p("/shuffled"), u64::MAX).await.unwrap(),
+        data
+    );
+    // Overwrite a span in the middle of an existing file.
+    let mut w = s
+        .open_write(&p("/shuffled"), OpenOptions::EXISTING, &ctx())
+        .await
+        .unwrap();
+    w.write_at(60, &[0xAB; 200]).await.unwrap();
+    w.commit(CommitOptions::default()).await.unwrap();
+    let mut expect = data.clone();
+    expect[60..260].fill(0xAB);
+    assert_eq!(
+        s.read_to_vec(&p("/shuffled"), u64::MAX).await.unwrap(),
+        expect
+    );
+    assert_eq!(
+        s.stat(&p("/shuffled")).await.unwrap().sha256.as_deref(),
+        Some(sha256_hex(&expect).as_str())
+    );
+}
+
+async fn last_commit_wins(kind: Kind) {
+    let f = fixture(kind).await;
+    let s = &f.store;
+    s.write_file(&p("/race"), b"original", &ctx())
+        .await
+        .unwrap();
+    let mut a = s
+        .open_write(&p("/race"), OpenOptions::UPDATE, &ctx())
+        .await
+        .unwrap();
+    let mut b = s
+        .open_write(&p("/race"), OpenOptions::REPLACE, &ctx())
+        .await
+        .unwrap();
+    a.write_at(0, b"AAAA").await.unwrap();
+    b.write_at(0, &content(1, 300)).await.unwrap();
+    let info_b = b.commit(CommitOptions::default()).await.unwrap();
+    let info_a = a.commit(CommitOptions::default()).await.unwrap();
+    assert!(info_a.version > info_b.version);
+    assert_eq!(s.read_to_vec(&p("/race"), 100).await.unwrap(), b"AAAAinal");
+    let events = all_events(s).await;
+    let seqs: Vec<u64> = events.iter().rev().take(2).map(|e| e.seq).collect();
+    assert_eq!(
+        seqs,
+        [info_a.seq, info_b.seq],
+        "both commits recorded, in commit order"
+    );
+    s.maintain().await.unwrap();
+    assert_eq!(s.verify().await.unwrap(), Default::default());
+}
+
+async fn outbox_sequences_are_consecutive_and_ack_trims(kind: Kind) {
+    let f = fixture(kind).await;
+    let s = &f.store;
+    for i in 0..25 {
+        s.write_file(&p(&format!("/e{i}")), b"x", &ctx())
+            .await
+            .unwrap();
+    }
+    let events = all_events(s).await;
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=25).collect::<Vec<_>>());
+    let ids: std::collections::HashSet<_> = events.iter().map(|e| e.id.clone()).collect();
+    assert_eq!(ids.len(), 25, "event ids are unique");
+    assert!(events.iter().all(|e| e.time_ms > 1_600_000_000_000));
+    assert_eq!(s.events_after(20, 100).await.unwrap().len(), 5);
+    assert_eq!(s.events_after(0, 7).await.unwrap().len(), 7);
+    s.ack_events(10).await.unwrap();
+    let status = s.outbox_status().await.unwrap();
+    assert_eq!(
+        (status.last_seq, status.acked_seq, status.backlog()),
+        (25, 10, 15)
+    );
+    assert_eq!(
+        s.events_after(0, 100).await.unwrap().first().map(|e| e.seq),
+        Some(11)
+    );
+    // Acknowledging backwards changes nothing; beyond the newest is an error.
+    assert_eq!(s.ack_events(5).await.unwrap(), 10);
+    assert_eq!(
+        s.ack_events(99).await.unwrap_err().kind(),
+        ErrorKind::InvalidArgument
+    );
+}
+
+async fn full_outbox_refuses_changes_loudly(kind: Kind) {
+    let f = fixture_with(kind, |c| c.outbox_limit = 3).await;
+    let s = &f.store;
+    for i in 0..3 {
+        s.mkdir(&p(&format!("/d{i}")), &ctx()).await.unwrap();
+    }
+    let err = s
+        .write_file(&p("/refused"), b"x", &ctx())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable);
+    assert!(err.message().contains("outbox is full"), "{err}");
+    assert_eq!(
+        s.mkdir(&p("/d9"), &ctx()).await.unwrap_err().kind(),
+        ErrorKind::Unavailable
+    );
+    assert_eq!(
+        s.stat(&p("/refused")).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    // Nothing was dropped: all three events are still there; once delivered, changes go on.
+    assert_eq!(all_events(s).await.len(), 3);
+    s.ack_events(3).await.unwrap();
+    s.write_file(&p("/accepted"), b"x", &ctx()).await.unwrap();
+    assert_eq!(all_events(s).await.first().map(|e| e.seq), Some(4));
+}
+
+async fn bad_input_gets_distinct_errors(kind: Kind) {
+    let f = fixture_with(kind, |c| c.max_file_size = 1000).await;
+    let s = &f.store;
+    s.write_file(&p("/file"), b"x", &ctx()).await.unwrap();
+    s.mkdir(&p("/dir"), &ctx()).await.unwrap();
+    let err = s
+        .write_file(&p("/huge"), &content(1, 1001), &ctx())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::FileTooLarge);
+    assert!(err.message().contains("max_file_size"));
+    let mut w = s
+        .open_write(&p("/grow"), OpenOptions::REPLACE, &ctx())
+        .await
+        .unwrap();
+    assert_eq!(
+        w.set_len(1001).await.unwrap_err().kind(),
+        ErrorKind::FileTooLarge
+    );
+    assert_eq!(
+        w.write_at(999, b"xy").await.unwrap_err().kind(),
+        ErrorKind::FileTooLarge
+    );
+    w.write_at(0, b"fine").await.unwrap();
+    w.commit(CommitOptions::default()).await.unwrap();
+    assert_eq!(
+        s.stat(&p("/huge")).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+
+    assert_eq!(
+        s.open_write(&p("/dir"), OpenOptions::REPLACE, &ctx())
+            .await
+            .err()
+            .unwrap()
+            .kind(),
+        ErrorKind::IsADirectory
+    );
+    assert_eq!(
+        s.open_write(&StorePath::root(), OpenOptions::REPLACE, &ctx())
+            .await
+            .err()
+            .unwrap()
+            .kind(),
+        ErrorKind::IsADirectory
+    );
+    assert_eq!(
+        s.open_write(&p("/file"), OpenOptions::CREATE_NEW, &ctx())
+            .await
+            .err()
+            .unwrap()
+            .kind(),
+        ErrorKind::AlreadyExists
+    );
+    assert_eq!(
+        s.open_write(&p("/missing"), OpenOptions::EXISTING, &ctx())
+            .await
+            .err()
+            .unwrap()
+            .kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        s.open_write(&p("/no/parent"), OpenOptions::REPLACE, &ctx())
+            .await
+            .err()
+            .unwrap()
+            .kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        s.open_write(&p("/file/child"), OpenOptions::REPLACE, &ctx())
+            .await
+            .err()
+            .unwrap()
+            .kind(),
+        ErrorKind::NotADirectory
+    );
+    assert_eq!(
+        s.open_read(&p("/dir")).await.err().unwrap().kind(),
+        ErrorKind::IsADirectory
+    );
+    assert_eq!(
+        s.mkdir(&StorePath::root(), &ctx())
+            .await
+            .unwrap_err()
+            .kind(),
+        ErrorKind::AlreadyExists
+    );
+    assert_eq!(
+        s.rmdir(&StorePath::root(), &ctx())
+            .await
+            .unwrap_err()
+            .kind(),
+        ErrorKind::InvalidArgument
+    );
+    assert_eq!(
+        s.read_to_vec(&p("/grow"), 2).await.unwrap_err().kind(),
+        ErrorKind::FileTooLarge
+    );
+    // Paths the store never accepts.
+    for bad in [
+        "relative",
+        "/..",
+        "/a/../../b",
+        "/nul\0byte",
+        "/line\nbreak",
+    ] {
+        assert_eq!(
+            StorePath::parse(bad).unwrap_err().kind(),
+            ErrorKind::InvalidPath,
+            "{bad:?}"
+        );
+    }
+    assert_eq!(
+        StorePath::from_bytes(b"/\xff").unwrap_err().kind(),
+        ErrorKind::InvalidPath
+    );
+    assert_eq!(
+        StorePath::parse(&format!("/{}", "n".repeat(256)))
+            .unwrap_err()
+            .kind(),
+        ErrorKind::InvalidPath
+    );
+    // A directory created where a session's file was meant to go wins over the session's commit.
+    let mut w = s
+        .open_write(&p("/later"), OpenOptions::REPLACE, &ctx())
+        .await
+        .unwrap();
+    w.write_at(0, b"data").await.unwrap();
+    s.mkdir(&p("/later"), &ctx()).await.unwrap();
+    assert_eq!(
+        w.commit(CommitOptions::default()).await.unwrap_err().kind(),
+        ErrorKind::IsADirectory
+    );
+    assert!(s.stat(&p("/later")).await.unwrap().is_dir());
+}
+
+async fn replaced_content_is_reclaimed(kind: Kind) {
+    let f = fixture(kind).await;
+    let s = &f.store;
+    for round in 0..5u8 {
+        s.write_file(&p("/over"), &content(round, 64 * 7), &ctx())
+            .await
+            .unwrap();
+    }
+    s.maintain().await.unwrap();
+    let usage = s.usage().await.unwrap();
+    assert_eq!(usage.referenced_chunks, 7);
+    assert_eq!(usage.stored_chunks, 7);
+    assert_eq!(s.verify().await.unwrap(), Default::default());
+    // Appending shares the unchanged chunks with the previous version instead of copying them.
+    let mut w = s
+        .open_write(&p("/over"), OpenOptions::UPDATE, &ctx())
+        .await
+        .unwrap();
+    w.append(b"more").await.unwrap();
+    w.commit(CommitOptions::default()).await.unwrap();
+    s.maintain().await.unwrap();
+    assert_eq!(s.usage().await.unwrap().stored_chunks, 8);
+    assert_eq!(s.verify().await.unwrap(), Default::default());
+}
+
+async fn dead_gateways_sessions_are_reclaimed(kind: Kind) {
+    let f = fixture_with(kind, |c| c.orphan_timeout = Duration::from_millis(300)).await;
+    let common::Fixture {
+        store: s,
+        config,
+        redis: _redis,
+        dir: _dir,
+    } = f;
+    s.write_file(&p("/stable"), &content(1, 64 * 4), &ctx())
+        .await
+        .unwrap();
+    // A gateway that dies mid-upload and mid-read: its session and pin are never ended.
+    let mut w = s
+        .open_write(&p("/stable"), OpenOptions::UPDATE, &ctx())
+        .await
+        .unwrap();
+    w.write_at(64 * 4, &content(2, 64 * 6)).await.unwrap();
+    w.write_at(0, &content(3, 64 * 2)).await.unwrap();
+    let reader = s.open_read(&p("/stable")).await.unwrap();
+    // Let the session's chunk writes land, as they would have before a crash.
+    assert_eq!(w.read_at(0, 10).await.unwrap()[..], content(3, 10)[..]);
+    s.simulate_crash().await;
+    drop((w, reader, s));
+    // Another gateway on the same Redis, or the same gateway restarted on the embedded file (only
+    // one process can hold it), reclaims them once the dead one's lease has run out.
+    // (The dead store's aborted background tasks release the embedded file as they unwind.)
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let survivor = loop {
+        match storage_backend::Store::open(config.clone()).await {
+            Ok(store) => break store,
+            Err(e)
+                if std::time::Instant::now() < deadline && e.message().contains("already open") =>
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await
+            }
+            Err(e) => panic!("reopen: {e}"),
+        }
+    };
+    loop {
+        survivor.maintain().await.unwrap();
+        let usage = survivor.usage().await.unwrap();
+        if usage.sessions == 0 && survivor.verify().await.unwrap() == Default::default() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not reclaimed: {usage:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        survivor.read_to_vec(&p("/stable"), u64::MAX).await.unwrap(),
+        content(1, 64 * 4)
+    );
+    assert_eq!(
+        all_events(&survivor).await.len(),
+        1,
+        "the dead session recorded nothing"
+    );
+}
+
+async fn set_mtime_and_set_size(kind: Kind) {
+    let f = fixture(kind).await;
+    let s = &f.store;
+    s.write_file(&p("/m"), b"hello", &ctx()).await.unwrap();
+    s.mkdir(&p("/dm"), &ctx()).await.unwrap();
+    let when = UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+    s.set_mtime(&p("/m"), when, &ctx()).await.unwrap();
+    s.set_mtime(&p("/dm"), when, &ctx()).await.unwrap();
+    assert_eq!(s.stat(&p("/m")).await.unwrap().mtime, when);
+    assert_eq!(s.stat(&p("/dm")).await.unwrap().mtime, when);
+    let ev = all_events(s).await;
+    assert_eq!(ev[ev.len() - 2].kind, EventKind::FileAttributes);
+    // Commit with an explicit mtime (scp -p, sftp -p).
+    let mut w = s
+        .open_write(&p("/m"), OpenOptions::REPLACE, &ctx())
+        .await
+        .unwrap();
+    w.write_at(0, b"x").await.unwrap();
+    w.commit(CommitOptions {
+        complete: true,
+        mtime: Some(when),
+    })
+    .await
+    .unwrap();
+    assert_eq!(s.stat(&p("/m")).await.unwrap().mtime, when);
+    let recent = SystemTime::now() - Duration::from_secs(60);
+    s.set_size(&p("/m"), 3, &ctx()).await.unwrap();
+    assert!(s.stat(&p("/m")).await.unwrap().mtime > recent);
+    assert_eq!(
+        s.set_size(&p("/nope"), 3, &ctx()).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        s.set_mtime(&p("/nope"), when, &ctx())
+            .await
+            .unwrap_err()
+            .kind(),
+        ErrorKind::NotFound
+    );
+}

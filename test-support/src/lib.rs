@@ -1,0 +1,175 @@
+//! Test harness shared by every crate's tests: real servers started privately on free ports.
+//!
+//! A test that needs a server **fails** when it cannot start one; nothing here ever skips. Run
+//! `scripts/test`, which installs the servers, or install them yourself (`apt-get install redis-server`).
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// How long a server may take to say it is ready.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A free TCP port on 127.0.0.1 (free when asked; servers retry if another process takes it first).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind an ephemeral port")
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A private `redis-server` on a free loopback port with its own data directory, killed on drop.
+pub struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+    extra: Vec<String>,
+}
+
+impl RedisServer {
+    /// Starts a server without persistence.
+    pub fn start() -> RedisServer {
+        Self::start_with(&[])
+    }
+
+    /// Starts a server with extra `redis-server` arguments (e.g. `["--appendonly", "yes"]`).
+    pub fn start_with(extra: &[&str]) -> RedisServer {
+        let dir = tempfile::tempdir().expect("temp dir for redis");
+        let mut server = RedisServer {
+            child: None,
+            port: 0,
+            dir,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        server.launch(None);
+        server
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Kills the server (SIGKILL) without waiting for anything.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills and starts it again on the same port and data directory.
+    pub fn restart(&mut self) {
+        self.kill();
+        let port = self.port;
+        self.launch(Some(port));
+    }
+
+    /// Runs `redis-cli` against this server and returns its output (for tests that poke at keys).
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli not found on PATH: run scripts/test, which installs redis-tools");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn launch(&mut self, fixed_port: Option<u16>) {
+        let binary = which("redis-server").unwrap_or_else(|| {
+            panic!("redis-server not found on PATH: run scripts/test (it installs it) or `apt-get install redis-server`")
+        });
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            let port = fixed_port.unwrap_or_else(free_port);
+            let mut child = Command::new(&binary)
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--protected-mode",
+                    "no",
+                ])
+                .arg("--dir")
+                .arg(self.dir.path())
+                .args(["--logfile", ""])
+                .args(&self.extra)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+            match wait_for_line(&mut child, "Ready to accept connections") {
+                Ok(()) => {
+                    self.child = Some(child);
+                    self.port = port;
+                    return;
+                }
+                Err(log) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    last_error = log;
+                }
+            }
+        }
+        panic!("redis-server did not start; its last output:\n{last_error}");
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Reads the child's stdout until a line contains `needle`, then keeps draining it in a thread so
+/// the child never blocks on a full pipe. Returns the output seen when the child exits or times out.
+fn wait_for_line(child: &mut Child, needle: &str) -> Result<(), String> {
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    let wanted = needle.to_string();
+    std::thread::spawn(move || {
+        let mut seen = String::new();
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        let mut ready = false;
+        while reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+            if !ready {
+                seen.push_str(&line);
+                if line.contains(&wanted) {
+                    ready = true;
+                    let _ = tx.send(Ok(()));
+                }
+            }
+            line.clear();
+        }
+        if !ready {
+            let _ = tx.send(Err(seen));
+        }
+    });
+    match rx.recv_timeout(START_TIMEOUT) {
+        Ok(r) => r,
+        Err(_) => Err(format!("no {needle:?} within {START_TIMEOUT:?}")),
+    }
+}
+
+/// The full path of a program on PATH.
+pub fn which(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+}
