@@ -108,6 +108,9 @@ struct Tables<'t> {
     zombies: Table<'t, u64, ()>,
     events: Table<'t, u64, &'static [u8]>,
     counters: Table<'t, &'static str, u64>,
+    /// The read pins, locked from before the transaction looks at them until after it commits, so a
+    /// reader can neither pin a version this transaction frees nor miss its commit.
+    pins: Option<&'t HashMap<u64, u64>>,
 }
 
 /// State shared with blocking closures.
@@ -149,8 +152,9 @@ fn shown(segs: &[&str], n: usize) -> String {
 }
 
 impl<'t> Tables<'t> {
-    fn open(txn: &'t WriteTransaction) -> Result<Self> {
+    fn open(txn: &'t WriteTransaction, pins: Option<&'t HashMap<u64, u64>>) -> Result<Self> {
         Ok(Tables {
+            pins,
             inodes: txn.open_table(INODES).map_err(db_err)?,
             dirents: txn.open_table(DIRENTS).map_err(db_err)?,
             versions: txn.open_table(VERSIONS).map_err(db_err)?,
@@ -283,7 +287,7 @@ impl<'t> Tables<'t> {
         if rec.refs > 0 {
             return self.put_version(vid, &rec);
         }
-        let pinned = shared.pins.lock().unwrap().contains_key(&vid);
+        let pinned = self.pins.expect("version released without the pin lock").contains_key(&vid);
         if pinned {
             self.put_version(vid, &rec)?;
             self.zombies.insert(vid, ()).map_err(db_err)?;
@@ -989,7 +993,7 @@ impl EmbeddedBackend {
     }
 
     pub async fn end_session(&self, sid: u64) -> Result<()> {
-        self.write(Durability::None, move |s, t| {
+        self.write(Durability::Immediate, move |s, t| {
             t.end_session(s, sid, &HashSet::new(), now_ms()).map(|_| ())
         })
         .await
@@ -1209,6 +1213,8 @@ impl EmbeddedBackend {
     }
 }
 
+/// Runs `f` in one write transaction. Unless `durability` is `None` (chunk data and garbage
+/// collection, which never release versions), the read-pin lock is held through the commit.
 fn write_txn<R>(
     shared: &Shared,
     durability: Durability,
@@ -1217,19 +1223,16 @@ fn write_txn<R>(
     let mut txn = shared.db.begin_write().map_err(db_err)?;
     txn.set_durability(durability)
         .map_err(|e| StoreError::internal(format!("embedded store: {e}")))?;
-    let mut tables = Tables::open(&txn)?;
+    let guard = matches!(durability, Durability::Immediate).then(|| shared.pins.lock().unwrap());
+    let mut tables = Tables::open(&txn, guard.as_deref())?;
     let result = f(shared, &mut tables);
     drop(tables);
-    match result {
-        Ok(r) => {
-            txn.commit().map_err(db_err)?;
-            Ok(r)
-        }
-        Err(e) => {
-            txn.abort().map_err(db_err)?;
-            Err(e)
-        }
-    }
+    let outcome = match result {
+        Ok(r) => txn.commit().map_err(db_err).map(|_| r),
+        Err(e) => txn.abort().map_err(db_err).and(Err(e)),
+    };
+    drop(guard);
+    outcome
 }
 
 /// Brings a freshly opened file to a clean state: creates the root, and ends every session and pin a
