@@ -3,6 +3,7 @@
 //! The binary (`src/main.rs`) only parses the command line and calls [`cli::run`]; everything else
 //! lives here so tests can start the gateway in-process.
 
+pub mod access;
 pub mod cli;
 pub mod config;
 pub mod logging;

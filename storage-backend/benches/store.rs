@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use storage_backend::{
-    BackendConfig, ChangeContext, CommitOptions, EmbeddedConfig, OpenOptions, RedisConfig, Store, StoreConfig, StorePath,
+    BackendConfig, ChangeContext, CommitOptions, EmbeddedConfig, OpenOptions, RedisConfig, Store,
+    StoreConfig, StorePath,
 };
 use test_support::RedisServer;
 
@@ -46,7 +47,11 @@ impl PeakRss {
                 std::thread::sleep(Duration::from_millis(2));
             }
         });
-        PeakRss { stop, peak, thread: Some(thread) }
+        PeakRss {
+            stop,
+            peak,
+            thread: Some(thread),
+        }
     }
 
     fn finish(mut self) -> u64 {
@@ -78,7 +83,12 @@ async fn raw_write(url: &str, total: u64, chunk: usize) -> Duration {
         let mut c = conn.clone();
         let d = data.clone();
         set.spawn(async move {
-            redis::cmd("SET").arg(format!("raw:{{{i}}}")).arg(d.as_ref()).query_async::<()>(&mut c).await.unwrap();
+            redis::cmd("SET")
+                .arg(format!("raw:{{{i}}}"))
+                .arg(d.as_ref())
+                .query_async::<()>(&mut c)
+                .await
+                .unwrap();
         });
     }
     while set.join_next().await.is_some() {}
@@ -97,7 +107,11 @@ async fn raw_read(url: &str, total: u64, chunk: usize) -> Duration {
         }
         let mut c = conn.clone();
         set.spawn(async move {
-            let v: Vec<u8> = redis::cmd("GET").arg(format!("raw:{{{i}}}")).query_async(&mut c).await.unwrap();
+            let v: Vec<u8> = redis::cmd("GET")
+                .arg(format!("raw:{{{i}}}"))
+                .query_async(&mut c)
+                .await
+                .unwrap();
             assert_eq!(v.len(), chunk);
         });
     }
@@ -125,7 +139,10 @@ async fn store_big(store: &Store, total: u64) -> Figures {
     let base = rss_bytes();
     let peak = PeakRss::start();
     let start = Instant::now();
-    let mut w = store.open_write(&path, OpenOptions::REPLACE, &ctx).await.unwrap();
+    let mut w = store
+        .open_write(&path, OpenOptions::REPLACE, &ctx)
+        .await
+        .unwrap();
     let mut written = 0;
     while written < total {
         w.append(&piece).await.unwrap();
@@ -149,16 +166,31 @@ async fn store_big(store: &Store, total: u64) -> Figures {
     let read_rss = peak.finish().saturating_sub(base);
     store.delete(&path, &ctx).await.unwrap();
     store.maintain().await.unwrap();
-    Figures { write, read, write_rss, read_rss }
+    Figures {
+        write,
+        read,
+        write_rss,
+        read_rss,
+    }
 }
 
 async fn small_files(store: &Store, n: usize) -> f64 {
     let ctx = ChangeContext::new("bench", "bench", "local");
     let data = payload(4096);
-    store.mkdir(&StorePath::parse("/small").unwrap(), &ctx).await.ok();
+    store
+        .mkdir(&StorePath::parse("/small").unwrap(), &ctx)
+        .await
+        .ok();
     let start = Instant::now();
     for i in 0..n {
-        store.write_file(&StorePath::parse(&format!("/small/f{i}")).unwrap(), &data, &ctx).await.unwrap();
+        store
+            .write_file(
+                &StorePath::parse(&format!("/small/f{i}")).unwrap(),
+                &data,
+                &ctx,
+            )
+            .await
+            .unwrap();
     }
     n as f64 / start.elapsed().as_secs_f64()
 }
@@ -169,7 +201,12 @@ async fn raw_small(url: &str, n: usize) -> f64 {
     let data = payload(4096);
     let start = Instant::now();
     for i in 0..n {
-        redis::cmd("SET").arg(format!("small:{i}")).arg(&data).query_async::<()>(&mut conn).await.unwrap();
+        redis::cmd("SET")
+            .arg(format!("small:{i}"))
+            .arg(&data)
+            .query_async::<()>(&mut conn)
+            .await
+            .unwrap();
     }
     n as f64 / start.elapsed().as_secs_f64()
 }
@@ -184,8 +221,17 @@ fn redis_config(url: &str, chunk: u64) -> StoreConfig {
 }
 
 fn main() {
-    let total: u64 = std::env::var("BENCH_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(1024) * 1024 * 1024;
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let total: u64 = std::env::var("BENCH_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024)
+        * 1024
+        * 1024;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let server = RedisServer::start();
     let url = server.url();
     rt.block_on(async {
@@ -193,12 +239,30 @@ fn main() {
         println!();
         println!("| backend | chunk | write MiB/s | raw SET MiB/s | ratio | read MiB/s | raw GET MiB/s | ratio | RSS growth write / read |");
         println!("|---|---|---|---|---|---|---|---|---|");
+        // Warm Redis up (its first gigabyte costs page faults) so neither side pays for it alone.
+        raw_write(&url, total, 1024 * 1024).await;
+        raw_read(&url, total, 1024 * 1024).await;
         for chunk in [256 * 1024u64, 512 * 1024, 1024 * 1024] {
-            let raw_w = raw_write(&url, total, chunk as usize).await;
-            let raw_r = raw_read(&url, total, chunk as usize).await;
-            let store = Store::open(redis_config(&url, chunk)).await.unwrap();
-            let f = store_big(&store, total).await;
-            store.close().await;
+            // Two rounds each, alternating, best of two: the machine has 2 cores and other work.
+            let (mut raw_w, mut raw_r) = (Duration::MAX, Duration::MAX);
+            let mut best: Option<Figures> = None;
+            for _ in 0..2 {
+                raw_w = raw_w.min(raw_write(&url, total, chunk as usize).await);
+                raw_r = raw_r.min(raw_read(&url, total, chunk as usize).await);
+                let store = Store::open(redis_config(&url, chunk)).await.unwrap();
+                let f = store_big(&store, total).await;
+                store.close().await;
+                best = Some(match best {
+                    None => f,
+                    Some(b) => Figures {
+                        write: b.write.min(f.write),
+                        read: b.read.min(f.read),
+                        write_rss: b.write_rss.max(f.write_rss),
+                        read_rss: b.read_rss.max(f.read_rss),
+                    },
+                });
+            }
+            let f = best.unwrap();
             let (w, rw, r, rr) = (mib_s(total, f.write), mib_s(total, raw_w), mib_s(total, f.read), mib_s(total, raw_r));
             println!(
                 "| redis | {} KiB | {w:.0} | {rw:.0} | {:.2} | {r:.0} | {rr:.0} | {:.2} | {:.1} / {:.1} MiB |",
@@ -231,9 +295,9 @@ fn main() {
         }
         println!();
         let n = 2000;
-        let raw = raw_small(&url, n).await;
+        let raw = raw_small(&url, n).await.max(raw_small(&url, n).await);
         let store = Store::open(redis_config(&url, 1024 * 1024)).await.unwrap();
-        let ours = small_files(&store, n).await;
+        let ours = small_files(&store, n).await.max(small_files(&store, n).await);
         store.close().await;
         let cfg = StoreConfig {
             backend: BackendConfig::Embedded(EmbeddedConfig { path: Some(dir.path().join("small.redb")) }),
@@ -245,7 +309,7 @@ fn main() {
         println!("| small files (4 KiB, one session, {n}) | files/s |");
         println!("|---|---|");
         println!("| raw Redis SET round trips | {raw:.0} |");
-        println!("| store on Redis (open + chunk + commit) | {ours:.0} ({:.2}× raw) |", ours / raw);
+        println!("| store on Redis (`write_file`: chunk SET + commit script) | {ours:.0} ({:.2}× raw) |", ours / raw);
         println!("| store embedded (durable commit each) | {emb:.0} |");
     });
 }

@@ -29,9 +29,9 @@ pub(crate) struct Version {
 /// A write session as the backend opened it.
 #[derive(Debug)]
 pub(crate) struct SessionStart {
+    /// The backend's record of the session (0 when it keeps none: Redis registers a session only to
+    /// pin a base version).
     pub sid: u64,
-    /// Chunk ids allocated with the session (`first..first + n`), so small files need no extra trip.
-    pub first_id: u64,
     /// The version the session starts from (pinned until the session ends), unless truncating.
     pub base: Option<Version>,
 }
@@ -47,6 +47,8 @@ pub(crate) struct CommitRequest<'a> {
     pub complete: bool,
     pub mtime_ms: u64,
     pub origin: EventOrigin,
+    /// Chunks the session wrote that the final map does not use.
+    pub superseded: &'a [u64],
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -105,6 +107,12 @@ impl Backend {
         dispatch!(self, b => b.describe())
     }
 
+    /// Whether every write session must be registered with the backend (the embedded store records
+    /// the chunks each session writes; Redis finds a dead gateway's chunks by their owner number).
+    pub fn tracks_sessions(&self) -> bool {
+        matches!(self, Backend::Embedded(_))
+    }
+
     pub async fn ping(&self) -> Result<()> {
         dispatch!(self, b => b.ping().await)
     }
@@ -153,13 +161,8 @@ impl Backend {
         dispatch!(self, b => b.set_mtime(path, mtime_ms, origin).await)
     }
 
-    pub async fn open_session(
-        &self,
-        path: &StorePath,
-        opts: OpenOptions,
-        ids: u64,
-    ) -> Result<SessionStart> {
-        dispatch!(self, b => b.open_session(path, opts, ids).await)
+    pub async fn open_session(&self, path: &StorePath, opts: OpenOptions) -> Result<SessionStart> {
+        dispatch!(self, b => b.open_session(path, opts).await)
     }
 
     pub async fn alloc_ids(&self, sid: u64, n: u64) -> Result<u64> {
@@ -178,8 +181,9 @@ impl Backend {
         dispatch!(self, b => b.commit(req).await)
     }
 
-    pub async fn end_session(&self, sid: u64) -> Result<()> {
-        dispatch!(self, b => b.end_session(sid).await)
+    /// Ends a session without committing; `written` lists the chunks it stored.
+    pub async fn end_session(&self, sid: u64, written: &[u64]) -> Result<()> {
+        dispatch!(self, b => b.end_session(sid, written).await)
     }
 
     pub async fn open_read(&self, path: &StorePath, pin: bool) -> Result<OpenedRead> {

@@ -49,7 +49,7 @@ const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 const ROOT: u64 = 1;
 /// redb's page cache (its default is 1 GiB): big enough for metadata, small enough that the
 /// process stays small while gigabytes of chunks stream through it.
-const CACHE_BYTES: usize = 64 * 1024 * 1024;
+const CACHE_BYTES: usize = 16 * 1024 * 1024;
 const GC_BATCH: usize = 256;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -287,7 +287,10 @@ impl<'t> Tables<'t> {
         if rec.refs > 0 {
             return self.put_version(vid, &rec);
         }
-        let pinned = self.pins.expect("version released without the pin lock").contains_key(&vid);
+        let pinned = self
+            .pins
+            .expect("version released without the pin lock")
+            .contains_key(&vid);
         if pinned {
             self.put_version(vid, &rec)?;
             self.zombies.insert(vid, ()).map_err(db_err)?;
@@ -818,14 +821,9 @@ impl EmbeddedBackend {
         .await
     }
 
-    pub async fn open_session(
-        &self,
-        path: &StorePath,
-        opts: OpenOptions,
-        ids: u64,
-    ) -> Result<SessionStart> {
+    pub async fn open_session(&self, path: &StorePath, opts: OpenOptions) -> Result<SessionStart> {
         let path = path.clone();
-        self.write(Durability::None, move |s, t| {
+        self.write(Durability::None, move |_, t| {
             let segs: Vec<&str> = path.segments().collect();
             if segs.is_empty() {
                 return Err(StoreError::new(
@@ -872,12 +870,7 @@ impl EmbeddedBackend {
             t.sessions
                 .insert(sid, base.as_ref().map(|b| b.vid).unwrap_or(0))
                 .map_err(db_err)?;
-            let first_id = s.next_chunk.fetch_add(ids, Ordering::Relaxed) + 1;
-            Ok(SessionStart {
-                sid,
-                first_id,
-                base,
-            })
+            Ok(SessionStart { sid, base })
         })
         .await
     }
@@ -992,7 +985,8 @@ impl EmbeddedBackend {
         .await
     }
 
-    pub async fn end_session(&self, sid: u64) -> Result<()> {
+    /// The embedded store tracks the chunks a session wrote itself (`session_chunks`).
+    pub async fn end_session(&self, sid: u64, _written: &[u64]) -> Result<()> {
         self.write(Durability::Immediate, move |s, t| {
             t.end_session(s, sid, &HashSet::new(), now_ms()).map(|_| ())
         })

@@ -35,8 +35,6 @@ pub use write::WriteSession;
 #[derive(Debug, Clone)]
 pub(crate) struct BackendSettings {
     pub namespace: String,
-    /// This process's identity in the backend: its sessions and pins are filed under it.
-    pub owner: String,
     pub gc_grace: std::time::Duration,
     pub orphan_timeout: std::time::Duration,
     pub outbox_limit: u64,

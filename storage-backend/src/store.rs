@@ -63,7 +63,6 @@ impl Store {
         }
         let settings = BackendSettings {
             namespace: config.namespace.clone(),
-            owner: uuid::Uuid::new_v4().to_string(),
             gc_grace: config.gc_grace,
             orphan_timeout: config.orphan_timeout,
             outbox_limit: config.outbox_limit,
@@ -265,7 +264,7 @@ impl Store {
         opts: OpenOptions,
         ctx: &ChangeContext,
     ) -> Result<WriteSession> {
-        WriteSession::open(self.inner.clone(), path, opts, ctx.clone()).await
+        WriteSession::open(self.inner.clone(), path, opts, ctx.clone(), true).await
     }
 
     /// Creates or replaces a file with `data` in one call.
@@ -275,7 +274,14 @@ impl Store {
         data: &[u8],
         ctx: &ChangeContext,
     ) -> Result<CommitInfo> {
-        let mut session = self.open_write(path, OpenOptions::REPLACE, ctx).await?;
+        let mut session = WriteSession::open(
+            self.inner.clone(),
+            path,
+            OpenOptions::REPLACE,
+            ctx.clone(),
+            false,
+        )
+        .await?;
         session.write_at(0, data).await?;
         session.commit(CommitOptions::default()).await
     }

@@ -49,6 +49,8 @@ pub struct WriteSession {
     in_flight_data: HashMap<u64, Bytes>,
     ids: Range<u64>,
     next_batch: u64,
+    /// Every chunk this session stored, to hand back whatever the final map does not use.
+    written: Vec<u64>,
     /// Running SHA-256 while the content is written in one sequential pass from offset 0.
     hasher: Option<Sha256>,
     hashed: u64,
@@ -61,8 +63,19 @@ impl WriteSession {
         path: &StorePath,
         opts: OpenOptions,
         ctx: ChangeContext,
+        check_first: bool,
     ) -> Result<Self> {
-        let start = inner.backend.open_session(path, opts, 1).await?;
+        let start = if check_first
+            || !opts.truncate
+            || opts.create_new
+            || inner.backend.tracks_sessions()
+        {
+            inner.backend.open_session(path, opts).await?
+        } else {
+            // Nothing to pin and nothing to register: the commit checks the path. Saves a round trip
+            // for whole-file writes (`Store::write_file`); interactive uploads validate up front.
+            crate::backend::SessionStart { sid: 0, base: None }
+        };
         let (chunk_size, size, chunks, hasher) = match start.base {
             Some(Version {
                 chunk_size,
@@ -83,8 +96,9 @@ impl WriteSession {
             dirty: BTreeMap::new(),
             in_flight: JoinSet::new(),
             in_flight_data: HashMap::new(),
-            ids: start.first_id..start.first_id + 1,
-            next_batch: 8,
+            ids: 0..0,
+            next_batch: 4,
+            written: Vec::new(),
             hasher,
             hashed: 0,
             finished: false,
@@ -217,6 +231,13 @@ impl WriteSession {
             _ => None,
         };
         let mtime_ms = to_ms(opts.mtime.unwrap_or_else(SystemTime::now));
+        let used: std::collections::HashSet<u64> = self.chunks.iter().copied().collect();
+        let superseded: Vec<u64> = self
+            .written
+            .iter()
+            .copied()
+            .filter(|id| !used.contains(id))
+            .collect();
         let outcome = self
             .inner
             .backend
@@ -230,6 +251,7 @@ impl WriteSession {
                 complete: opts.complete,
                 mtime_ms,
                 origin: origin(&self.ctx),
+                superseded: &superseded,
             })
             .await;
         let outcome = self.inner.note(outcome)?;
@@ -248,7 +270,10 @@ impl WriteSession {
         self.finished = true;
         let mut in_flight = std::mem::take(&mut self.in_flight);
         while in_flight.join_next().await.is_some() {}
-        self.inner.backend.end_session(self.sid).await
+        self.inner
+            .backend
+            .end_session(self.sid, &self.written)
+            .await
     }
 
     fn check_size(&self, size: u64) -> Result<()> {
@@ -319,6 +344,7 @@ impl WriteSession {
             self.chunks.resize(slot + 1, 0);
         }
         self.chunks[slot] = id;
+        self.written.push(id);
         let data = Bytes::from(buf);
         self.in_flight_data.insert(id, data.clone());
         let inner = self.inner.clone();
@@ -379,10 +405,11 @@ impl Drop for WriteSession {
         let inner = self.inner.clone();
         let sid = self.sid;
         let path = self.path.clone();
+        let written = std::mem::take(&mut self.written);
         self.inner.spawn_cleanup(async move {
             // Wait for chunk writes to land first, or they could arrive after their cleanup.
             while in_flight.join_next().await.is_some() {}
-            if let Err(e) = inner.backend.end_session(sid).await {
+            if let Err(e) = inner.backend.end_session(sid, &written).await {
                 tracing::warn!(%path, error = %e, "could not drop an abandoned upload; it will be reclaimed later");
             }
         });

@@ -7,10 +7,13 @@
 //!   `{N}:v:<vid>` versions with their chunk maps and reference counts; `{N}:cr` chunk reference
 //!   counts; `{N}:gc` chunks due for deletion; `{N}:s:<sid>`, `{N}:os:<owner>`, `{N}:owners` write
 //!   sessions and read pins per gateway, with the gateways' leases; `{N}:ev` the event outbox.
-//! - `N:c:{<id>}` chunk values: each its own hash tag, so Redis Cluster spreads them over masters.
+//! - `N:c:{<owner>:<n>}` chunk values: each its own hash tag, so Redis Cluster spreads them over
+//!   masters. Chunk ids are `owner << 32 | n`: every gateway process takes an owner number when it
+//!   starts and numbers its chunks itself, so storing a chunk needs no trip to allocate it, and the
+//!   chunks a dead gateway left can be found by its owner number.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -64,7 +67,14 @@ pub(crate) struct RedisBackend {
     ctr_key: String,
     timeout: Duration,
     lease_known: AtomicBool,
+    /// This process's owner number (as text, the form the scripts use).
+    owner: String,
+    next_chunk: AtomicU64,
 }
+
+/// Owner numbers stay below 2^21 so that chunk ids (`owner << 32 | n`) stay below 2^53, the largest
+/// integer Lua's numbers hold exactly.
+const MAX_OWNER: u64 = 1 << 21;
 
 impl RedisBackend {
     pub async fn open(config: &RedisConfig, settings: BackendSettings) -> Result<Self> {
@@ -116,9 +126,21 @@ impl RedisBackend {
             scripts: Scripts::load(),
             timeout: config.command_timeout,
             lease_known: AtomicBool::new(false),
+            owner: String::new(),
+            next_chunk: AtomicU64::new(0),
             settings,
         };
+        let mut backend = backend;
         let _: i64 = backend.run(&mut backend.script("init", None)).await?;
+        let owner: u64 = backend.run(&mut backend.script("new_owner", None)).await?;
+        if owner >= MAX_OWNER {
+            return Err(StoreError::unavailable(format!(
+                "namespace {} has used up its {MAX_OWNER} gateway start numbers; move to a new storage.namespace",
+                backend.settings.namespace
+            )));
+        }
+        backend.owner = owner.to_string();
+        backend.next_chunk = AtomicU64::new(owner << 32);
         backend.heartbeat().await?;
         Ok(backend)
     }
@@ -131,7 +153,7 @@ impl RedisBackend {
     }
 
     fn chunk_key(&self, id: u64) -> String {
-        format!("{}:c:{{{id}}}", self.settings.namespace)
+        chunk_key(&self.settings.namespace, id)
     }
 
     fn data_conn(&self) -> ConnectionManager {
@@ -272,49 +294,45 @@ impl RedisBackend {
         .await
     }
 
-    pub async fn open_session(
-        &self,
-        path: &StorePath,
-        opts: OpenOptions,
-        ids: u64,
-    ) -> Result<SessionStart> {
+    pub async fn open_session(&self, path: &StorePath, opts: OpenOptions) -> Result<SessionStart> {
         let flag = |b: bool| if b { "1" } else { "0" };
         let r: Vec<String> = self
             .run(
                 self.script("open_session", None)
                     .arg(path.relative())
-                    .arg(&self.settings.owner)
+                    .arg(&self.owner)
                     .arg(flag(opts.create || opts.create_new))
                     .arg(flag(opts.create_new))
-                    .arg(flag(opts.truncate))
-                    .arg(ids),
+                    .arg(flag(opts.truncate)),
             )
             .await?;
         let sid = parse_u64(&r[0])?;
-        let first_id = parse_u64(&r[1])?;
-        let base_vid = parse_u64(&r[2])?;
+        let base_vid = parse_u64(&r[1])?;
         let base = if base_vid == 0 {
             None
         } else {
             Some(Version {
                 vid: base_vid,
-                size: parse_u64(&r[3])?,
-                chunk_size: parse_u64(&r[4])?,
-                chunks: chunkmap::decode(&r[5])?,
-                sha256: (!r[6].is_empty()).then(|| r[6].clone()),
-                complete: r[7] != "0",
-                mtime_ms: parse_u64(&r[8])?,
+                size: parse_u64(&r[2])?,
+                chunk_size: parse_u64(&r[3])?,
+                chunks: chunkmap::decode(&r[4])?,
+                sha256: (!r[5].is_empty()).then(|| r[5].clone()),
+                complete: r[6] != "0",
+                mtime_ms: parse_u64(&r[7])?,
             })
         };
-        Ok(SessionStart {
-            sid,
-            first_id,
-            base,
-        })
+        Ok(SessionStart { sid, base })
     }
 
-    pub async fn alloc_ids(&self, sid: u64, n: u64) -> Result<u64> {
-        self.run(self.script("alloc", None).arg(sid).arg(n)).await
+    /// Chunk ids are numbered locally (see the module docs): no round trip.
+    pub async fn alloc_ids(&self, _sid: u64, n: u64) -> Result<u64> {
+        let first = self.next_chunk.fetch_add(n, Ordering::Relaxed) + 1;
+        if (first + n) >> 32 != first >> 32 {
+            return Err(StoreError::unavailable(
+                "this gateway process has numbered 2^32 chunks; restart it to get a new owner number",
+            ));
+        }
+        Ok(first)
     }
 
     pub async fn put_chunk(&self, _sid: u64, id: u64, data: Bytes) -> Result<()> {
@@ -347,7 +365,9 @@ impl RedisBackend {
                     .arg(chunkmap::encode(req.chunks))
                     .arg(req.sha256.as_deref().unwrap_or(""))
                     .arg(if req.complete { "1" } else { "0" })
-                    .arg(req.mtime_ms),
+                    .arg(req.mtime_ms)
+                    .arg(&self.owner)
+                    .arg(id_list(req.superseded)),
             )
             .await?;
         Ok(CommitOutcome {
@@ -357,17 +377,19 @@ impl RedisBackend {
         })
     }
 
-    pub async fn end_session(&self, sid: u64) -> Result<()> {
-        let _: u8 = self.run(self.script("end_session", None).arg(sid)).await?;
+    pub async fn end_session(&self, sid: u64, written: &[u64]) -> Result<()> {
+        let _: u8 = self
+            .run(
+                self.script("end_session", None)
+                    .arg(sid)
+                    .arg(id_list(written)),
+            )
+            .await?;
         Ok(())
     }
 
     pub async fn open_read(&self, path: &StorePath, pin: bool) -> Result<OpenedRead> {
-        let owner = if pin {
-            self.settings.owner.as_str()
-        } else {
-            ""
-        };
+        let owner = if pin { self.owner.as_str() } else { "" };
         let r: Vec<String> = self
             .run(
                 self.script("open_read", None)
@@ -391,7 +413,7 @@ impl RedisBackend {
     }
 
     pub async fn unpin(&self, pin: u64) -> Result<()> {
-        self.end_session(pin).await
+        self.end_session(pin, &[]).await
     }
 
     pub async fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>> {
@@ -428,15 +450,11 @@ impl RedisBackend {
     async fn heartbeat(&self) -> Result<()> {
         let lease = self.settings.orphan_timeout.as_millis() as u64;
         let state: u8 = self
-            .run(
-                self.script("heartbeat", None)
-                    .arg(&self.settings.owner)
-                    .arg(lease),
-            )
+            .run(self.script("heartbeat", None).arg(&self.owner).arg(lease))
             .await?;
         if state == 0 && self.lease_known.load(Ordering::Relaxed) {
             tracing::warn!(
-                owner = %self.settings.owner,
+                owner = %self.owner,
                 "this gateway lost its storage lease (no heartbeat for longer than storage.orphan_timeout); \
                  its unfinished uploads were reclaimed and will fail"
             );
@@ -455,6 +473,10 @@ impl RedisBackend {
                 break;
             }
         }
+        let dead: Vec<u64> = self.run(&mut self.script("dead_owners", None)).await?;
+        for owner in dead {
+            self.queue_orphans_of(owner).await?;
+        }
         loop {
             let due: Vec<String> = self.run(self.script("gc_due", None).arg(GC_BATCH)).await?;
             if due.is_empty() {
@@ -464,7 +486,7 @@ impl RedisBackend {
             for id in &due {
                 unlink
                     .cmd("UNLINK")
-                    .arg(format!("{}:c:{{{id}}}", self.settings.namespace))
+                    .arg(self.chunk_key(parse_u64(id)?))
                     .ignore();
             }
             let mut conn = self.data_conn();
@@ -487,9 +509,40 @@ impl RedisBackend {
 
     pub async fn release_owner(&self) -> Result<()> {
         let _: u64 = self
-            .run(self.script("reclaim", None).arg(&self.settings.owner))
+            .run(self.script("reclaim", None).arg(&self.owner))
             .await?;
-        Ok(())
+        let owner = parse_u64(&self.owner)?;
+        self.queue_orphans_of(owner).await
+    }
+
+    /// Finds the chunks a dead gateway stored (by its owner number) and queues for deletion those no
+    /// version refers to. The owner is forgotten only once the whole scan went through, so a scan
+    /// cut short by a crash is simply done again.
+    async fn queue_orphans_of(&self, owner: u64) -> Result<()> {
+        let mut conn = self.meta.clone();
+        let pattern = format!("{}:c:{{{owner}:*}}", self.settings.namespace);
+        let mut cursor = 0u64;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| self.error(e))?;
+            let mut call = self.script("orphans", None);
+            call.arg(owner).arg(if next == 0 { "1" } else { "0" });
+            for key in &keys {
+                call.arg(parse_chunk_key(key)?);
+            }
+            let _: u8 = self.run(&mut call).await?;
+            if next == 0 {
+                return Ok(());
+            }
+            cursor = next;
+        }
     }
 
     pub async fn usage(&self) -> Result<StoreUsage> {
@@ -520,12 +573,7 @@ impl RedisBackend {
                 .await
                 .map_err(|e| self.error(e))?;
             for key in keys {
-                let id = key
-                    .rsplit('{')
-                    .next()
-                    .and_then(|s| s.strip_suffix('}'))
-                    .unwrap_or("");
-                ids.push(parse_u64(id)?);
+                ids.push(parse_chunk_key(&key)?);
             }
             if next == 0 {
                 return Ok(ids);
@@ -538,6 +586,28 @@ impl RedisBackend {
         let referenced: Vec<u64> = self.run(&mut self.script("referenced", None)).await?;
         Ok((referenced, self.stored_chunk_ids().await?))
     }
+}
+
+fn chunk_key(namespace: &str, id: u64) -> String {
+    format!("{namespace}:c:{{{}:{}}}", id >> 32, id & 0xFFFF_FFFF)
+}
+
+/// The chunk id in a key `N:c:{<owner>:<n>}`.
+fn parse_chunk_key(key: &str) -> Result<u64> {
+    let inner = key
+        .rsplit('{')
+        .next()
+        .and_then(|s| s.strip_suffix('}'))
+        .unwrap_or("");
+    let (owner, n) = inner
+        .split_once(':')
+        .ok_or_else(|| StoreError::internal(format!("unexpected chunk key {key:?}")))?;
+    Ok(parse_u64(owner)? << 32 | parse_u64(n)?)
+}
+
+/// Chunk ids as the scripts take them: decimal, comma-separated.
+fn id_list(ids: &[u64]) -> String {
+    ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
 }
 
 fn parse_u64(s: &str) -> Result<u64> {
@@ -624,6 +694,14 @@ mod tests {
     }
 
     #[test]
+    fn chunk_keys_round_trip() {
+        let id = (7u64 << 32) | 123;
+        assert_eq!(chunk_key("fg", id), "fg:c:{7:123}");
+        assert_eq!(parse_chunk_key("fg:c:{7:123}").unwrap(), id);
+        assert_eq!(id_list(&[1, 2]), "1,2");
+    }
+
+    #[test]
     fn every_script_parses_into_a_name() {
         let s = Scripts::load();
         for name in [
@@ -636,7 +714,9 @@ mod tests {
             "rename",
             "set_mtime",
             "open_session",
-            "alloc",
+            "new_owner",
+            "dead_owners",
+            "orphans",
             "commit",
             "end_session",
             "open_read",

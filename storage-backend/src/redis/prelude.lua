@@ -100,19 +100,28 @@ local function release_version(vid)
   redis.call('DEL', key)
 end
 
--- Ends a session (write or read pin): releases its base version; the chunks it allocated but that no
--- commit took over are queued for deletion at once (no reader ever saw them).
-local function end_session(sid, keep)
+-- Ends a session (write session with a base, or read pin): releases its base version.
+local function end_session(sid)
   local key = P .. 's:' .. sid
-  local s = redis.call('HMGET', key, 'o', 'b', 'a')
+  local s = redis.call('HMGET', key, 'o', 'b')
   if not s[1] then return false end
   release_version(s[2])
-  each_chunk(s[3], function(id)
-    if not (keep and keep[id]) then redis.call('ZADD', P .. 'gc', NOW, num(id)) end
-  end)
   redis.call('DEL', key)
   redis.call('SREM', P .. 'os:' .. s[1], sid)
   return true
+end
+
+-- Chunks a session wrote that no version will ever reference: deleted at once (nobody saw them).
+local function discard_chunks(list)
+  for id in string.gmatch(list or '', '%d+') do redis.call('ZADD', P .. 'gc', NOW, id) end
+end
+
+-- Fails unless the gateway's lease is still held: once another gateway reclaimed it, the chunks
+-- it wrote may be gone and must not be published.
+local function check_owner(owner)
+  if not redis.call('ZSCORE', P .. 'owners', owner) then
+    fail('unavailable', 'this gateway lost its storage lease (no contact with Redis for longer than storage.orphan_timeout) and its uploads were reclaimed; upload again')
+  end
 end
 
 local function link(parent, name, ino)

@@ -131,12 +131,12 @@ if f[1] == 'd' then return emit('file.attributes', shown(segs, #segs)) end
 return emit('file.attributes', shown(segs, #segs), nil, f[2], f[4], f[5], f[3])
 
 --@ open_session
--- ARGV[6] path, ARGV[7] owner, ARGV[8] create, ARGV[9] create_new, ARGV[10] truncate, ARGV[11] ids to
--- allocate now -> {sid, first id, base vid, size, chunk size, map, sha, complete, mtime}
+-- ARGV[6] path, ARGV[7] owner, ARGV[8] create, ARGV[9] create_new, ARGV[10] truncate
+-- -> {sid ('0' when nothing needs pinning), base vid, size, chunk size, map, sha, complete, mtime}
+-- Checks that the upload can land there; a session is registered only to pin a base version.
 local segs = split(ARGV[6])
 if #segs == 0 then fail('is_a_directory', '/: is a directory') end
 local child = lookup(segs)
-local base = {'0', '0', '0', '', '', '1', '0'}
 if child then
   local f = redis.call('HMGET', P .. 'i:' .. child, 'k', 'v', 'h', 'c', 'm')
   if f[1] == 'd' then fail('is_a_directory', shown(segs, #segs) .. ': is a directory') end
@@ -144,45 +144,28 @@ if child then
   if ARGV[10] ~= '1' then
     local v = redis.call('HMGET', P .. 'v:' .. f[2], 's', 'cs', 'm')
     if not v[1] then fail('internal', shown(segs, #segs) .. ': version ' .. f[2] .. ' is missing') end
+    check_owner(ARGV[7])
     redis.call('HINCRBY', P .. 'v:' .. f[2], 'r', 1)
-    base = {f[2], v[1], v[2], v[3], f[3] or '', f[4] or '1', f[5] or '0'}
+    local sid = redis.call('HINCRBY', P .. 'ctr', 'sid', 1)
+    redis.call('HSET', P .. 's:' .. sid, 'o', ARGV[7], 'b', f[2])
+    redis.call('SADD', P .. 'os:' .. ARGV[7], sid)
+    return {num(sid), f[2], v[1], v[2], v[3], f[3] or '', f[4] or '1', f[5] or '0'}
   end
 elseif ARGV[8] ~= '1' then
   fail('not_found', shown(segs, #segs) .. ': no such file')
 end
-local sid = redis.call('HINCRBY', P .. 'ctr', 'sid', 1)
-local n = tonumber(ARGV[11])
-local first = 0
-local alloc = ''
-if n > 0 then
-  first = redis.call('HINCRBY', P .. 'ctr', 'cid', n) - n + 1
-  alloc = num(first) .. '+' .. num(n)
-end
-redis.call('HSET', P .. 's:' .. sid, 'o', ARGV[7], 'b', base[1], 'a', alloc)
-redis.call('SADD', P .. 'os:' .. ARGV[7], sid)
-return {num(sid), num(first), base[1], base[2], base[3], base[4], base[5], base[6], base[7]}
-
---@ alloc
--- ARGV[6] sid, ARGV[7] count -> first id
-local key = P .. 's:' .. ARGV[6]
-local a = redis.call('HGET', key, 'a')
-if not a then
-  fail('unavailable', 'the write session expired (this gateway lost contact with Redis for longer than storage.orphan_timeout); upload again')
-end
-local n = tonumber(ARGV[7])
-local first = redis.call('HINCRBY', P .. 'ctr', 'cid', n) - n + 1
-if a ~= '' then a = a .. ',' end
-redis.call('HSET', key, 'a', a .. num(first) .. '+' .. num(n))
-return first
+return {'0', '0', '0', '0', '', '', '1', '0'}
 
 --@ commit
--- ARGV[6] path, ARGV[7] sid, ARGV[8] size, ARGV[9] chunk size, ARGV[10] map, ARGV[11] sha,
--- ARGV[12] complete, ARGV[13] mtime -> {seq, vid, created}
+-- ARGV[6] path, ARGV[7] sid ('0' = none), ARGV[8] size, ARGV[9] chunk size, ARGV[10] map,
+-- ARGV[11] sha, ARGV[12] complete, ARGV[13] mtime, ARGV[14] owner, ARGV[15] chunks written but
+-- superseded -> {seq, vid, created}
 local segs = split(ARGV[6])
 if #segs == 0 then fail('is_a_directory', '/: is a directory') end
 check_outbox()
+check_owner(ARGV[14])
 local sid = ARGV[7]
-if redis.call('EXISTS', P .. 's:' .. sid) == 0 then
+if sid ~= '0' and redis.call('EXISTS', P .. 's:' .. sid) == 0 then
   fail('unavailable', 'the write session expired (this gateway lost contact with Redis for longer than storage.orphan_timeout); upload again')
 end
 local child, parent = lookup(segs)
@@ -191,9 +174,8 @@ if child and redis.call('HGET', P .. 'i:' .. child, 'k') == 'd' then
 end
 local map = ARGV[10]
 local vid = new_version(ARGV[8], ARGV[9], map)
-local keep = {}
-each_chunk(map, function(id) keep[id] = true end)
-end_session(sid, keep)
+if sid ~= '0' then end_session(sid) end
+discard_chunks(ARGV[15])
 local created = not child
 if created then
   child = new_inode()
@@ -209,9 +191,10 @@ local seq = emit(kind, shown(segs, #segs), nil, ARGV[8], ARGV[11], ARGV[12], num
 return {seq, vid, created and 1 or 0}
 
 --@ end_session
--- ARGV[6] sid -> 1 if it existed
-if end_session(ARGV[6]) then return 1 end
-return 0
+-- ARGV[6] sid ('0' = none), ARGV[7] chunks the session wrote -> 1
+if ARGV[6] ~= '0' then end_session(ARGV[6]) end
+discard_chunks(ARGV[7])
+return 1
 
 --@ open_read
 -- ARGV[6] path, ARGV[7] owner ('' = do not pin)
@@ -227,7 +210,7 @@ local pin = '0'
 -- Reads of one chunk finish within the grace period; longer ones pin the version.
 if ARGV[7] ~= '' and tonumber(v[1]) > tonumber(v[2]) then
   pin = num(redis.call('HINCRBY', P .. 'ctr', 'sid', 1))
-  redis.call('HSET', P .. 's:' .. pin, 'o', ARGV[7], 'b', f[2], 'a', '')
+  redis.call('HSET', P .. 's:' .. pin, 'o', ARGV[7], 'b', f[2])
   redis.call('SADD', P .. 'os:' .. ARGV[7], pin)
   redis.call('HINCRBY', P .. 'v:' .. f[2], 'r', 1)
 end
@@ -272,8 +255,26 @@ for _, owner in ipairs(owners) do
   end
   redis.call('DEL', P .. 'os:' .. owner)
   redis.call('ZREM', P .. 'owners', owner)
+  redis.call('SADD', P .. 'dead', owner)
 end
 return ended
+
+--@ new_owner
+-- -> a number for a new gateway process: its chunk ids are <number> * 2^32 + a local counter
+return redis.call('HINCRBY', P .. 'ctr', 'owner', 1)
+
+--@ dead_owners
+-- -> gateways whose leftover chunks still have to be looked for
+return redis.call('SMEMBERS', P .. 'dead')
+
+--@ orphans
+-- ARGV[6] dead owner, ARGV[7] '1' when its scan is complete, ARGV[8..] chunk ids found under it
+-- Chunks no version references are queued for deletion at once.
+for i = 8, #ARGV do
+  if redis.call('HEXISTS', P .. 'cr', ARGV[i]) == 0 then redis.call('ZADD', P .. 'gc', NOW, ARGV[i]) end
+end
+if ARGV[7] == '1' then redis.call('SREM', P .. 'dead', ARGV[6]) end
+return 1
 
 --@ gc_due
 -- ARGV[6] limit -> chunk ids whose deletion is due (the caller deletes them, then runs gc_forget)

@@ -1,0 +1,221 @@
+//! The shared user layer: every front-end admits connections, logs users in and reaches the store
+//! through here, so the protocols cannot disagree on jails, permissions, quotas, bandwidth, bans or
+//! connection limits.
+
+mod accounts;
+mod connections;
+pub mod jail;
+mod logins;
+mod quota;
+mod throttle;
+mod userfs;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use storage_backend::{ChangeContext, ErrorKind, Store};
+
+pub use accounts::Account;
+pub use connections::{ConnectionPermit, ConnectionRefused};
+pub use jail::UserPath;
+pub use userfs::{Download, DownloadStream, Upload, UserFs};
+
+use crate::config::{Config, PartialUploads};
+use accounts::Accounts;
+use connections::ConnectionLimiter;
+use logins::LoginLimiter;
+
+/// Which front-end a session came through; recorded in events and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Ftp,
+    Ftps,
+    Sftp,
+    Mqtt,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Ftp => "ftp",
+            Protocol::Ftps => "ftps",
+            Protocol::Sftp => "sftp",
+            Protocol::Mqtt => "mqtt",
+        }
+    }
+}
+
+/// Why a connection or a login was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("too many failed logins from your address; try again in {} s", .0.as_secs().max(1))]
+    Banned(Duration),
+    #[error(transparent)]
+    Limit(#[from] ConnectionRefused),
+    #[error("login incorrect")]
+    BadCredentials,
+    #[error("your home directory cannot be prepared: {0}")]
+    Home(String),
+}
+
+pub struct Access {
+    store: Store,
+    accounts: Accounts,
+    logins: LoginLimiter,
+    connections: ConnectionLimiter,
+    partial_uploads: PartialUploads,
+    failure_delay: Duration,
+}
+
+impl Access {
+    pub fn new(config: &Config, store: Store) -> Result<Arc<Access>, String> {
+        Ok(Arc::new(Access {
+            store,
+            accounts: Accounts::new(&config.users)?,
+            logins: LoginLimiter::new(config.limits.login_failures_per_ip, config.limits.ban_time),
+            connections: ConnectionLimiter::new(
+                config.limits.max_connections,
+                config.limits.max_connections_per_ip,
+            ),
+            partial_uploads: config.storage.partial_uploads,
+            failure_delay: Duration::from_millis(500),
+        }))
+    }
+
+    /// How long a failed login waits before it is answered (slows guessing down; tests set 0).
+    pub fn set_failure_delay(self: &mut Arc<Self>, delay: Duration) {
+        if let Some(a) = Arc::get_mut(self) {
+            a.failure_delay = delay;
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Admits a new connection: refused while its address is banned or past the connection limits.
+    pub fn admit(&self, peer: IpAddr) -> Result<ConnectionPermit, Refusal> {
+        if let Some(left) = self.logins.banned_for(peer) {
+            return Err(Refusal::Banned(left));
+        }
+        Ok(self.connections.try_acquire(peer)?)
+    }
+
+    /// The address's ban, if any (front-ends check it again at login: a ban may start mid-session).
+    pub fn banned_for(&self, peer: IpAddr) -> Option<Duration> {
+        self.logins.banned_for(peer)
+    }
+
+    pub fn active_connections(&self) -> u32 {
+        self.connections.active()
+    }
+
+    /// Password login. Every failure counts towards the address's ban, whatever the protocol.
+    pub async fn login_password(
+        &self,
+        user: &str,
+        password: &str,
+        peer: SocketAddr,
+        protocol: Protocol,
+    ) -> Result<UserFs, Refusal> {
+        if let Some(left) = self.logins.banned_for(peer.ip()) {
+            return Err(Refusal::Banned(left));
+        }
+        match self.accounts.verify_password(user, password).await {
+            Some(account) => self.open_home(account, peer, protocol).await,
+            None => Err(self.failed(user, peer, protocol).await),
+        }
+    }
+
+    /// Public-key login: `accepts` says whether one of the account's authorized key lines matches.
+    pub async fn login_key(
+        &self,
+        user: &str,
+        accepts: impl Fn(&str) -> bool,
+        peer: SocketAddr,
+        protocol: Protocol,
+    ) -> Result<UserFs, Refusal> {
+        if let Some(left) = self.logins.banned_for(peer.ip()) {
+            return Err(Refusal::Banned(left));
+        }
+        match self.accounts.get(user) {
+            Some(account) if account.authorized_keys().iter().any(|k| accepts(k)) => {
+                self.open_home(account, peer, protocol).await
+            }
+            _ => Err(self.failed(user, peer, protocol).await),
+        }
+    }
+
+    /// Records a failed login (logging a ban when it starts one), waits the failure delay, and
+    /// returns the refusal to give.
+    pub async fn failed(&self, user: &str, peer: SocketAddr, protocol: Protocol) -> Refusal {
+        let ip = peer.ip();
+        tracing::info!(%peer, user, protocol = protocol.as_str(), "login failed");
+        if self.logins.record_failure(ip) {
+            tracing::warn!(
+                %ip,
+                protocol = protocol.as_str(),
+                failures = self.logins.max_failures(),
+                ban = ?self.logins.ban_time(),
+                "address banned after too many failed logins"
+            );
+        }
+        if !self.failure_delay.is_zero() {
+            tokio::time::sleep(self.failure_delay).await;
+        }
+        match self.logins.banned_for(ip) {
+            Some(left) => Refusal::Banned(left),
+            None => Refusal::BadCredentials,
+        }
+    }
+
+    async fn open_home(
+        &self,
+        account: Arc<Account>,
+        peer: SocketAddr,
+        protocol: Protocol,
+    ) -> Result<UserFs, Refusal> {
+        let ctx = ChangeContext::new(account.name.clone(), protocol.as_str(), peer.to_string());
+        account
+            .home_ready
+            .get_or_try_init(|| async {
+                ensure_dir(&self.store, &account.home).await?;
+                account.quota.refresh(&self.store, &account.home).await
+            })
+            .await
+            .map_err(|e| Refusal::Home(e.to_string()))?;
+        tracing::info!(%peer, user = %account.name, protocol = protocol.as_str(), "login");
+        Ok(UserFs::new(
+            self.store.clone(),
+            account,
+            ctx,
+            self.partial_uploads,
+        ))
+    }
+}
+
+/// Creates `dir` and its parents as the system (homes appear on first login).
+async fn ensure_dir(
+    store: &Store,
+    dir: &storage_backend::StorePath,
+) -> Result<(), storage_backend::StoreError> {
+    let ctx = ChangeContext::new("filegate", "system", "");
+    let mut path = storage_backend::StorePath::root();
+    for seg in dir.segments() {
+        path = path.join(seg)?;
+        match store.mkdir(&path, &ctx).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
+    match store.stat(dir).await {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(storage_backend::StoreError::new(
+            ErrorKind::NotADirectory,
+            format!("{dir} is a file, not a directory"),
+        )),
+        Err(e) => Err(e),
+    }
+}
