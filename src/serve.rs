@@ -3,41 +3,127 @@
 use std::io::Write as _;
 use std::path::Path;
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
+use crate::access::Access;
 use crate::config::{Config, StorageBackend};
+use crate::ftp::FtpFrontend;
 
-/// What the startup line says about the protocols until the front-ends exist.
-const PROTOCOLS_PENDING: &str = "protocols: none yet (FTP, SFTP and MQTT are being built)";
+/// A running gateway: the store, the shared user layer and every enabled front-end.
+pub struct Gateway {
+    pub store: storage_backend::Store,
+    pub access: Arc<Access>,
+    /// The FTP listener's address (with the real port when `ftp.listen` asked for port 0).
+    pub ftp_addr: Option<SocketAddr>,
+    storage: String,
+    grace: Duration,
+    /// Stops the accept loops.
+    stop_accepting: CancellationToken,
+    /// Ends the sessions still running when the grace period is over.
+    abort_sessions: CancellationToken,
+    tasks: TaskTracker,
+}
 
-/// Runs the gateway until `shutdown` is cancelled (SIGINT/SIGTERM in the binary), then closes the
-/// store. Prints one line to standard output once the gateway is ready, so scripts and tests can
-/// wait for it:
-/// `filegate: storage embedded at data/filegate.redb (namespace filegate); protocols: …`.
+impl Gateway {
+    /// Opens the store and starts every enabled front-end on its listener.
+    pub async fn start(config: &Config) -> anyhow::Result<Gateway> {
+        prepare_directories(config)?;
+        let storage = config.describe_storage();
+        let store = storage_backend::Store::open(config.to_store_config())
+            .await
+            .with_context(|| format!("cannot open the {storage}"))?;
+        tracing::info!(
+            chunk_size = %crate::config::format_size(config.storage.chunk_size),
+            "store opened: {storage}"
+        );
+        let access = Access::new(config, store.clone()).map_err(|e| anyhow::anyhow!(e))?;
+        let stop_accepting = CancellationToken::new();
+        let abort_sessions = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let mut ftp_addr = None;
+        if config.ftp.enabled {
+            let ftp = FtpFrontend::bind(&config.ftp, access.clone()).await?;
+            ftp_addr = Some(ftp.local_addr());
+            tasks.spawn(ftp.run(
+                stop_accepting.clone(),
+                abort_sessions.clone(),
+                tasks.clone(),
+            ));
+        }
+        Ok(Gateway {
+            store,
+            access,
+            ftp_addr,
+            storage,
+            grace: config.server.shutdown_grace,
+            stop_accepting,
+            abort_sessions,
+            tasks,
+        })
+    }
+
+    /// One line per listener, then the storage line (printed last: it means "ready").
+    pub fn banner(&self, config: &Config) -> Vec<String> {
+        let mut lines = Vec::new();
+        if let Some(addr) = self.ftp_addr {
+            let tls = if config.ftp.tls.enabled {
+                if config.ftp.tls.required {
+                    " (FTPS required: AUTH TLS)"
+                } else {
+                    " (FTPS available: AUTH TLS)"
+                }
+            } else {
+                ""
+            };
+            lines.push(format!("filegate: ftp listening on {addr}{tls}"));
+        }
+        lines.push(format!("filegate: {}; {PROTOCOLS_PENDING}", self.storage));
+        lines
+    }
+
+    /// Stops accepting, lets running sessions finish within `server.shutdown_grace`, ends the rest,
+    /// then closes the store.
+    pub async fn shutdown(self) {
+        self.stop_accepting.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(self.grace, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(grace = ?self.grace, "shutdown grace period over: ending the sessions still running");
+            self.abort_sessions.cancel();
+            self.tasks.wait().await;
+        }
+        self.store.close().await;
+        tracing::info!("store closed; bye");
+    }
+}
+
+/// What the startup line says about the protocols not built yet.
+const PROTOCOLS_PENDING: &str = "SFTP and MQTT are not built yet";
+
+/// Runs the gateway until `shutdown` is cancelled (SIGINT/SIGTERM in the binary). Prints one line
+/// per listener to standard output, then `filegate: storage … ` once the gateway is ready, so
+/// scripts and tests can wait for it.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    prepare_directories(&config)?;
-
-    let storage = config.describe_storage();
-    let store = storage_backend::Store::open(config.to_store_config())
-        .await
-        .with_context(|| format!("cannot open the {storage}"))?;
-    tracing::info!(
-        chunk_size = %crate::config::format_size(config.storage.chunk_size),
-        "store opened: {storage}"
-    );
-
+    let gateway = Gateway::start(&config).await?;
     // Not println!: a closed standard output (a daemon, `| head`) must not stop the gateway.
     let mut out = std::io::stdout().lock();
-    writeln!(out, "filegate: {storage}; {PROTOCOLS_PENDING}")
-        .and_then(|()| out.flush())
-        .ok();
+    for line in gateway.banner(&config) {
+        writeln!(out, "{line}").ok();
+    }
+    out.flush().ok();
     drop(out);
 
     shutdown.cancelled().await;
     tracing::info!("shutting down");
-    store.close().await;
-    tracing::info!("store closed; bye");
+    gateway.shutdown().await;
     Ok(())
 }
 

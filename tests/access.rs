@@ -19,8 +19,10 @@ fn user(name: &str, home: &str, permissions: &[Permission]) -> UserConfig {
 }
 
 async fn access(users: Vec<UserConfig>, tweak: impl FnOnce(&mut Config)) -> Arc<Access> {
-    let mut config = Config::default();
-    config.users = users;
+    let mut config = Config {
+        users,
+        ..Config::default()
+    };
     config.limits.login_failures_per_ip = 3;
     tweak(&mut config);
     let store = Store::open(StoreConfig {
@@ -29,7 +31,7 @@ async fn access(users: Vec<UserConfig>, tweak: impl FnOnce(&mut Config)) -> Arc<
     })
     .await
     .unwrap();
-    let mut access = Access::new(&config, store).unwrap();
+    let access = Access::new(&config, store).unwrap();
     access.set_failure_delay(Duration::ZERO);
     access
 }

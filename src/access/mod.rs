@@ -11,6 +11,7 @@ mod throttle;
 mod userfs;
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -65,7 +66,8 @@ pub struct Access {
     logins: LoginLimiter,
     connections: ConnectionLimiter,
     partial_uploads: PartialUploads,
-    failure_delay: Duration,
+    /// How long a failed login waits before it is answered, in ms (slows guessing down).
+    failure_delay_ms: AtomicU64,
 }
 
 impl Access {
@@ -79,15 +81,14 @@ impl Access {
                 config.limits.max_connections_per_ip,
             ),
             partial_uploads: config.storage.partial_uploads,
-            failure_delay: Duration::from_millis(500),
+            failure_delay_ms: AtomicU64::new(500),
         }))
     }
 
     /// How long a failed login waits before it is answered (slows guessing down; tests set 0).
-    pub fn set_failure_delay(self: &mut Arc<Self>, delay: Duration) {
-        if let Some(a) = Arc::get_mut(self) {
-            a.failure_delay = delay;
-        }
+    pub fn set_failure_delay(&self, delay: Duration) {
+        self.failure_delay_ms
+            .store(delay.as_millis() as u64, Ordering::Relaxed);
     }
 
     pub fn store(&self) -> &Store {
@@ -161,8 +162,9 @@ impl Access {
                 "address banned after too many failed logins"
             );
         }
-        if !self.failure_delay.is_zero() {
-            tokio::time::sleep(self.failure_delay).await;
+        let delay = self.failure_delay_ms.load(Ordering::Relaxed);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
         }
         match self.logins.banned_for(ip) {
             Some(left) => Refusal::Banned(left),

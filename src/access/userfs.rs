@@ -191,7 +191,8 @@ impl UserFs {
         Ok(Upload {
             session: Some(session),
             fs: self.clone(),
-            old_size: if opts.truncate { 0 } else { old_size },
+            // A replacement is credited with the size of what it replaces.
+            old_size,
             replaced_size: old_size,
             reserved_bytes: 0,
             reserved_file: quota.is_limited() && !existed,
@@ -253,7 +254,7 @@ impl UserFs {
 pub struct Upload {
     session: Option<WriteSession>,
     fs: UserFs,
-    /// Bytes of the content this upload started from (counted in the quota already).
+    /// Bytes already counted in the quota for this file (the content it replaces or continues).
     old_size: u64,
     /// Bytes of the file this upload replaces when it commits.
     replaced_size: u64,

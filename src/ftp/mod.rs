@@ -1,0 +1,185 @@
+//! The FTP/FTPS front-end (RFC 959, 2228, 3659, 2428) on libunftp over the shared user layer.
+//!
+//! We run our own accept loop and hand each connection to its own libunftp `Server` (`service`):
+//! that is how the shared connection limits, the per-IP ban at connect time, `TCP_NODELAY` and a
+//! listener bound to port 0 get in, none of which libunftp's `listen` offers.
+
+mod auth;
+mod backend;
+mod errors;
+mod tls;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use libunftp::options::{ActivePassiveMode, FtpsRequired, PassiveHost};
+use libunftp::ServerBuilder;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::access::Access;
+use crate::config::FtpConfig;
+use auth::ConnectionAuth;
+use backend::FtpBackend;
+
+pub use errors::ftp_kind;
+
+const GREETING: &str = "filegate FTP server ready";
+
+/// A bound FTP listener, ready to serve.
+pub struct FtpFrontend {
+    listener: TcpListener,
+    config: FtpConfig,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    access: Arc<Access>,
+}
+
+impl FtpFrontend {
+    /// Binds `ftp.listen` and checks the passive port range and TLS files, failing with an error
+    /// that names the key to fix.
+    pub async fn bind(config: &FtpConfig, access: Arc<Access>) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("ftp.listen: cannot listen on {}", config.listen))?;
+        check_passive_ports(config, listener.local_addr()?.ip())?;
+        let tls = if config.tls.enabled {
+            Some(tls::server_config(&config.tls.cert, &config.tls.key)?)
+        } else {
+            None
+        };
+        if let Some(addr) = config.tls.implicit_listen {
+            anyhow::bail!(
+                "ftp.tls.implicit_listen = {addr}: implicit FTPS is not available: libunftp only upgrades a \
+                 plain control connection with AUTH TLS and offers no way to start a session on a TLS stream; \
+                 leave it empty and use explicit FTPS (AUTH TLS) on ftp.listen"
+            );
+        }
+        Ok(FtpFrontend {
+            listener,
+            config: config.clone(),
+            tls,
+            access,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound listener")
+    }
+
+    /// Accepts connections until `shutdown`; sessions are tracked by `tasks` and end when `abort` fires.
+    pub async fn run(
+        self,
+        shutdown: CancellationToken,
+        abort: CancellationToken,
+        tasks: TaskTracker,
+    ) {
+        loop {
+            let (stream, peer) = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                accepted = self.listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "ftp: accept failed");
+                        continue;
+                    }
+                },
+            };
+            let mut stream = stream;
+            let permit = match self.access.admit(peer.ip()) {
+                Ok(p) => p,
+                Err(refusal) => {
+                    tracing::info!(%peer, "ftp: connection refused: {refusal}");
+                    tasks.spawn(async move {
+                        let _ = stream
+                            .write_all(format!("421 {refusal}\r\n").as_bytes())
+                            .await;
+                        let _ = stream.shutdown().await;
+                    });
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let server = match self.server_for(peer, &tasks) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "ftp: cannot set up a session");
+                    continue;
+                }
+            };
+            let abort = abort.clone();
+            tasks.spawn(async move {
+                let _permit = permit;
+                tracing::debug!(%peer, "ftp: session start");
+                tokio::select! {
+                    _ = server.service(stream) => {}
+                    _ = abort.cancelled() => tracing::info!(%peer, "ftp: session cut by shutdown"),
+                }
+                tracing::debug!(%peer, "ftp: session end");
+            });
+        }
+    }
+
+    fn server_for(
+        &self,
+        peer: SocketAddr,
+        tasks: &TaskTracker,
+    ) -> anyhow::Result<libunftp::Server<FtpBackend, auth::FtpUser>> {
+        let auth = Arc::new(ConnectionAuth::new(self.access.clone(), peer));
+        let backend = FtpBackend {
+            idle_timeout: self.config.idle_timeout,
+            tasks: tasks.clone(),
+        };
+        let mut builder = ServerBuilder::with_user_detail_provider(
+            Box::new(move || backend.clone()),
+            auth.clone(),
+        )
+        .authenticator(auth)
+        .greeting(GREETING)
+        .passive_ports(self.config.passive_ports.clone())
+        .passive_host(passive_host(&self.config.passive_host))
+        .idle_session_timeout(self.config.idle_timeout.as_secs().max(1))
+        .active_passive_mode(if self.config.active_mode {
+            ActivePassiveMode::ActiveAndPassive
+        } else {
+            ActivePassiveMode::PassiveOnly
+        });
+        if let Some(tls) = &self.tls {
+            builder = builder.ftps_manual::<PathBuf>(tls.clone());
+            if self.config.tls.required {
+                builder = builder.ftps_required(FtpsRequired::All, FtpsRequired::All);
+            }
+        }
+        builder.build().map_err(|e| anyhow::anyhow!("{e}"))
+    }
+}
+
+fn passive_host(setting: &str) -> PassiveHost {
+    if setting.is_empty() {
+        PassiveHost::FromConnection
+    } else {
+        PassiveHost::from(setting)
+    }
+}
+
+/// Fails at startup when no port of `ftp.passive_ports` can be bound, instead of at the first PASV.
+fn check_passive_ports(config: &FtpConfig, ip: IpAddr) -> anyhow::Result<()> {
+    let range = &config.passive_ports;
+    let mut last_error = None;
+    for port in range.clone().take(64) {
+        match std::net::TcpListener::bind((ip, port)) {
+            Ok(_) => return Ok(()),
+            Err(e) => last_error = Some(e),
+        }
+    }
+    anyhow::bail!(
+        "ftp.passive_ports = \"{}-{}\": none of the first ports of the range can be bound on {ip} ({}); \
+         choose a range of free ports above 1024",
+        range.start(),
+        range.end(),
+        last_error.map(|e| e.to_string()).unwrap_or_default()
+    )
+}

@@ -1,0 +1,173 @@
+//! Test harness for the gateway: an in-process gateway on free ports over a real store (embedded or a
+//! private redis-server), with known users.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::Duration;
+
+use filegate::config::{Config, Permission, StorageBackend, UserConfig};
+use filegate::serve::Gateway;
+use test_support::RedisServer;
+
+pub const PASSWORD: &str = "secret";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Embedded,
+    Redis,
+}
+
+pub struct TestGateway {
+    pub gateway: Option<Gateway>,
+    pub config: Config,
+    pub redis: Option<RedisServer>,
+    pub dir: tempfile::TempDir,
+}
+
+pub fn user(name: &str, home: &str, permissions: &[Permission]) -> UserConfig {
+    UserConfig {
+        name: name.into(),
+        password_hash: hash(),
+        home: home.into(),
+        permissions: permissions.to_vec(),
+        ..UserConfig::default()
+    }
+}
+
+/// One argon2 hash of PASSWORD for every test user (hashing is deliberately slow).
+fn hash() -> String {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| filegate::password::hash_password(PASSWORD).unwrap())
+        .clone()
+}
+
+/// Passive port ranges below Linux's ephemeral range (32768+), 20 ports for every gateway of this
+/// process, so parallel tests never compete for the same ports.
+fn passive_range() -> std::ops::RangeInclusive<u16> {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let slot = NEXT.fetch_add(1, Ordering::Relaxed) as u32;
+    let start = 10_000 + ((std::process::id() % 50) * 400 + slot * 20) % 20_000;
+    start as u16..=start as u16 + 19
+}
+
+/// Logs to the test's output when TEST_LOG is set (e.g. `TEST_LOG=filegate=debug`).
+fn init_logs() {
+    if let Ok(filter) = std::env::var("TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
+}
+
+pub async fn start(kind: Kind, tweak: impl FnOnce(&mut Config)) -> TestGateway {
+    init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.server.data_dir = dir.path().join("data");
+    config.storage.embedded.path = dir.path().join("data/filegate.redb");
+    config.storage.chunk_size = 64 * 1024;
+    config.ftp.listen = "127.0.0.1:0".parse().unwrap();
+    config.ftp.passive_ports = passive_range();
+    config.ftp.idle_timeout = Duration::from_secs(20);
+    config.sftp.enabled = false;
+    config.server.shutdown_grace = Duration::from_secs(5);
+    config.users = vec![
+        user("alice", "/home/alice", &Permission::ALL),
+        user(
+            "reader",
+            "/home/alice",
+            &[Permission::List, Permission::Read],
+        ),
+        user(
+            "nodelete",
+            "/home/alice",
+            &[Permission::List, Permission::Read, Permission::Write],
+        ),
+    ];
+    let redis = match kind {
+        Kind::Embedded => None,
+        Kind::Redis => {
+            let server = RedisServer::start();
+            config.storage.backend = StorageBackend::Redis;
+            config.storage.redis.url = server.url();
+            Some(server)
+        }
+    };
+    tweak(&mut config);
+    let gateway = Gateway::start(&config).await.expect("gateway starts");
+    gateway.access.set_failure_delay(Duration::ZERO);
+    TestGateway {
+        gateway: Some(gateway),
+        config,
+        redis,
+        dir,
+    }
+}
+
+impl TestGateway {
+    pub fn gw(&self) -> &Gateway {
+        self.gateway.as_ref().unwrap()
+    }
+
+    pub fn ftp_addr(&self) -> SocketAddr {
+        self.gw().ftp_addr.expect("ftp enabled")
+    }
+
+    pub fn ftp_url(&self, user: &str, path: &str) -> String {
+        let a = self.ftp_addr();
+        format!(
+            "ftp://{user}:{PASSWORD}@{}:{}/{}",
+            a.ip(),
+            a.port(),
+            path.trim_start_matches('/')
+        )
+    }
+
+    pub fn store(&self) -> &storage_backend::Store {
+        &self.gw().store
+    }
+
+    pub async fn store_bytes(&self, path: &str) -> Vec<u8> {
+        let p = storage_backend::StorePath::parse(path).unwrap();
+        self.store().read_to_vec(&p, u64::MAX).await.unwrap()
+    }
+
+    pub async fn events(&self) -> Vec<storage_backend::Event> {
+        self.store().events_after(0, 100_000).await.unwrap()
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(g) = self.gateway.take() {
+            g.shutdown().await;
+        }
+    }
+
+    pub fn temp_path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+pub fn content(seed: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| {
+            (i as u32)
+                .wrapping_mul(2_654_435_761)
+                .wrapping_add(seed as u32 * 97) as u8
+                ^ seed
+        })
+        .collect()
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+/// The full path of a client program; panics with the way to install it when it is missing.
+pub fn program(name: &str) -> PathBuf {
+    test_support::which(name)
+        .unwrap_or_else(|| panic!("{name} not found on PATH: run scripts/test, which installs it"))
+}

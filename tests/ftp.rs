@@ -1,0 +1,452 @@
+//! The FTP/FTPS front-end driven by real clients: an FTP client crate (suppaftp) for the command
+//! matrix, curl and lftp for passive transfers and resume, on both storage backends.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{content, program, sha256_hex, start, Kind, PASSWORD};
+use storage_backend::EventKind;
+use suppaftp::tokio::AsyncFtpStream;
+use suppaftp::types::FileType;
+use suppaftp::{FtpError, Mode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn connect(addr: std::net::SocketAddr, user: &str) -> AsyncFtpStream {
+    let mut ftp = AsyncFtpStream::connect(addr).await.expect("connect");
+    ftp.login(user, PASSWORD).await.expect("login");
+    ftp.transfer_type(FileType::Binary).await.unwrap();
+    ftp.set_mode(Mode::ExtendedPassive);
+    ftp
+}
+
+/// The reply code of a refused command.
+fn code<T: std::fmt::Debug>(r: Result<T, FtpError>) -> u32 {
+    match r {
+        Err(FtpError::UnexpectedResponse(resp)) => resp.status.code(),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+/// The reply code of a refused download. libunftp opens the data connection (150) before it asks
+/// the store, so the refusal may come only at the end of the transfer.
+async fn retr_code(ftp: &mut AsyncFtpStream, name: &str) -> u32 {
+    match ftp.retr_as_stream(name).await {
+        Err(e) => code::<()>(Err(e)),
+        Ok(mut stream) => {
+            let mut sink = Vec::new();
+            let _ = stream.read_to_end(&mut sink).await;
+            assert!(sink.is_empty(), "RETR {name} sent {} bytes", sink.len());
+            code(stream.finish().await)
+        }
+    }
+}
+
+async fn put(ftp: &mut AsyncFtpStream, name: &str, data: &[u8]) {
+    ftp.put_file(name, &mut &data[..])
+        .await
+        .unwrap_or_else(|e| panic!("STOR {name}: {e}"));
+}
+
+async fn get(ftp: &mut AsyncFtpStream, name: &str) -> Vec<u8> {
+    let mut stream = ftp
+        .retr_as_stream(name)
+        .await
+        .unwrap_or_else(|e| panic!("RETR {name}: {e}"));
+    let mut out = Vec::new();
+    stream.read_to_end(&mut out).await.unwrap();
+    stream.finish().await.unwrap();
+    out
+}
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod embedded { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Kind::Embedded).await } )* }
+        mod redis { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Kind::Redis).await } )* }
+    };
+}
+
+on_both_backends!(
+    command_matrix,
+    round_trips_are_byte_exact,
+    cut_off_upload_is_kept_and_resumed,
+    scheduler_job_with_temp_name
+);
+
+async fn command_matrix(kind: Kind) {
+    let t = start(kind, |_| {}).await;
+    let mut ftp = connect(t.ftp_addr(), "alice").await;
+    assert_eq!(ftp.pwd().await.unwrap(), "/");
+    ftp.mkdir("in").await.unwrap();
+    ftp.cwd("in").await.unwrap();
+    assert_eq!(ftp.pwd().await.unwrap(), "/in");
+    let data = content(1, 200_000);
+    put(&mut ftp, "a.bin", &data).await;
+    assert_eq!(ftp.size("a.bin").await.unwrap(), 200_000);
+    let mdtm = ftp.mdtm("a.bin").await.unwrap();
+    assert!(mdtm.and_utc().timestamp() > 1_600_000_000);
+    assert!(ftp
+        .list(None)
+        .await
+        .unwrap()
+        .iter()
+        .any(|l| l.ends_with(" a.bin") && l.contains("200000")));
+    assert_eq!(ftp.nlst(None).await.unwrap(), ["a.bin"]);
+    let mlsd = ftp.mlsd(None).await.unwrap();
+    assert!(
+        mlsd.iter()
+            .any(|l| l.contains("type=file") && l.contains("size=200000") && l.ends_with("a.bin")),
+        "{mlsd:?}"
+    );
+    assert_eq!(get(&mut ftp, "a.bin").await, data);
+    // RETR after REST starts at the offset.
+    ftp.resume_transfer(150_000).await.unwrap();
+    assert_eq!(get(&mut ftp, "a.bin").await, data[150_000..]);
+    // APPE appends.
+    ftp.append_file("a.bin", &mut &b"tail"[..]).await.unwrap();
+    assert_eq!(ftp.size("a.bin").await.unwrap(), 200_004);
+    // RNFR/RNTO, into another directory too.
+    ftp.rename("a.bin", "b.bin").await.unwrap();
+    ftp.cdup().await.unwrap();
+    assert_eq!(ftp.pwd().await.unwrap(), "/");
+    ftp.rename("in/b.bin", "top.bin").await.unwrap();
+    assert_eq!(get(&mut ftp, "/top.bin").await.len(), 200_004);
+    // Failures get the proper codes.
+    assert_eq!(code(ftp.size("nope").await), 550);
+    assert_eq!(code(ftp.cwd("nope").await), 550);
+    assert_eq!(code(ftp.cwd("top.bin").await), 550);
+    assert_eq!(retr_code(&mut ftp, "nope").await, 550);
+    assert_eq!(code(ftp.mkdir("in").await), 550);
+    put(&mut ftp, "in/keep", b"x").await;
+    assert_eq!(code(ftp.rmdir("in").await), 550);
+    assert_eq!(code(ftp.rm("in").await), 550);
+    ftp.rm("in/keep").await.unwrap();
+    ftp.rmdir("in").await.unwrap();
+    ftp.rm("top.bin").await.unwrap();
+    assert!(ftp.nlst(None).await.unwrap().is_empty());
+    let feat = ftp.feat().await.unwrap();
+    for f in ["SIZE", "MDTM", "MLST", "EPSV", "UTF8", "REST"] {
+        assert!(
+            feat.keys().any(|k| k.starts_with(f)),
+            "FEAT lacks {f}: {feat:?}"
+        );
+    }
+    ftp.noop().await.unwrap();
+    ftp.transfer_type(FileType::Ascii(suppaftp::types::FormatControl::NonPrint))
+        .await
+        .unwrap();
+    ftp.transfer_type(FileType::Binary).await.unwrap();
+    ftp.quit().await.unwrap();
+
+    let events = t.events().await;
+    let kinds: Vec<(EventKind, &str)> = events.iter().map(|e| (e.kind, e.path.as_str())).collect();
+    assert!(
+        kinds.contains(&(EventKind::DirCreated, "/home/alice/in")),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.contains(&(EventKind::FileCreated, "/home/alice/in/a.bin")),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.contains(&(EventKind::FileModified, "/home/alice/in/a.bin")),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.contains(&(EventKind::FileDeleted, "/home/alice/top.bin")),
+        "{kinds:?}"
+    );
+    assert!(events
+        .iter()
+        .all(|e| e.user != "alice" || e.protocol == "ftp"));
+    let created = events
+        .iter()
+        .find(|e| e.kind == EventKind::FileCreated)
+        .unwrap();
+    assert_eq!(created.sha256.as_deref(), Some(sha256_hex(&data).as_str()));
+    t.stop().await;
+}
+
+async fn round_trips_are_byte_exact(kind: Kind) {
+    let t = start(kind, |_| {}).await;
+    let cs = t.config.storage.chunk_size as usize;
+    let mut ftp = connect(t.ftp_addr(), "alice").await;
+    for (i, len) in [0, 1, cs - 1, cs, cs + 1, 100 << 20]
+        .into_iter()
+        .enumerate()
+    {
+        let data = content(i as u8, len);
+        let name = format!("f{len}");
+        put(&mut ftp, &name, &data).await;
+        let back = get(&mut ftp, &name).await;
+        assert!(back == data, "{name}: {} bytes came back", back.len());
+        let meta = t
+            .store()
+            .stat(&storage_backend::StorePath::parse(&format!("/home/alice/{name}")).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(meta.sha256.as_deref(), Some(sha256_hex(&data).as_str()));
+        assert!(meta.complete);
+    }
+    t.stop().await;
+}
+
+async fn cut_off_upload_is_kept_and_resumed(kind: Kind) {
+    let t = start(kind, |_| {}).await;
+    let data = content(5, 32 << 20);
+    {
+        let mut ftp = connect(t.ftp_addr(), "alice").await;
+        let mut stream = ftp.put_with_stream("big.iso").await.unwrap();
+        // More than the kernel's socket buffers hold on both sides: this write can only complete once
+        // the gateway is reading the upload.
+        stream.write_all(&data[..16 << 20]).await.unwrap();
+        stream.flush().await.unwrap();
+        // The client dies: its connections are reset, so the transfer has no proper end. (A clean
+        // close would be the end of the file: FTP's stream mode has no other end-of-file mark.)
+        stream.get_ref().get_ref().set_zero_linger().unwrap();
+        drop(stream);
+        drop(ftp);
+    }
+    // The upload is kept, flagged incomplete, announced as such, never as a complete file.
+    let path = storage_backend::StorePath::parse("/home/alice/big.iso").unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let meta = loop {
+        if let Ok(m) = t.store().stat(&path).await {
+            break m;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cut-off upload was not kept"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(!meta.complete);
+    assert!(meta.size > 0 && meta.size <= 16 << 20, "{}", meta.size);
+    assert!(t.store_bytes("/home/alice/big.iso").await == data[..meta.size as usize]);
+    let events = t.events().await;
+    assert!(events
+        .iter()
+        .any(|e| e.kind == EventKind::FileIncomplete && e.path == path.as_str()));
+    assert!(!events
+        .iter()
+        .any(|e| e.kind == EventKind::FileCreated && e.path == path.as_str()));
+    // Resume: SIZE, then REST + STOR of the rest.
+    let mut ftp = connect(t.ftp_addr(), "alice").await;
+    let have = ftp.size("big.iso").await.unwrap();
+    assert_eq!(have as u64, meta.size);
+    ftp.resume_transfer(have).await.unwrap();
+    ftp.put_file("big.iso", &mut &data[have..]).await.unwrap();
+    assert!(get(&mut ftp, "big.iso").await == data);
+    let meta = t.store().stat(&path).await.unwrap();
+    assert!(meta.complete);
+    assert_eq!(meta.sha256.as_deref(), Some(sha256_hex(&data).as_str()));
+    t.stop().await;
+}
+
+async fn scheduler_job_with_temp_name(kind: Kind) {
+    let t = start(kind, |_| {}).await;
+    let mut ftp = AsyncFtpStream::connect(t.ftp_addr()).await.unwrap();
+    ftp.login("alice", PASSWORD).await.unwrap();
+    // Old clients send TYPE A N; it is accepted (filegate transfers ASCII as binary, see docs/ftp.md).
+    ftp.custom_command("TYPE A N", &[suppaftp::Status::CommandOk])
+        .await
+        .unwrap();
+    ftp.transfer_type(FileType::Binary).await.unwrap();
+    put(&mut ftp, "report.csv.tmp", b"a;b\r\n1;2\r\n").await;
+    ftp.rename("report.csv.tmp", "report.csv").await.unwrap();
+    ftp.quit().await.unwrap();
+    assert_eq!(
+        t.store_bytes("/home/alice/report.csv").await,
+        b"a;b\r\n1;2\r\n"
+    );
+    let events = t.events().await;
+    let renamed = events
+        .iter()
+        .find(|e| e.kind == EventKind::FileRenamed)
+        .unwrap();
+    assert_eq!(
+        renamed.old_path.as_deref(),
+        Some("/home/alice/report.csv.tmp")
+    );
+    assert_eq!(renamed.path, "/home/alice/report.csv");
+    assert_eq!(renamed.size, Some(10));
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_are_checked_and_brute_force_is_banned() {
+    let t = start(Kind::Embedded, |c| c.limits.login_failures_per_ip = 3).await;
+    let mut ftp = AsyncFtpStream::connect(t.ftp_addr()).await.unwrap();
+    assert_eq!(code(ftp.login("alice", "wrong").await), 530);
+    assert_eq!(code(ftp.login("nobody", "x").await), 530);
+    // A second connection from the same address: its failure starts the ban.
+    let mut other = AsyncFtpStream::connect(t.ftp_addr()).await.unwrap();
+    assert_eq!(code(other.login("alice", "wrong again").await), 530);
+    // Even the right password is refused now, and new connections are turned away at once.
+    assert_eq!(code(other.login("alice", PASSWORD).await), 530);
+    let mut raw = tokio::net::TcpStream::connect(t.ftp_addr()).await.unwrap();
+    let mut greeting = String::new();
+    raw.read_to_string(&mut greeting).await.unwrap();
+    assert!(greeting.starts_with("421 "), "{greeting}");
+    assert!(greeting.contains("failed logins"), "{greeting}");
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jail_permissions_quota_and_size_limits() {
+    let t = start(Kind::Embedded, |c| {
+        c.storage.max_file_size = 300_000;
+        c.users.push(common::user(
+            "bob",
+            "/home/bob",
+            &filegate::config::Permission::ALL,
+        ));
+        let mut small = common::user("small", "/home/small", &filegate::config::Permission::ALL);
+        small.quota_bytes = Some(100_000);
+        c.users.push(small);
+    })
+    .await;
+    let mut bob = connect(t.ftp_addr(), "bob").await;
+    put(&mut bob, "secret", b"bob only").await;
+    let mut alice = connect(t.ftp_addr(), "alice").await;
+    for attempt in [
+        "../bob/secret",
+        "/../../home/bob/secret",
+        "..\\bob\\secret",
+        "/home/bob/secret",
+    ] {
+        assert_eq!(retr_code(&mut alice, attempt).await, 550, "{attempt}");
+    }
+    alice.cwd("../../..").await.unwrap();
+    assert!(
+        alice.nlst(None).await.unwrap().is_empty(),
+        "CWD above the home shows the home"
+    );
+    // Read-only and no-delete users.
+    put(&mut alice, "/shared.txt", b"hello").await;
+    let mut reader = connect(t.ftp_addr(), "reader").await;
+    assert_eq!(get(&mut reader, "shared.txt").await, b"hello");
+    assert_eq!(code(reader.put_file("x", &mut &b"x"[..]).await), 550);
+    assert_eq!(code(reader.mkdir("d").await), 550);
+    assert_eq!(code(reader.rename("shared.txt", "y").await), 550);
+    let mut nodelete = connect(t.ftp_addr(), "nodelete").await;
+    put(&mut nodelete, "mine.txt", b"ok").await;
+    assert_eq!(code(nodelete.rm("mine.txt").await), 550);
+    // max_file_size and quota: 552, and nothing is published.
+    assert_eq!(
+        code(alice.put_file("huge", &mut &content(1, 300_001)[..]).await),
+        552
+    );
+    assert_eq!(code(alice.size("huge").await), 550);
+    let mut small = connect(t.ftp_addr(), "small").await;
+    put(&mut small, "a", &content(2, 60_000)).await;
+    assert_eq!(
+        code(small.put_file("b", &mut &content(3, 60_000)[..]).await),
+        552
+    );
+    assert_eq!(small.nlst(None).await.unwrap(), ["a"]);
+    // Names the store never accepts: 553.
+    assert_eq!(code(alice.mkdir(&"n".repeat(300)).await), 553);
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_uploads_downloads_and_resumes() {
+    let curl = program("curl");
+    let t = start(Kind::Redis, |_| {}).await;
+    let file = t.temp_path("up.bin");
+    let data = content(9, 3_000_000);
+    std::fs::write(&file, &data).unwrap();
+    let run = |args: Vec<String>| {
+        let out = std::process::Command::new(&curl)
+            .args(["-sS", "--fail"])
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "curl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    run(vec![
+        "-T".into(),
+        file.to_str().unwrap().into(),
+        "--ftp-create-dirs".into(),
+        t.ftp_url("alice", "dir/up.bin"),
+    ]);
+    assert_eq!(run(vec![t.ftp_url("alice", "dir/up.bin")]), data);
+    // Resume a partial download with -C -.
+    let partial = t.temp_path("down.bin");
+    std::fs::write(&partial, &data[..1_000_000]).unwrap();
+    run(vec![
+        "-C".into(),
+        "-".into(),
+        "-o".into(),
+        partial.to_str().unwrap().into(),
+        t.ftp_url("alice", "dir/up.bin"),
+    ]);
+    assert!(std::fs::read(&partial).unwrap() == data);
+    // Resume a partial upload with -C - (SIZE, then APPE).
+    let mut ftp = connect(t.ftp_addr(), "alice").await;
+    put(&mut ftp, "dir/resumed.bin", &data[..1_234_567]).await;
+    run(vec![
+        "-C".into(),
+        "-".into(),
+        "-T".into(),
+        file.to_str().unwrap().into(),
+        t.ftp_url("alice", "dir/resumed.bin"),
+    ]);
+    assert!(get(&mut ftp, "dir/resumed.bin").await == data);
+    // Listing.
+    let listing =
+        String::from_utf8(run(vec!["--list-only".into(), t.ftp_url("alice", "dir/")])).unwrap();
+    assert_eq!(
+        listing.lines().collect::<Vec<_>>(),
+        ["resumed.bin", "up.bin"]
+    );
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lftp_mirror_and_resume() {
+    let lftp = program("lftp");
+    let t = start(Kind::Embedded, |_| {}).await;
+    let local = t.temp_path("local");
+    std::fs::create_dir_all(local.join("sub")).unwrap();
+    let big = content(4, 2_500_000);
+    std::fs::write(local.join("big.bin"), &big).unwrap();
+    std::fs::write(local.join("sub/small.txt"), b"small").unwrap();
+    let a = t.ftp_addr();
+    let script = format!(
+        "set net:max-retries 1; set net:timeout 10; set ftp:passive-mode true; set ssl:verify-certificate no; \
+         open -u alice,{PASSWORD} ftp://{}:{}; mirror -R {} up; \
+         put -c {} -o up/resumed.bin; bye",
+        a.ip(),
+        a.port(),
+        local.display(),
+        local.join("big.bin").display()
+    );
+    // Leave a partial upload first so `put -c` has something to continue.
+    let mut ftp = connect(t.ftp_addr(), "alice").await;
+    ftp.mkdir("up").await.unwrap();
+    put(&mut ftp, "up/resumed.bin", &big[..700_000]).await;
+    let out = std::process::Command::new(&lftp)
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "lftp: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(t.store_bytes("/home/alice/up/big.bin").await == big);
+    assert_eq!(
+        t.store_bytes("/home/alice/up/sub/small.txt").await,
+        b"small"
+    );
+    assert!(t.store_bytes("/home/alice/up/resumed.bin").await == big);
+    t.stop().await;
+}
