@@ -116,7 +116,7 @@ impl Default for StorageConfig {
         StorageConfig {
             backend: StorageBackend::Embedded,
             namespace: "filegate".into(),
-            chunk_size: 1 << 20,
+            chunk_size: 512 << 10,
             max_file_size: 0,
             partial_uploads: PartialUploads::Keep,
             orphan_timeout: Duration::from_secs(60),

@@ -182,6 +182,22 @@ impl Backend {
     }
 
     /// Ends a session without committing; `written` lists the chunks it stored.
+    /// Stores the only chunk of a file and commits it; one round trip where the backend can.
+    pub async fn put_and_commit(
+        &self,
+        req: CommitRequest<'_>,
+        id: u64,
+        data: Bytes,
+    ) -> Result<CommitOutcome> {
+        match self {
+            Backend::Redis(b) => b.put_and_commit(req, id, data).await,
+            Backend::Embedded(b) => {
+                b.put_chunk(req.sid, id, data).await?;
+                b.commit(req).await
+            }
+        }
+    }
+
     pub async fn end_session(&self, sid: u64, written: &[u64]) -> Result<()> {
         dispatch!(self, b => b.end_session(sid, written).await)
     }

@@ -40,7 +40,7 @@ impl Default for StoreConfig {
                 path: Some(PathBuf::from("data/filegate.redb")),
             }),
             namespace: "filegate".into(),
-            chunk_size: 1024 * 1024,
+            chunk_size: 512 * 1024,
             max_file_size: 0,
             orphan_timeout: Duration::from_secs(60),
             gc_grace: Duration::from_secs(60),

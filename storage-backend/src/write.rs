@@ -220,17 +220,37 @@ impl WriteSession {
 
     /// Publishes everything written, atomically, and records the change's event.
     pub async fn commit(mut self, opts: CommitOptions) -> Result<CommitInfo> {
-        let indexes: Vec<u64> = self.dirty.keys().copied().collect();
-        for idx in indexes {
-            self.flush(idx).await?;
+        // A file that fits in one chunk still only in memory: store and commit it in one step.
+        let single = self.written.is_empty()
+            && self.in_flight.is_empty()
+            && self.chunks.len() <= 1
+            && self.dirty.len() == 1;
+        if !single {
+            let indexes: Vec<u64> = self.dirty.keys().copied().collect();
+            for idx in indexes {
+                self.flush(idx).await?;
+            }
+            self.drain().await?;
         }
-        self.drain().await?;
         let sha256 = match self.hasher.take() {
             Some(h) if self.hashed == self.size => Some(hex::encode(h.finalize())),
             _ if opts.complete => Some(self.hash_stored().await?),
             _ => None,
         };
         let mtime_ms = to_ms(opts.mtime.unwrap_or_else(SystemTime::now));
+        let single_chunk = match single {
+            true => {
+                let (idx, buf) = self.dirty.pop_first().expect("one dirty chunk");
+                let id = self.next_id().await?;
+                if self.chunks.len() <= idx as usize {
+                    self.chunks.resize(idx as usize + 1, 0);
+                }
+                self.chunks[idx as usize] = id;
+                self.written.push(id);
+                Some((id, Bytes::from(buf)))
+            }
+            false => None,
+        };
         let used: std::collections::HashSet<u64> = self.chunks.iter().copied().collect();
         let superseded: Vec<u64> = self
             .written
@@ -238,22 +258,22 @@ impl WriteSession {
             .copied()
             .filter(|id| !used.contains(id))
             .collect();
-        let outcome = self
-            .inner
-            .backend
-            .commit(CommitRequest {
-                sid: self.sid,
-                path: &self.path,
-                size: self.size,
-                chunk_size: self.chunk_size,
-                chunks: &self.chunks,
-                sha256: sha256.clone(),
-                complete: opts.complete,
-                mtime_ms,
-                origin: origin(&self.ctx),
-                superseded: &superseded,
-            })
-            .await;
+        let request = CommitRequest {
+            sid: self.sid,
+            path: &self.path,
+            size: self.size,
+            chunk_size: self.chunk_size,
+            chunks: &self.chunks,
+            sha256: sha256.clone(),
+            complete: opts.complete,
+            mtime_ms,
+            origin: origin(&self.ctx),
+            superseded: &superseded,
+        };
+        let outcome = match single_chunk {
+            Some((id, data)) => self.inner.backend.put_and_commit(request, id, data).await,
+            None => self.inner.backend.commit(request).await,
+        };
         let outcome = self.inner.note(outcome)?;
         self.finished = true;
         Ok(CommitInfo {

@@ -180,7 +180,19 @@ impl RedisBackend {
     fn error(&self, e: redis::RedisError) -> StoreError {
         if let Some(code) = e.code() {
             if let Some(kind) = code.strip_prefix("FG:").and_then(ErrorKind::from_code) {
-                return StoreError::new(kind, e.detail().unwrap_or(code).trim().to_string());
+                return StoreError::new(kind, script_message(e.detail().unwrap_or(code)));
+            }
+        }
+        // A script's refusal inside a pipeline (put_and_commit).
+        if let Some(items) = e.clone().into_server_errors() {
+            for (_, item) in items.iter() {
+                if let Some(kind) = item
+                    .code()
+                    .strip_prefix("FG:")
+                    .and_then(ErrorKind::from_code)
+                {
+                    return StoreError::new(kind, script_message(item.details().unwrap_or("")));
+                }
             }
         }
         if e.is_timeout() {
@@ -355,21 +367,59 @@ impl RedisBackend {
     }
 
     pub async fn commit(&self, req: CommitRequest<'_>) -> Result<CommitOutcome> {
-        let (seq, vid, created): (u64, u64, u8) = self
-            .run(
-                self.script("commit", Some(&req.origin))
-                    .arg(req.path.relative())
-                    .arg(req.sid)
-                    .arg(req.size)
-                    .arg(req.chunk_size)
-                    .arg(chunkmap::encode(req.chunks))
-                    .arg(req.sha256.as_deref().unwrap_or(""))
-                    .arg(if req.complete { "1" } else { "0" })
-                    .arg(req.mtime_ms)
-                    .arg(&self.owner)
-                    .arg(id_list(req.superseded)),
-            )
-            .await?;
+        let args = commit_args(&req, &self.owner, "");
+        let mut inv = self.script("commit", Some(&req.origin));
+        for a in &args {
+            inv.arg(a);
+        }
+        let (seq, vid, created): (u64, u64, u8) = self.run(&mut inv).await?;
+        Ok(CommitOutcome {
+            seq,
+            vid,
+            created: created == 1,
+        })
+    }
+
+    /// Stores a file's only chunk and commits it in one round trip: both commands are pipelined on
+    /// the metadata connection, where Redis runs them in order, and the commit script checks that
+    /// the chunk landed before it publishes anything. Standalone Redis only: the script touches the
+    /// chunk's key, which Redis Cluster would keep in another slot.
+    pub async fn put_and_commit(
+        &self,
+        req: CommitRequest<'_>,
+        id: u64,
+        data: Bytes,
+    ) -> Result<CommitOutcome> {
+        let key = self.chunk_key(id);
+        let args = commit_args(&req, &self.owner, &key);
+        let script = self.scripts.get("commit");
+        let mut eval = redis::cmd("EVALSHA");
+        eval.arg(script.get_hash()).arg(1).arg(&self.ctr_key);
+        eval.arg(&self.prefix)
+            .arg(now_ms())
+            .arg(self.settings.gc_grace.as_millis() as u64)
+            .arg(self.settings.outbox_limit)
+            .arg(req.origin.to_json());
+        for a in &args {
+            eval.arg(a);
+        }
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET").arg(&key).arg(data.as_ref()).ignore();
+        pipe.add_command(eval);
+        let mut conn = self.meta.clone();
+        let reply: redis::RedisResult<((u64, u64, u8),)> = pipe.query_async(&mut conn).await;
+        let (seq, vid, created) = match reply {
+            Ok((r,)) => r,
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                // Redis lost its script cache (a restart): the chunk is stored; commit the usual way.
+                let mut inv = self.script("commit", Some(&req.origin));
+                for a in &args {
+                    inv.arg(a);
+                }
+                self.run(&mut inv).await?
+            }
+            Err(e) => return Err(self.error(e)),
+        };
         Ok(CommitOutcome {
             seq,
             vid,
@@ -588,6 +638,33 @@ impl RedisBackend {
     }
 }
 
+/// A script's error message without the location Redis 7 appends (" script: <sha>, on @user_script:13.").
+fn script_message(detail: &str) -> String {
+    detail
+        .split(" script: ")
+        .next()
+        .unwrap_or(detail)
+        .trim()
+        .to_string()
+}
+
+/// The commit script's own arguments (ARGV[6] on), `must_exist` being a chunk key to check first.
+fn commit_args(req: &CommitRequest<'_>, owner: &str, must_exist: &str) -> Vec<String> {
+    vec![
+        req.path.relative().to_string(),
+        req.sid.to_string(),
+        req.size.to_string(),
+        req.chunk_size.to_string(),
+        chunkmap::encode(req.chunks),
+        req.sha256.clone().unwrap_or_default(),
+        if req.complete { "1" } else { "0" }.to_string(),
+        req.mtime_ms.to_string(),
+        owner.to_string(),
+        id_list(req.superseded),
+        must_exist.to_string(),
+    ]
+}
+
 fn chunk_key(namespace: &str, id: u64) -> String {
     format!("{namespace}:c:{{{}:{}}}", id >> 32, id & 0xFFFF_FFFF)
 }
@@ -691,6 +768,15 @@ mod tests {
         assert_eq!(mask_url("redis://:secret@h:1/0"), "redis://:***@h:1/0");
         assert_eq!(mask_url("rediss://u:p@h"), "rediss://u:***@h");
         assert_eq!(mask_url("redis://h:6379"), "redis://h:6379");
+    }
+
+    #[test]
+    fn script_locations_are_cut_from_messages() {
+        assert_eq!(
+            script_message("/later: a directory was created script: 2a66, on @user_script:13."),
+            "/later: a directory was created"
+        );
+        assert_eq!(script_message("plain"), "plain");
     }
 
     #[test]

@@ -159,9 +159,13 @@ return {'0', '0', '0', '0', '', '', '1', '0'}
 --@ commit
 -- ARGV[6] path, ARGV[7] sid ('0' = none), ARGV[8] size, ARGV[9] chunk size, ARGV[10] map,
 -- ARGV[11] sha, ARGV[12] complete, ARGV[13] mtime, ARGV[14] owner, ARGV[15] chunks written but
--- superseded -> {seq, vid, created}
+-- superseded, ARGV[16] a chunk key that must exist ('' = none; standalone Redis only, see
+-- put_and_commit) -> {seq, vid, created}
 local segs = split(ARGV[6])
 if #segs == 0 then fail('is_a_directory', '/: is a directory') end
+if ARGV[16] ~= '' and redis.call('EXISTS', ARGV[16]) == 0 then
+  fail('unavailable', 'the file\'s data could not be stored in Redis; nothing was changed')
+end
 check_outbox()
 check_owner(ARGV[14])
 local sid = ARGV[7]

@@ -1,0 +1,132 @@
+//! Explicit FTPS (RFC 4217: AUTH TLS, PBSZ, PROT P) with a self-signed certificate made for the test.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{content, program, start, Kind, PASSWORD};
+use suppaftp::tokio::{AsyncFtpStream, AsyncRustlsConnector, AsyncRustlsFtpStream};
+use suppaftp::tokio_rustls::rustls;
+use suppaftp::types::FileType;
+use suppaftp::{FtpError, Mode};
+use tokio::io::AsyncReadExt;
+
+struct Cert {
+    cert_pem: std::path::PathBuf,
+    der: rustls::pki_types::CertificateDer<'static>,
+}
+
+fn make_cert(dir: &std::path::Path) -> Cert {
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let cert_pem = dir.join("ftp.crt");
+    std::fs::write(&cert_pem, made.cert.pem()).unwrap();
+    std::fs::write(dir.join("ftp.key"), made.signing_key.serialize_pem()).unwrap();
+    Cert {
+        cert_pem,
+        der: made.cert.der().clone(),
+    }
+}
+
+fn connector(cert: &Cert) -> AsyncRustlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.der.clone()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    AsyncRustlsConnector::from(suppaftp::tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
+/// The reply line of a refused command.
+fn reply<T: std::fmt::Debug>(r: Result<T, FtpError>) -> String {
+    match r {
+        Err(FtpError::UnexpectedResponse(resp)) => resp.as_string().unwrap(),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explicit_ftps_is_required_and_works() {
+    let certs = tempfile::tempdir().unwrap();
+    let cert = make_cert(certs.path());
+    let t = start(Kind::Embedded, |c| {
+        c.ftp.tls.enabled = true;
+        c.ftp.tls.required = true;
+        c.ftp.tls.cert = certs.path().join("ftp.crt");
+        c.ftp.tls.key = certs.path().join("ftp.key");
+    })
+    .await;
+
+    // Without TLS, login is refused before any password is sent.
+    let mut plain = AsyncFtpStream::connect(t.ftp_addr()).await.unwrap();
+    let refused = reply(plain.login("alice", PASSWORD).await);
+    assert!(refused.starts_with("534"), "{refused}");
+
+    let mut ftp = AsyncRustlsFtpStream::connect(t.ftp_addr())
+        .await
+        .unwrap()
+        .into_secure(connector(&cert), "localhost")
+        .await
+        .expect("AUTH TLS, PBSZ 0, PROT P");
+    ftp.login("alice", PASSWORD).await.unwrap();
+    ftp.transfer_type(FileType::Binary).await.unwrap();
+    ftp.set_mode(Mode::Passive);
+    let data = content(3, 1_500_000);
+    ftp.put_file("secret.bin", &mut &data[..]).await.unwrap();
+    let mut stream = ftp.retr_as_stream("secret.bin").await.unwrap();
+    let mut back = Vec::new();
+    stream.read_to_end(&mut back).await.unwrap();
+    stream.finish().await.unwrap();
+    assert!(back == data);
+    ftp.quit().await.unwrap();
+
+    let created = t
+        .events()
+        .await
+        .into_iter()
+        .find(|e| e.path.ends_with("/secret.bin"))
+        .unwrap();
+    assert_eq!(created.protocol, "ftps");
+
+    // curl with --ssl-reqd: explicit TLS on control and data connections.
+    let out = std::process::Command::new(program("curl"))
+        .args(["-sS", "--fail", "--ssl-reqd", "--cacert"])
+        .arg(&cert.cert_pem)
+        .arg(format!(
+            "ftp://alice:{PASSWORD}@localhost:{}/secret.bin",
+            t.ftp_addr().port()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "curl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout == data);
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn implicit_ftps_is_refused_with_the_reason() {
+    let certs = tempfile::tempdir().unwrap();
+    make_cert(certs.path());
+    let mut config = filegate::Config::default();
+    config.ftp.listen = "127.0.0.1:0".parse().unwrap();
+    config.ftp.tls.enabled = true;
+    config.ftp.tls.cert = certs.path().join("ftp.crt");
+    config.ftp.tls.key = certs.path().join("ftp.key");
+    config.ftp.tls.implicit_listen = Some("127.0.0.1:0".parse().unwrap());
+    config.sftp.enabled = false;
+    config.server.data_dir = certs.path().join("data");
+    config.storage.embedded.path = certs.path().join("data/f.redb");
+    let err = filegate::serve::Gateway::start(&config)
+        .await
+        .err()
+        .expect("refused");
+    let message = format!("{err:#}");
+    assert!(message.contains("ftp.tls.implicit_listen"), "{message}");
+}
