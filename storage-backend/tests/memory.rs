@@ -26,11 +26,14 @@ async fn a_large_file_moves_through_a_small_process() {
     let redis = test_support::RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     let total = 512 * MIB;
-    for backend in [
-        BackendConfig::Redis(RedisConfig::new(redis.url())),
-        BackendConfig::Embedded(storage_backend::EmbeddedConfig {
-            path: Some(dir.path().join("m.redb")),
-        }),
+    for (name, backend) in [
+        ("redis", BackendConfig::Redis(RedisConfig::new(redis.url()))),
+        (
+            "embedded",
+            BackendConfig::Embedded(storage_backend::EmbeddedConfig {
+                path: Some(dir.path().join("m.redb")),
+            }),
+        ),
     ] {
         let store = Store::open(StoreConfig {
             backend,
