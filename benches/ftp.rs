@@ -3,7 +3,6 @@
 //! `cargo bench --bench ftp` (or `scripts/bench`). `BENCH_MIB` sets the big file's size (default 1024).
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use std::net::SocketAddr;
