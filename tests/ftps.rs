@@ -130,3 +130,26 @@ async fn implicit_ftps_is_refused_with_the_reason() {
     let message = format!("{err:#}");
     assert!(message.contains("ftp.tls.implicit_listen"), "{message}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unusable_passive_range_stops_startup_with_the_key_named() {
+    // Both ports of the range are taken by someone else.
+    let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = a.local_addr().unwrap().port();
+    let b = std::net::TcpListener::bind(("127.0.0.1", port + 1));
+    let end = if b.is_ok() { port + 1 } else { port };
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = filegate::Config::default();
+    config.ftp.listen = "127.0.0.1:0".parse().unwrap();
+    config.ftp.passive_ports = port..=end;
+    config.sftp.enabled = false;
+    config.server.data_dir = dir.path().join("data");
+    config.storage.embedded.path = dir.path().join("data/f.redb");
+    let err = filegate::serve::Gateway::start(&config)
+        .await
+        .err()
+        .expect("refused");
+    let message = format!("{err:#}");
+    assert!(message.contains("ftp.passive_ports"), "{message}");
+    drop((a, b));
+}
