@@ -10,5 +10,6 @@ pub mod ftp;
 pub mod logging;
 pub mod password;
 pub mod serve;
+pub mod sftp;
 
 pub use config::Config;

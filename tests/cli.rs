@@ -49,7 +49,7 @@ fn check_config_accepts_the_shipped_config_and_masks_secrets() {
     ]));
     assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
     assert!(stdout.contains("[storage]"), "{stdout}");
-    assert!(stdout.contains("chunk_size = \"1MiB\""), "{stdout}");
+    assert!(stdout.contains("chunk_size = \"512KiB\""), "{stdout}");
     assert!(stdout.contains("name = \"demo\""), "{stdout}");
     assert!(stdout.contains("<argon2id hash>"), "{stdout}");
     assert!(!stdout.contains("$argon2id$"), "a hash is shown:\n{stdout}");

@@ -52,6 +52,7 @@ impl Account {
 
 pub struct Accounts {
     by_name: HashMap<String, Arc<Account>>,
+    verifier: Verifier,
     /// Checked for unknown users too, so a failed login takes as long whether the name exists or not.
     decoy_hash: String,
 }
@@ -67,6 +68,7 @@ impl Accounts {
         Ok(Accounts {
             by_name,
             decoy_hash,
+            verifier: Verifier::start(),
         })
     }
 
@@ -82,12 +84,62 @@ impl Accounts {
             .and_then(|a| a.password_hash.clone())
             .unwrap_or_else(|| self.decoy_hash.clone());
         let password = password.to_string();
-        let ok = tokio::task::spawn_blocking(move || password::verify_password(&hash, &password))
-            .await
-            .unwrap_or(false);
+        let ok = self.verifier.verify(hash, password).await;
         match account {
             Some(a) if ok && a.password_hash.is_some() => Some(a),
             _ => None,
         }
+    }
+}
+
+/// A few dedicated threads that verify argon2 hashes, one at a time each.
+///
+/// A verification holds its memory cost (19 MiB with the default parameters) for tens of
+/// milliseconds, and the allocator keeps that memory in the arena of the thread that used it. On
+/// tokio's blocking pool, 50 clients logging in together would spread it over 50 threads (a
+/// gigabyte, measured); here it stays with as many threads as there are cores, which also keeps
+/// logins from starving transfers of CPU.
+struct Verifier {
+    jobs: std::sync::mpsc::SyncSender<Job>,
+}
+
+type Job = (String, String, tokio::sync::oneshot::Sender<bool>);
+
+impl Verifier {
+    fn start() -> Verifier {
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(1024);
+        let queue = Arc::new(std::sync::Mutex::new(queue));
+        for i in 0..cores {
+            let queue = queue.clone();
+            // The threads end when the sender goes (the gateway shuts down): recv fails.
+            std::thread::Builder::new()
+                .name(format!("filegate-argon2-{i}"))
+                .spawn(move || {
+                    let mut verifier = password::Verifier::default();
+                    loop {
+                        let job = queue.lock().unwrap().recv();
+                        let Ok((hash, password, reply)) = job else {
+                            return;
+                        };
+                        let _ = reply.send(verifier.verify(&hash, &password));
+                    }
+                })
+                .expect("spawning a password verification thread");
+        }
+        Verifier { jobs }
+    }
+
+    async fn verify(&self, hash: String, password: String) -> bool {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let jobs = self.jobs.clone();
+        // A full queue (a flood of logins) waits on the blocking pool, not on the runtime.
+        let queued =
+            tokio::task::spawn_blocking(move || jobs.send((hash, password, reply)).is_ok())
+                .await
+                .unwrap_or(false);
+        queued && answer.await.unwrap_or(false)
     }
 }

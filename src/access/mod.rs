@@ -91,6 +91,11 @@ impl Access {
             .store(delay.as_millis() as u64, Ordering::Relaxed);
     }
 
+    /// The account of a user name, if configured.
+    pub fn account(&self, user: &str) -> Option<Arc<Account>> {
+        self.accounts.get(user)
+    }
+
     pub fn store(&self) -> &Store {
         &self.store
     }

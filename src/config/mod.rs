@@ -280,6 +280,9 @@ pub struct SftpConfig {
     pub listen: SocketAddr,
     /// Host key files, generated on first start if missing.
     pub host_keys: Vec<PathBuf>,
+    /// An SSH connection with no traffic for this long is closed.
+    #[serde(with = "de::duration")]
+    pub idle_timeout: Duration,
 }
 
 impl Default for SftpConfig {
@@ -291,6 +294,7 @@ impl Default for SftpConfig {
                 "data/ssh_host_ed25519_key".into(),
                 "data/ssh_host_rsa_key".into(),
             ],
+            idle_timeout: Duration::from_secs(600),
         }
     }
 }

@@ -241,6 +241,7 @@ fn ftp(f: &FtpConfig, p: &mut Problems) {
 }
 
 fn sftp(s: &SftpConfig, p: &mut Problems) {
+    p.non_zero_duration("sftp.idle_timeout", s.idle_timeout, "10m");
     if s.enabled && s.host_keys.is_empty() {
         p.add(
             "sftp.host_keys",

@@ -221,10 +221,12 @@ fn redis_config(url: &str, chunk: u64) -> StoreConfig {
 }
 
 fn main() {
+    // `cargo bench` passes --bench; `cargo test --all-targets` runs this as a quick smoke test.
+    let full = std::env::args().any(|a| a == "--bench");
     let total: u64 = std::env::var("BENCH_MIB")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(1024)
+        .unwrap_or(if full { 1024 } else { 16 })
         * 1024
         * 1024;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -294,7 +296,7 @@ fn main() {
             );
         }
         println!();
-        let n = 2000;
+        let n = if full { 2000 } else { 50 };
         let raw = raw_small(&url, n).await.max(raw_small(&url, n).await);
         let store = Store::open(redis_config(&url, 1024 * 1024)).await.unwrap();
         let ours = small_files(&store, n).await.max(small_files(&store, n).await);

@@ -171,3 +171,71 @@ pub fn program(name: &str) -> PathBuf {
     test_support::which(name)
         .unwrap_or_else(|| panic!("{name} not found on PATH: run scripts/test, which installs it"))
 }
+
+/// Turns the SSH front-end on: a free port, an ed25519 host key generated in the test's data dir.
+pub fn sftp_on(c: &mut Config) {
+    c.sftp.enabled = true;
+    c.sftp.listen = "127.0.0.1:0".parse().unwrap();
+    c.sftp.host_keys = vec![c.server.data_dir.join("ssh_host_ed25519_key")];
+}
+
+/// A client key pair made with OpenSSH's ssh-keygen: (private key file, public key line).
+pub fn client_key(dir: &std::path::Path, name: &str) -> (PathBuf, String) {
+    let key = dir.join(name);
+    let out = std::process::Command::new(program("ssh-keygen"))
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ssh-keygen: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    (key, public.trim().to_string())
+}
+
+impl TestGateway {
+    pub fn sftp_addr(&self) -> SocketAddr {
+        self.gw().sftp_addr.expect("sftp enabled")
+    }
+
+    /// OpenSSH client options for this gateway: port, key, no host key checks, never prompt.
+    pub fn ssh_options(&self, key: &std::path::Path) -> Vec<String> {
+        vec![
+            "-i".into(),
+            key.display().to_string(),
+            "-o".into(),
+            "StrictHostKeyChecking=no".into(),
+            "-o".into(),
+            "UserKnownHostsFile=/dev/null".into(),
+            "-o".into(),
+            "BatchMode=yes".into(),
+            "-o".into(),
+            "IdentitiesOnly=yes".into(),
+            "-o".into(),
+            "LogLevel=ERROR".into(),
+        ]
+    }
+
+    /// Runs OpenSSH `sftp` in batch mode; returns (success, stdout+stderr).
+    pub fn sftp_batch(&self, user: &str, key: &std::path::Path, commands: &str) -> (bool, String) {
+        let batch = self.temp_path(&format!("batch-{}", std::process::id()));
+        std::fs::write(&batch, commands).unwrap();
+        let out = std::process::Command::new(program("sftp"))
+            .args(["-b"])
+            .arg(&batch)
+            .args(["-P", &self.sftp_addr().port().to_string()])
+            .args(self.ssh_options(key))
+            .arg(format!("{user}@127.0.0.1"))
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+}

@@ -1,0 +1,131 @@
+//! The SFTP and legacy SCP front-end: a russh SSH server (RFC 4251–4254) whose session channels
+//! carry the `sftp` subsystem (russh-sftp) or `scp -t`/`scp -f`, over the shared user layer.
+
+mod errors;
+mod keys;
+mod listing;
+mod scp;
+mod ssh;
+mod subsystem;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::access::Access;
+use crate::config::SftpConfig;
+
+pub use errors::status_code;
+
+/// How long a client may take to finish the SSH handshake and log in.
+const LOGIN_GRACE: Duration = Duration::from_secs(60);
+
+pub struct SftpFrontend {
+    listener: TcpListener,
+    config: Arc<russh::server::Config>,
+    access: Arc<Access>,
+}
+
+impl SftpFrontend {
+    /// Loads (or generates) the host keys and binds `sftp.listen`.
+    pub async fn bind(config: &SftpConfig, access: Arc<Access>) -> anyhow::Result<Self> {
+        let host_keys = keys::load_or_generate(&config.host_keys)?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("sftp.listen: cannot listen on {}", config.listen))?;
+        let ssh = russh::server::Config {
+            server_id: russh::SshId::Standard(
+                format!("SSH-2.0-filegate_{}", env!("CARGO_PKG_VERSION")).into(),
+            ),
+            methods: ssh::methods(),
+            keys: host_keys,
+            auth_rejection_time: Duration::from_secs(1),
+            auth_rejection_time_initial: Some(Duration::ZERO),
+            inactivity_timeout: Some(config.idle_timeout),
+            keepalive_interval: Some(Duration::from_secs(30)),
+            // Large SFTP requests (255 KiB) need room: the default 100 messages stalls downloads.
+            channel_buffer_size: 4096,
+            event_buffer_size: 64,
+            window_size: 16 << 20,
+            ..Default::default()
+        };
+        Ok(SftpFrontend {
+            listener,
+            config: Arc::new(ssh),
+            access,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound listener")
+    }
+
+    /// Accepts connections until `shutdown`; sessions are tracked by `tasks` and cut when `abort` fires.
+    pub async fn run(
+        self,
+        shutdown: CancellationToken,
+        abort: CancellationToken,
+        tasks: TaskTracker,
+    ) {
+        loop {
+            let (stream, peer) = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                accepted = self.listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "sftp: accept failed");
+                        continue;
+                    }
+                },
+            };
+            let permit = match self.access.admit(peer.ip()) {
+                Ok(p) => p,
+                Err(refusal) => {
+                    tracing::info!(%peer, "sftp: connection refused: {refusal}");
+                    drop(stream);
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let config = self.config.clone();
+            let handler = ssh::SshConnection::new(self.access.clone(), peer, tasks.clone());
+            let abort = abort.clone();
+            tasks.spawn(async move {
+                let _permit = permit;
+                // A duplicate of the socket, to cut a session whose loop no longer listens.
+                let killer = stream.into_std().and_then(|s| Ok((s.try_clone()?, s)));
+                let Ok((killer, std_stream)) = killer else { return };
+                let Ok(stream) = tokio::net::TcpStream::from_std(std_stream) else { return };
+                let started = tokio::time::timeout(LOGIN_GRACE, russh::server::run_stream(config, stream, handler)).await;
+                let Ok(Ok(mut session)) = started else {
+                    tracing::debug!(%peer, "ssh: handshake failed or timed out");
+                    return;
+                };
+                tracing::debug!(%peer, "ssh: session start");
+                let handle = session.handle();
+                tokio::select! {
+                    r = &mut session => {
+                        if let Err(e) = r {
+                            tracing::debug!(%peer, error = %e, "ssh: session ended with an error");
+                        }
+                    }
+                    _ = abort.cancelled() => {
+                        let _ = tokio::time::timeout(
+                            Duration::from_secs(2),
+                            handle.disconnect(russh::Disconnect::ByApplication, "the server is shutting down".into(), String::new()),
+                        ).await;
+                        if tokio::time::timeout(Duration::from_secs(5), &mut session).await.is_err() {
+                            let _ = killer.shutdown(std::net::Shutdown::Both);
+                        }
+                    }
+                }
+                tracing::debug!(%peer, "ssh: session end");
+            });
+        }
+    }
+}

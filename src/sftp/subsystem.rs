@@ -1,0 +1,581 @@
+//! The SFTP subsystem (protocol version 3, draft-ietf-secsh-filexfer-02, plus OpenSSH's extensions)
+//! over the user's [`UserFs`]. One handler per channel; russh-sftp calls it one request at a time.
+//!
+//! | SFTP request                     | call                                                  |
+//! |----------------------------------|-------------------------------------------------------|
+//! | REALPATH                         | jail resolution only                                  |
+//! | STAT, LSTAT, FSTAT               | `stat` (or the open handle's own size)                |
+//! | OPEN with WRITE/APPEND           | `open_write` (CREAT → create, EXCL → create_new, TRUNC → truncate) |
+//! | OPEN read-only                   | `open_read`                                           |
+//! | READ / WRITE                     | `read_at` / `write_at` (APPEND: at the end)           |
+//! | CLOSE of a written file          | `commit` — a failure is reported here, never dropped  |
+//! | SETSTAT, FSETSTAT                | `set_size`, `set_mtime` (on an open upload: `set_len`, mtime at commit) |
+//! | OPENDIR, READDIR                 | `list`, one page per READDIR                          |
+//! | REMOVE, MKDIR, RMDIR             | `delete`, `mkdir`, `rmdir`                            |
+//! | RENAME (v3: target must not exist) | `rename(replace = false)`                           |
+//! | posix-rename@openssh.com         | `rename(replace = true)`                              |
+//! | statvfs@openssh.com              | the user's quota                                      |
+//! | fsync@openssh.com, limits@openssh.com | accepted; limits announce 255 KiB reads/writes   |
+//!
+//! A session that ends with uploads still open (the client vanished) keeps what arrived, flagged
+//! incomplete, as `storage.partial_uploads` says, so `reput` can resume it.
+
+use std::collections::HashMap;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use russh_sftp::extensions::{
+    FsyncExtension, HardlinkExtension, LimitsExtension, Statvfs, StatvfsExtension,
+};
+use russh_sftp::protocol::{
+    Attrs, Data, ExtendedReply, File, FileAttributes, Handle, Name, OpenFlags, Packet, Status,
+    StatusCode, Version,
+};
+use russh_sftp::server::StatusReply;
+use storage_backend::OpenOptions;
+use tokio_util::task::{task_tracker::TaskTrackerToken, TaskTracker};
+
+use super::errors::reply;
+use super::listing;
+use crate::access::{Download, Upload, UserFs, UserPath};
+
+/// Handles one session may hold at once.
+pub const MAX_HANDLES: usize = 256;
+/// Reads and writes announced through limits@openssh.com: OpenSSH's own value, 8 times fewer
+/// requests than the 32 KiB clients use otherwise.
+pub const MAX_IO_LEN: u64 = 255 * 1024;
+/// Largest packet accepted from a client: one maximal write plus its header.
+pub const MAX_PACKET: u32 = 256 * 1024 + 1024;
+/// Entries per READDIR reply.
+const DIR_PAGE: usize = 256;
+
+enum Open {
+    Read {
+        download: Download,
+        path: UserPath,
+        sent: u64,
+        started: Instant,
+    },
+    Write {
+        upload: Box<Upload>,
+        path: UserPath,
+        append: bool,
+        readable: bool,
+        mtime: Option<SystemTime>,
+        received: u64,
+        started: Instant,
+    },
+    Dir {
+        path: UserPath,
+        after: Option<String>,
+        done: bool,
+    },
+}
+
+pub struct SftpHandler {
+    fs: UserFs,
+    handles: HashMap<String, Open>,
+    next: u64,
+    tasks: TaskTracker,
+    /// Keeps the gateway's task tracker waiting for this session at shutdown.
+    _running: TaskTrackerToken,
+}
+
+impl SftpHandler {
+    pub fn new(fs: UserFs, tasks: TaskTracker) -> Self {
+        SftpHandler {
+            fs,
+            handles: HashMap::new(),
+            next: 0,
+            _running: tasks.token(),
+            tasks,
+        }
+    }
+
+    fn path(&self, raw: &str) -> Result<UserPath, StatusReply> {
+        self.fs
+            .resolve(&UserPath::root(), raw.as_bytes())
+            .map_err(reply)
+    }
+
+    fn add(&mut self, open: Open) -> Result<String, StatusReply> {
+        if self.handles.len() >= MAX_HANDLES {
+            return Err(StatusCode::Failure.with_message(format!(
+                "too many open files and directories ({MAX_HANDLES}) in this session; close some"
+            )));
+        }
+        self.next += 1;
+        let h = format!("{}", self.next);
+        self.handles.insert(h.clone(), open);
+        Ok(h)
+    }
+
+    fn get(&mut self, handle: &str) -> Result<&mut Open, StatusReply> {
+        self.handles
+            .get_mut(handle)
+            .ok_or_else(|| StatusCode::Failure.with_message(format!("no open handle {handle:?}")))
+    }
+
+    fn log(&self, direction: &str, path: &UserPath, bytes: u64, started: Instant, result: &str) {
+        let ctx = self.fs.context();
+        tracing::info!(
+            user = %ctx.user, protocol = %ctx.protocol, peer = %ctx.peer, path = %path, bytes,
+            ms = started.elapsed().as_millis() as u64, result, "{direction}"
+        );
+    }
+}
+
+fn ok(id: u32) -> Status {
+    Status {
+        id,
+        status_code: StatusCode::Ok,
+        error_message: "Ok".into(),
+        language_tag: "en-US".into(),
+    }
+}
+
+fn time(secs: u32) -> SystemTime {
+    UNIX_EPOCH + std::time::Duration::from_secs(secs as u64)
+}
+
+fn bad_message(_: impl std::fmt::Debug) -> StatusReply {
+    StatusCode::BadMessage.with_message("malformed extension request")
+}
+
+impl russh_sftp::server::Handler for SftpHandler {
+    type Error = StatusReply;
+
+    fn unimplemented(&self) -> Self::Error {
+        StatusCode::OpUnsupported.with_message("not supported by this server")
+    }
+
+    async fn init(
+        &mut self,
+        _version: u32,
+        _extensions: HashMap<String, String>,
+    ) -> Result<Version, Self::Error> {
+        let mut v = Version::new();
+        for (name, version) in [
+            ("posix-rename@openssh.com", "1"),
+            ("statvfs@openssh.com", "2"),
+            ("fsync@openssh.com", "1"),
+            ("limits@openssh.com", "1"),
+        ] {
+            v.extensions.insert(name.into(), version.into());
+        }
+        Ok(v)
+    }
+
+    async fn realpath(&mut self, id: u32, path: String) -> Result<Name, Self::Error> {
+        let p = self.path(&path)?;
+        Ok(Name {
+            id,
+            files: vec![File::dummy(p.as_str())],
+        })
+    }
+
+    async fn stat(&mut self, id: u32, path: String) -> Result<Attrs, Self::Error> {
+        let p = self.path(&path)?;
+        let meta = self.fs.stat(&p).await.map_err(reply)?;
+        Ok(Attrs {
+            id,
+            attrs: listing::attrs(&meta),
+        })
+    }
+
+    async fn lstat(&mut self, id: u32, path: String) -> Result<Attrs, Self::Error> {
+        self.stat(id, path).await
+    }
+
+    async fn fstat(&mut self, id: u32, handle: String) -> Result<Attrs, Self::Error> {
+        let path = match self.get(&handle)? {
+            Open::Read { download, .. } => {
+                return Ok(Attrs {
+                    id,
+                    attrs: listing::attrs(download.metadata()),
+                })
+            }
+            Open::Write { upload, .. } => {
+                let attrs = FileAttributes {
+                    size: Some(upload.size()),
+                    permissions: Some(0o100644),
+                    ..Default::default()
+                };
+                return Ok(Attrs { id, attrs });
+            }
+            Open::Dir { path, .. } => path.clone(),
+        };
+        let meta = self.fs.stat(&path).await.map_err(reply)?;
+        Ok(Attrs {
+            id,
+            attrs: listing::attrs(&meta),
+        })
+    }
+
+    async fn open(
+        &mut self,
+        id: u32,
+        filename: String,
+        pflags: OpenFlags,
+        _attrs: FileAttributes,
+    ) -> Result<Handle, Self::Error> {
+        let p = self.path(&filename)?;
+        let writes = pflags.intersects(OpenFlags::WRITE | OpenFlags::APPEND | OpenFlags::TRUNCATE);
+        let open = if writes {
+            let opts = OpenOptions {
+                create: pflags.contains(OpenFlags::CREATE),
+                create_new: pflags.contains(OpenFlags::CREATE)
+                    && pflags.contains(OpenFlags::EXCLUDE),
+                truncate: pflags.contains(OpenFlags::TRUNCATE),
+            };
+            let upload = self.fs.open_write(&p, opts).await.map_err(reply)?;
+            Open::Write {
+                upload: Box::new(upload),
+                path: p,
+                append: pflags.contains(OpenFlags::APPEND),
+                readable: pflags.contains(OpenFlags::READ),
+                mtime: None,
+                received: 0,
+                started: Instant::now(),
+            }
+        } else {
+            let download = self.fs.open_read(&p).await.map_err(reply)?;
+            Open::Read {
+                download,
+                path: p,
+                sent: 0,
+                started: Instant::now(),
+            }
+        };
+        Ok(Handle {
+            id,
+            handle: self.add(open)?,
+        })
+    }
+
+    async fn read(
+        &mut self,
+        id: u32,
+        handle: String,
+        offset: u64,
+        len: u32,
+    ) -> Result<Data, Self::Error> {
+        let len = (len as u64).min(MAX_IO_LEN) as usize;
+        let data: Bytes = match self.get(&handle)? {
+            Open::Read { download, sent, .. } => {
+                let d = download.read_at(offset, len).await.map_err(reply)?;
+                *sent += d.len() as u64;
+                d
+            }
+            Open::Write {
+                upload,
+                readable: true,
+                ..
+            } => upload.read_at(offset, len).await.map_err(reply)?,
+            Open::Write { .. } => {
+                return Err(StatusCode::PermissionDenied
+                    .with_message("the file was not opened for reading"))
+            }
+            Open::Dir { .. } => {
+                return Err(StatusCode::Failure.with_message("that handle is a directory"))
+            }
+        };
+        if data.is_empty() {
+            return Err(StatusCode::Eof.into());
+        }
+        Ok(Data {
+            id,
+            data: data.to_vec(),
+        })
+    }
+
+    async fn write(
+        &mut self,
+        id: u32,
+        handle: String,
+        offset: u64,
+        data: Vec<u8>,
+    ) -> Result<Status, Self::Error> {
+        match self.get(&handle)? {
+            Open::Write {
+                upload,
+                append,
+                received,
+                ..
+            } => {
+                let r = if *append {
+                    upload.append(&data).await
+                } else {
+                    upload.write_at(offset, &data).await
+                };
+                r.map_err(reply)?;
+                *received += data.len() as u64;
+                Ok(ok(id))
+            }
+            _ => {
+                Err(StatusCode::PermissionDenied
+                    .with_message("the file was not opened for writing"))
+            }
+        }
+    }
+
+    async fn close(&mut self, id: u32, handle: String) -> Result<Status, Self::Error> {
+        let open = self.handles.remove(&handle).ok_or_else(|| {
+            StatusCode::Failure.with_message(format!("no open handle {handle:?}"))
+        })?;
+        match open {
+            Open::Write {
+                upload,
+                path,
+                mtime,
+                received,
+                started,
+                ..
+            } => match (*upload).commit(mtime).await {
+                Ok(_) => {
+                    self.log("upload", &path, received, started, "ok");
+                    Ok(ok(id))
+                }
+                Err(e) => {
+                    self.log("upload", &path, received, started, e.message());
+                    Err(reply(e))
+                }
+            },
+            Open::Read {
+                path,
+                sent,
+                started,
+                ..
+            } => {
+                self.log("download", &path, sent, started, "ok");
+                Ok(ok(id))
+            }
+            Open::Dir { .. } => Ok(ok(id)),
+        }
+    }
+
+    async fn setstat(
+        &mut self,
+        id: u32,
+        path: String,
+        attrs: FileAttributes,
+    ) -> Result<Status, Self::Error> {
+        let p = self.path(&path)?;
+        if let Some(size) = attrs.size {
+            self.fs.set_size(&p, size).await.map_err(reply)?;
+        }
+        if let Some(mtime) = attrs.mtime {
+            self.fs.set_mtime(&p, time(mtime)).await.map_err(reply)?;
+        }
+        Ok(ok(id))
+    }
+
+    async fn fsetstat(
+        &mut self,
+        id: u32,
+        handle: String,
+        attrs: FileAttributes,
+    ) -> Result<Status, Self::Error> {
+        let path = match self.get(&handle)? {
+            Open::Write { upload, mtime, .. } => {
+                if let Some(size) = attrs.size {
+                    upload.set_len(size).await.map_err(reply)?;
+                }
+                if let Some(t) = attrs.mtime {
+                    // Applied by the commit at close, together with the content.
+                    *mtime = Some(time(t));
+                }
+                return Ok(ok(id));
+            }
+            Open::Read { path, .. } | Open::Dir { path, .. } => path.clone(),
+        };
+        if let Some(t) = attrs.mtime {
+            self.fs.set_mtime(&path, time(t)).await.map_err(reply)?;
+        }
+        if attrs.size.is_some() {
+            return Err(
+                StatusCode::PermissionDenied.with_message("the file was not opened for writing")
+            );
+        }
+        Ok(ok(id))
+    }
+
+    async fn opendir(&mut self, id: u32, path: String) -> Result<Handle, Self::Error> {
+        let p = self.path(&path)?;
+        // Checks permission and that it is a directory now, not at the first READDIR.
+        self.fs.list(&p, None, 1).await.map_err(reply)?;
+        let handle = self.add(Open::Dir {
+            path: p,
+            after: None,
+            done: false,
+        })?;
+        Ok(Handle { id, handle })
+    }
+
+    async fn readdir(&mut self, id: u32, handle: String) -> Result<Name, Self::Error> {
+        let fs = self.fs.clone();
+        let (path, after) = match self.get(&handle)? {
+            Open::Dir { done: true, .. } => return Err(StatusCode::Eof.into()),
+            Open::Dir { path, after, .. } => (path.clone(), after.clone()),
+            _ => return Err(StatusCode::Failure.with_message("that handle is not a directory")),
+        };
+        let page = fs
+            .list(&path, after.as_deref(), DIR_PAGE)
+            .await
+            .map_err(reply)?;
+        if let Some(Open::Dir { after, done, .. }) = self.handles.get_mut(&handle) {
+            *done = page.next.is_none();
+            *after = page.next.clone();
+        }
+        if page.entries.is_empty() {
+            return Err(StatusCode::Eof.into());
+        }
+        let owner = fs.user().to_string();
+        Ok(Name {
+            id,
+            files: page
+                .entries
+                .iter()
+                .map(|e| listing::entry(&e.name, &e.metadata, &owner))
+                .collect(),
+        })
+    }
+
+    async fn remove(&mut self, id: u32, filename: String) -> Result<Status, Self::Error> {
+        let p = self.path(&filename)?;
+        self.fs.delete(&p).await.map_err(reply)?;
+        Ok(ok(id))
+    }
+
+    async fn mkdir(
+        &mut self,
+        id: u32,
+        path: String,
+        _attrs: FileAttributes,
+    ) -> Result<Status, Self::Error> {
+        let p = self.path(&path)?;
+        self.fs.mkdir(&p).await.map_err(reply)?;
+        Ok(ok(id))
+    }
+
+    async fn rmdir(&mut self, id: u32, path: String) -> Result<Status, Self::Error> {
+        let p = self.path(&path)?;
+        self.fs.rmdir(&p).await.map_err(reply)?;
+        Ok(ok(id))
+    }
+
+    async fn rename(
+        &mut self,
+        id: u32,
+        oldpath: String,
+        newpath: String,
+    ) -> Result<Status, Self::Error> {
+        let (from, to) = (self.path(&oldpath)?, self.path(&newpath)?);
+        self.fs.rename(&from, &to, false).await.map_err(reply)?;
+        Ok(ok(id))
+    }
+
+    async fn readlink(&mut self, _id: u32, _path: String) -> Result<Name, Self::Error> {
+        Err(StatusCode::OpUnsupported.with_message("there are no symbolic links here"))
+    }
+
+    async fn symlink(
+        &mut self,
+        _id: u32,
+        _linkpath: String,
+        _targetpath: String,
+    ) -> Result<Status, Self::Error> {
+        Err(StatusCode::OpUnsupported.with_message("symbolic links are not supported"))
+    }
+
+    async fn extended(
+        &mut self,
+        id: u32,
+        request: String,
+        data: Vec<u8>,
+    ) -> Result<Packet, Self::Error> {
+        let mut bytes = Bytes::from(data);
+        match request.as_str() {
+            "posix-rename@openssh.com" => {
+                let r: HardlinkExtension =
+                    russh_sftp::de::from_bytes(&mut bytes).map_err(bad_message)?;
+                let (from, to) = (self.path(&r.oldpath)?, self.path(&r.newpath)?);
+                self.fs.rename(&from, &to, true).await.map_err(reply)?;
+                Ok(ok(id).into())
+            }
+            "statvfs@openssh.com" => {
+                let r: StatvfsExtension =
+                    russh_sftp::de::from_bytes(&mut bytes).map_err(bad_message)?;
+                self.fs.stat(&self.path(&r.path)?).await.map_err(reply)?;
+                let (used, limit) = self.fs.quota_bytes();
+                let block = 4096u64;
+                let total = limit.unwrap_or(1 << 50) / block;
+                let free = total.saturating_sub(used.div_ceil(block));
+                let stats = Statvfs {
+                    block_size: block,
+                    fragment_size: block,
+                    blocks: total,
+                    blocks_free: free,
+                    blocks_avail: free,
+                    inodes: 1 << 32,
+                    inodes_free: 1 << 32,
+                    inodes_avail: 1 << 32,
+                    fs_id: 0,
+                    flags: 0,
+                    name_max: storage_backend::MAX_NAME_BYTES as u64,
+                };
+                extended_reply(id, &stats)
+            }
+            "fsync@openssh.com" => {
+                let r: FsyncExtension =
+                    russh_sftp::de::from_bytes(&mut bytes).map_err(bad_message)?;
+                // Written data becomes durable, and visible, at CLOSE (the commit); until then
+                // there is nothing more to flush.
+                self.get(&r.handle)?;
+                Ok(ok(id).into())
+            }
+            "limits@openssh.com" => extended_reply(
+                id,
+                &LimitsExtension {
+                    max_packet_len: MAX_PACKET as u64,
+                    max_read_len: MAX_IO_LEN,
+                    max_write_len: MAX_IO_LEN,
+                    max_open_handles: MAX_HANDLES as u64,
+                },
+            ),
+            _ => Err(self.unimplemented()),
+        }
+    }
+}
+
+fn extended_reply<T: serde::Serialize>(id: u32, value: &T) -> Result<Packet, StatusReply> {
+    let data = russh_sftp::ser::to_bytes(value)
+        .map_err(|_| StatusCode::Failure.with_message("cannot encode the reply"))?
+        .to_vec();
+    Ok(Packet::ExtendedReply(ExtendedReply { id, data }))
+}
+
+impl Drop for SftpHandler {
+    fn drop(&mut self) {
+        // The session ended with uploads still open: the client vanished (or never closed them).
+        for (_, open) in self.handles.drain() {
+            if let Open::Write {
+                upload,
+                path,
+                received,
+                ..
+            } = open
+            {
+                let ctx = self.fs.context().clone();
+                self.tasks.spawn(async move {
+                    let kept = (*upload).cut_off().await;
+                    tracing::info!(
+                        user = %ctx.user, peer = %ctx.peer, path = %path, received,
+                        kept = ?kept.as_ref().map(|c| c.is_some()).map_err(|e| e.to_string()),
+                        "sftp: upload cut off"
+                    );
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,523 @@
+//! The SFTP and legacy SCP front-end, driven by OpenSSH's own `sftp`, `scp` and curl, and by the
+//! russh-sftp client for what the batch client cannot do (offset writes, sparse files, setstat,
+//! open flags, a connection that vanishes).
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{client_key, content, program, sftp_on, sha256_hex, start, Kind, PASSWORD};
+use russh_sftp::client::SftpSession;
+use russh_sftp::protocol::{FileAttributes, OpenFlags, StatusCode};
+use storage_backend::{EventKind, StorePath};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+struct Client;
+
+impl russh::client::Handler for Client {
+    type Error = russh::Error;
+    async fn check_server_key(
+        &mut self,
+        _key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        Ok(true)
+    }
+}
+
+async fn ssh_login(
+    addr: std::net::SocketAddr,
+    user: &str,
+    password: &str,
+) -> Result<russh::client::Handle<Client>, String> {
+    let config = Arc::new(russh::client::Config {
+        channel_buffer_size: 4096,
+        ..Default::default()
+    });
+    let mut handle = russh::client::connect(config, addr, Client)
+        .await
+        .map_err(|e| e.to_string())?;
+    let auth = handle
+        .authenticate_password(user, password)
+        .await
+        .map_err(|e| e.to_string())?;
+    if auth.success() {
+        Ok(handle)
+    } else {
+        Err("authentication failed".into())
+    }
+}
+
+async fn sftp_session(handle: &russh::client::Handle<Client>) -> SftpSession {
+    let channel = handle.channel_open_session().await.unwrap();
+    channel.request_subsystem(true, "sftp").await.unwrap();
+    SftpSession::new(channel.into_stream()).await.unwrap()
+}
+
+fn status(e: russh_sftp::client::error::Error) -> StatusCode {
+    match e {
+        russh_sftp::client::error::Error::Status(s) => s.status_code,
+        other => panic!("expected a status, got {other:?}"),
+    }
+}
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod embedded { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Kind::Embedded).await } )* }
+        mod redis { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Kind::Redis).await } )* }
+    };
+}
+
+on_both_backends!(
+    openssh_sftp_batch,
+    random_access_and_open_flags,
+    vanished_client_then_reput
+);
+
+async fn openssh_sftp_batch(kind: Kind) {
+    let keys = tempfile::tempdir().unwrap();
+    let (key, public) = client_key(keys.path(), "alice_key");
+    let t = start(kind, |c| {
+        sftp_on(c);
+        c.users[0].authorized_keys = vec![public];
+    })
+    .await;
+    let local = t.temp_path("up.bin");
+    let data = content(7, 5_000_000);
+    std::fs::write(&local, &data).unwrap();
+    let back = t.temp_path("back.bin");
+    let (ok, out) = t.sftp_batch(
+        "alice",
+        &key,
+        &format!(
+            "pwd\nmkdir in\ncd in\nput {} a.bin\nls -l\nrename a.bin b.bin\nget b.bin {}\n-rename nope x\nrm b.bin\ncd ..\nrmdir in\nls\n",
+            local.display(),
+            back.display()
+        ),
+    );
+    assert!(ok, "{out}");
+    assert!(out.contains("Remote working directory: /"), "{out}");
+    assert!(
+        out.contains("-rw-r--r--") && out.contains("5000000") && out.contains("a.bin"),
+        "ls -l: {out}"
+    );
+    assert!(std::fs::read(&back).unwrap() == data);
+    let events = t.events().await;
+    let created = events
+        .iter()
+        .find(|e| e.kind == EventKind::FileCreated)
+        .unwrap();
+    assert_eq!(created.path, "/home/alice/in/a.bin");
+    assert_eq!(created.protocol, "sftp");
+    assert_eq!(created.sha256.as_deref(), Some(sha256_hex(&data).as_str()));
+    assert!(events
+        .iter()
+        .any(|e| e.kind == EventKind::FileRenamed && e.path == "/home/alice/in/b.bin"));
+    // A refused command fails the batch with the server's message.
+    let (ok, out) = t.sftp_batch("alice", &key, "get /nope/x.bin /dev/null\n");
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("No such file") || out.contains("not found") || out.contains("no such file"),
+        "{out}"
+    );
+    t.stop().await;
+}
+
+async fn random_access_and_open_flags(kind: Kind) {
+    let t = start(kind, sftp_on).await;
+    let ssh = ssh_login(t.sftp_addr(), "alice", PASSWORD).await.unwrap();
+    let sftp = sftp_session(&ssh).await;
+    assert_eq!(sftp.canonicalize(".").await.unwrap(), "/");
+    // Out-of-order writes and a hole.
+    let mut f = sftp.create("sparse.bin").await.unwrap();
+    f.seek(std::io::SeekFrom::Start(200_000)).await.unwrap();
+    f.write_all(b"tail").await.unwrap();
+    f.seek(std::io::SeekFrom::Start(10)).await.unwrap();
+    f.write_all(b"head").await.unwrap();
+    f.shutdown().await.unwrap();
+    let got = sftp.read("sparse.bin").await.unwrap();
+    let mut want = vec![0u8; 200_004];
+    want[10..14].copy_from_slice(b"head");
+    want[200_000..].copy_from_slice(b"tail");
+    assert!(got == want);
+    // setstat: truncate and extend; mtime.
+    let attrs = FileAttributes {
+        size: Some(12),
+        ..Default::default()
+    };
+    sftp.set_metadata("sparse.bin", attrs).await.unwrap();
+    assert_eq!(sftp.read("sparse.bin").await.unwrap(), &want[..12]);
+    let attrs = FileAttributes {
+        mtime: Some(1_000_000_000),
+        atime: Some(1_000_000_000),
+        ..Default::default()
+    };
+    sftp.set_metadata("sparse.bin", attrs).await.unwrap();
+    assert_eq!(
+        sftp.metadata("sparse.bin").await.unwrap().mtime,
+        Some(1_000_000_000)
+    );
+    // CREAT|EXCL on an existing file fails; APPEND appends; WRITE without CREAT needs the file.
+    let e = sftp
+        .open_with_flags(
+            "sparse.bin",
+            OpenFlags::CREATE | OpenFlags::EXCLUDE | OpenFlags::WRITE,
+        )
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(status(e), StatusCode::Failure);
+    let mut f = sftp
+        .open_with_flags("sparse.bin", OpenFlags::WRITE | OpenFlags::APPEND)
+        .await
+        .unwrap();
+    f.write_all(b"+more").await.unwrap();
+    f.shutdown().await.unwrap();
+    assert_eq!(&sftp.read("sparse.bin").await.unwrap()[12..], b"+more");
+    let e = sftp
+        .open_with_flags("missing.bin", OpenFlags::WRITE)
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(status(e), StatusCode::NoSuchFile);
+    // Rename: v3 refuses an existing target; posix-rename replaces it.
+    sftp.write_all_new("other.bin", b"other").await;
+    let e = sftp.rename("sparse.bin", "other.bin").await.unwrap_err();
+    assert_eq!(status(e), StatusCode::Failure);
+    // Errors carry the store's message; paths never leave the home.
+    let e = sftp.read("../../etc/passwd").await.unwrap_err();
+    assert_eq!(status(e), StatusCode::NoSuchFile);
+    let e = sftp.remove_dir("nope").await.unwrap_err();
+    assert_eq!(status(e), StatusCode::NoSuchFile);
+    let names: Vec<String> = sftp
+        .read_dir("/")
+        .await
+        .unwrap()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(
+        names.contains(&"sparse.bin".to_string()) && names.contains(&"other.bin".to_string()),
+        "{names:?}"
+    );
+    let stats = sftp.fs_info("/").await.unwrap();
+    assert!(stats.is_some());
+    t.stop().await;
+}
+
+trait WriteNew {
+    async fn write_all_new(&self, path: &str, data: &[u8]);
+}
+
+impl WriteNew for SftpSession {
+    async fn write_all_new(&self, path: &str, data: &[u8]) {
+        let mut f = self.create(path).await.unwrap();
+        f.write_all(data).await.unwrap();
+        f.shutdown().await.unwrap();
+    }
+}
+
+async fn vanished_client_then_reput(kind: Kind) {
+    let keys = tempfile::tempdir().unwrap();
+    let (key, public) = client_key(keys.path(), "alice_key");
+    let t = start(kind, |c| {
+        sftp_on(c);
+        c.users[0].authorized_keys = vec![public];
+    })
+    .await;
+    let data = content(3, 3_000_000);
+    {
+        let ssh = ssh_login(t.sftp_addr(), "alice", PASSWORD).await.unwrap();
+        let sftp = sftp_session(&ssh).await;
+        let mut f = sftp.create("big.iso").await.unwrap();
+        f.write_all(&data[..1_000_000]).await.unwrap();
+        f.flush().await.unwrap();
+        // The server answers one request at a time, in order: once this answer is back, the
+        // writes before it have been handled.
+        sftp.metadata("/").await.unwrap();
+        // Vanish: never close the handle (the client's File would send CLOSE when dropped).
+        std::mem::forget(f);
+        drop(sftp);
+        ssh.disconnect(russh::Disconnect::ByApplication, "bye", "")
+            .await
+            .ok();
+    }
+    let path = StorePath::parse("/home/alice/big.iso").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let meta = loop {
+        match t.store().stat(&path).await {
+            Ok(m) => break m,
+            Err(_) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the cut-off upload was not kept"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    };
+    assert!(!meta.complete);
+    assert!(t
+        .events()
+        .await
+        .iter()
+        .any(|e| e.kind == EventKind::FileIncomplete));
+    // OpenSSH's reput continues from the size on the server.
+    let local = t.temp_path("big.iso");
+    std::fs::write(&local, &data).unwrap();
+    let (ok, out) = t.sftp_batch(
+        "alice",
+        &key,
+        &format!("reput {} big.iso\n", local.display()),
+    );
+    assert!(ok, "{out}");
+    assert!(t.store_bytes("/home/alice/big.iso").await == data);
+    let meta = t.store().stat(&path).await.unwrap();
+    assert!(meta.complete);
+    assert_eq!(meta.sha256.as_deref(), Some(sha256_hex(&data).as_str()));
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_keys_and_bans() {
+    let keys = tempfile::tempdir().unwrap();
+    let (key, public) = client_key(keys.path(), "alice_key");
+    let (other_key, _) = client_key(keys.path(), "stranger_key");
+    let t = start(Kind::Embedded, |c| {
+        sftp_on(c);
+        c.users[0].authorized_keys = vec![format!("from=\"127.0.0.1\" {public}")];
+        c.limits.login_failures_per_ip = 3;
+    })
+    .await;
+    let (ok, out) = t.sftp_batch("alice", &key, "pwd\n");
+    assert!(ok, "{out}");
+    let (ok, _) = t.sftp_batch("alice", &other_key, "pwd\n");
+    assert!(!ok, "a key not in authorized_keys logged in");
+    assert!(ssh_login(t.sftp_addr(), "alice", PASSWORD).await.is_ok());
+    // Password failures count towards the ban, across protocols; then even the right password fails.
+    for _ in 0..3 {
+        assert!(ssh_login(t.sftp_addr(), "alice", "wrong").await.is_err());
+    }
+    assert!(ssh_login(t.sftp_addr(), "alice", PASSWORD).await.is_err());
+    assert!(
+        suppaftp::tokio::AsyncFtpStream::connect(t.gw().ftp_addr.unwrap())
+            .await
+            .is_err()
+    );
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shells_and_commands_are_refused() {
+    let keys = tempfile::tempdir().unwrap();
+    let (key, public) = client_key(keys.path(), "alice_key");
+    let t = start(Kind::Embedded, |c| {
+        sftp_on(c);
+        c.users[0].authorized_keys = vec![public];
+    })
+    .await;
+    let out = std::process::Command::new(program("ssh"))
+        .args(["-p", &t.sftp_addr().port().to_string()])
+        .args(t.ssh_options(&key))
+        .args(["alice@127.0.0.1", "cat /etc/passwd"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("root:"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("use sftp"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = std::process::Command::new(program("ssh"))
+        .args(["-p", &t.sftp_addr().port().to_string()])
+        .args(t.ssh_options(&key))
+        .args([
+            "-N",
+            "-L",
+            "0:127.0.0.1:22",
+            "-o",
+            "ExitOnForwardFailure=yes",
+            "alice@127.0.0.1",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "port forwarding was allowed");
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_scp_recursive_with_times() {
+    let keys = tempfile::tempdir().unwrap();
+    let (key, public) = client_key(keys.path(), "alice_key");
+    let t = start(Kind::Redis, |c| {
+        sftp_on(c);
+        c.users[0].authorized_keys = vec![public];
+    })
+    .await;
+    let tree = t.temp_path("tree");
+    std::fs::create_dir_all(tree.join("sub")).unwrap();
+    let big = content(2, 1_500_000);
+    std::fs::write(tree.join("big.bin"), &big).unwrap();
+    std::fs::write(tree.join("sub/small.txt"), b"small").unwrap();
+    let scp = |args: Vec<String>| {
+        let out = std::process::Command::new(program("scp"))
+            .args(["-O", "-P", &t.sftp_addr().port().to_string()])
+            .args(t.ssh_options(&key))
+            .args(&args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (ok, err) = scp(vec![
+        "-r".into(),
+        "-p".into(),
+        tree.display().to_string(),
+        "alice@127.0.0.1:/".into(),
+    ]);
+    assert!(ok, "scp -O -r -p upload: {err}");
+    assert!(t.store_bytes("/home/alice/tree/big.bin").await == big);
+    assert_eq!(
+        t.store_bytes("/home/alice/tree/sub/small.txt").await,
+        b"small"
+    );
+    let down = t.temp_path("down");
+    let (ok, err) = scp(vec![
+        "-r".into(),
+        "-p".into(),
+        "alice@127.0.0.1:/tree".into(),
+        down.display().to_string(),
+    ]);
+    assert!(ok, "scp -O -r -p download: {err}");
+    assert!(std::fs::read(down.join("big.bin")).unwrap() == big);
+    assert_eq!(std::fs::read(down.join("sub/small.txt")).unwrap(), b"small");
+    let (ok, err) = scp(vec![
+        "alice@127.0.0.1:/nope.txt".into(),
+        down.display().to_string(),
+    ]);
+    assert!(!ok);
+    assert!(err.contains("nope.txt"), "{err}");
+    // Modern scp speaks SFTP.
+    let (ok, err) = {
+        let out = std::process::Command::new(program("scp"))
+            .args(["-P", &t.sftp_addr().port().to_string()])
+            .args(t.ssh_options(&key))
+            .arg(tree.join("big.bin"))
+            .arg("alice@127.0.0.1:/copy.bin")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    assert!(ok, "scp (SFTP mode): {err}");
+    assert!(t.store_bytes("/home/alice/copy.bin").await == big);
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_protocol_and_curl() {
+    let t = start(Kind::Redis, sftp_on).await;
+    // Written by FTP, read by SFTP; renamed by SFTP, seen by FTP.
+    let mut ftp = suppaftp::tokio::AsyncFtpStream::connect(t.ftp_addr())
+        .await
+        .unwrap();
+    ftp.login("alice", PASSWORD).await.unwrap();
+    ftp.transfer_type(suppaftp::types::FileType::Binary)
+        .await
+        .unwrap();
+    let data = content(8, 700_000);
+    ftp.put_file("from-ftp.bin", &mut &data[..]).await.unwrap();
+    let ssh = ssh_login(t.sftp_addr(), "alice", PASSWORD).await.unwrap();
+    let sftp = sftp_session(&ssh).await;
+    assert!(sftp.read("from-ftp.bin").await.unwrap() == data);
+    sftp.rename("from-ftp.bin", "renamed.bin").await.unwrap();
+    assert_eq!(ftp.nlst(None).await.unwrap(), ["renamed.bin"]);
+    // curl's sftp:// (libssh2), password login.
+    let a = t.sftp_addr();
+    let out = std::process::Command::new(program("curl"))
+        .args([
+            "-sS",
+            "--fail",
+            "--insecure",
+            "-u",
+            &format!("alice:{PASSWORD}"),
+        ])
+        .arg(format!("sftp://127.0.0.1:{}/renamed.bin", a.port()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "curl sftp: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout == data);
+    let mut read_back = Vec::new();
+    sftp.open("renamed.bin")
+        .await
+        .unwrap()
+        .read_to_end(&mut read_back)
+        .await
+        .unwrap();
+    assert!(read_back == data);
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_gib_download_does_not_stall() {
+    let keys = tempfile::tempdir().unwrap();
+    let (key, public) = client_key(keys.path(), "alice_key");
+    let t = start(Kind::Redis, |c| {
+        sftp_on(c);
+        c.users[0].authorized_keys = vec![public];
+        c.storage.chunk_size = 512 << 10;
+    })
+    .await;
+    // 1 GiB written straight into the store (the upload path is tested elsewhere).
+    let ctx = storage_backend::ChangeContext::new("t", "test", "local");
+    for dir in ["/home", "/home/alice"] {
+        t.store()
+            .mkdir(&StorePath::parse(dir).unwrap(), &ctx)
+            .await
+            .unwrap();
+    }
+    let path = StorePath::parse("/home/alice/huge.bin").unwrap();
+    let mut w = t
+        .store()
+        .open_write(&path, storage_backend::OpenOptions::REPLACE, &ctx)
+        .await
+        .unwrap();
+    let piece = content(1, 1 << 20);
+    for _ in 0..1024 {
+        w.append(&piece).await.unwrap();
+    }
+    let info = w
+        .commit(storage_backend::CommitOptions::default())
+        .await
+        .unwrap();
+    let local = t.temp_path("huge.bin");
+    let (ok, out) = t.sftp_batch(
+        "alice",
+        &key,
+        &format!("get huge.bin {}\n", local.display()),
+    );
+    assert!(ok, "{out}");
+    assert_eq!(std::fs::metadata(&local).unwrap().len(), 1 << 30);
+    let mut f = tokio::fs::File::open(&local).await.unwrap();
+    let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        sha2::Digest::update(&mut hasher, &buf[..n]);
+    }
+    assert_eq!(
+        Some(hex::encode(sha2::Digest::finalize(hasher))),
+        info.sha256
+    );
+    t.stop().await;
+}
