@@ -9,6 +9,7 @@
 mod backend;
 mod chunkmap;
 pub mod config;
+mod digest;
 mod embedded;
 mod error;
 mod outbox;

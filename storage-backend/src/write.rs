@@ -14,6 +14,8 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
+
+use crate::digest::ChunkHasher;
 use tokio::task::JoinSet;
 
 use crate::backend::{CommitRequest, Version};
@@ -51,9 +53,12 @@ pub struct WriteSession {
     next_batch: u64,
     /// Every chunk this session stored, to hand back whatever the final map does not use.
     written: Vec<u64>,
-    /// Running SHA-256 while the content is written in one sequential pass from offset 0.
-    hasher: Option<Sha256>,
-    hashed: u64,
+    /// Set by `commit`: no more writes can come, so a short last chunk is complete.
+    committing: bool,
+    /// SHA-256 of the chunks as they are stored, while the content is written in one sequential
+    /// pass from offset 0; `sequential_end` is how far that pass got.
+    hasher: ChunkHasher,
+    sequential_end: u64,
     finished: bool,
 }
 
@@ -82,8 +87,8 @@ impl WriteSession {
                 size,
                 chunks,
                 ..
-            }) => (chunk_size, size, chunks, None),
-            None => (inner.chunk_size, 0, Vec::new(), Some(Sha256::new())),
+            }) => (chunk_size, size, chunks, ChunkHasher::Off),
+            None => (inner.chunk_size, 0, Vec::new(), ChunkHasher::new()),
         };
         Ok(WriteSession {
             inner,
@@ -99,8 +104,9 @@ impl WriteSession {
             ids: 0..0,
             next_batch: 4,
             written: Vec::new(),
+            committing: false,
             hasher,
-            hashed: 0,
+            sequential_end: 0,
             finished: false,
         })
     }
@@ -127,12 +133,10 @@ impl WriteSession {
             StoreError::new(ErrorKind::FileTooLarge, "write offset is out of range")
         })?;
         self.check_size(end)?;
-        match &mut self.hasher {
-            Some(h) if offset == self.hashed => {
-                h.update(data);
-                self.hashed = end;
-            }
-            _ => self.hasher = None,
+        if offset == self.sequential_end {
+            self.sequential_end = end;
+        } else {
+            self.hasher.off();
         }
         let cs = self.chunk_size;
         let mut pos = offset;
@@ -192,8 +196,8 @@ impl WriteSession {
         }
         self.chunks.resize(chunk_count(len, cs), 0);
         self.size = len;
-        if len != self.hashed {
-            self.hasher = None;
+        if len != self.sequential_end {
+            self.hasher.off();
         }
         Ok(())
     }
@@ -225,6 +229,7 @@ impl WriteSession {
             && self.in_flight.is_empty()
             && self.chunks.len() <= 1
             && self.dirty.len() == 1;
+        self.committing = true;
         if !single {
             let indexes: Vec<u64> = self.dirty.keys().copied().collect();
             for idx in indexes {
@@ -232,12 +237,23 @@ impl WriteSession {
             }
             self.drain().await?;
         }
-        let sha256 = match self.hasher.take() {
-            Some(h) if self.hashed == self.size => Some(hex::encode(h.finalize())),
-            _ if opts.complete => Some(self.hash_stored().await?),
-            _ => None,
+        // The digest first, while a single chunk is still in memory: hashing the stored content
+        // must not look for a chunk that is not stored yet.
+        let hasher = std::mem::replace(&mut self.hasher, ChunkHasher::Off);
+        let chunks = chunk_count(self.size, self.chunk_size) as u64;
+        let streamed = match (self.sequential_end == self.size, single) {
+            (false, _) => None,
+            (true, true) => {
+                let (&idx, buf) = self.dirty.first_key_value().expect("one dirty chunk");
+                hasher.finish_with(idx, buf, chunks)
+            }
+            (true, false) => hasher.finish(chunks).await,
         };
-        let mtime_ms = to_ms(opts.mtime.unwrap_or_else(SystemTime::now));
+        let sha256 = match streamed {
+            Some(h) => Some(h),
+            None if opts.complete => Some(self.hash_stored().await?),
+            None => None,
+        };
         let single_chunk = match single {
             true => {
                 let (idx, buf) = self.dirty.pop_first().expect("one dirty chunk");
@@ -251,6 +267,7 @@ impl WriteSession {
             }
             false => None,
         };
+        let mtime_ms = to_ms(opts.mtime.unwrap_or_else(SystemTime::now));
         let used: std::collections::HashSet<u64> = self.chunks.iter().copied().collect();
         let superseded: Vec<u64> = self
             .written
@@ -366,6 +383,12 @@ impl WriteSession {
         self.chunks[slot] = id;
         self.written.push(id);
         let data = Bytes::from(buf);
+        if self.hasher.is_on() {
+            // Whole: a full chunk, or the file's last chunk once nothing more can be written.
+            let whole = data.len() as u64 == self.chunk_size
+                || (self.committing && (idx + 1) * self.chunk_size >= self.size);
+            self.hasher.feed(idx, &data, whole).await;
+        }
         self.in_flight_data.insert(id, data.clone());
         let inner = self.inner.clone();
         let sid = self.sid;
