@@ -360,3 +360,20 @@ async fn cut_off_uploads_follow_partial_uploads() {
         }
     }
 }
+
+#[tokio::test]
+async fn repeated_logins_stay_correct() {
+    let a = access(vec![user("alice", "/a", &Permission::ALL)], |_| {}).await;
+    for _ in 0..3 {
+        a.login_password("alice", "secret", peer(1), Protocol::Ftp).await.unwrap();
+    }
+    // A remembered success never lets another password, or another user, in.
+    assert_eq!(
+        a.login_password("alice", "secreT", peer(2), Protocol::Ftp).await.err(),
+        Some(Refusal::BadCredentials)
+    );
+    assert_eq!(
+        a.login_password("bob", "secret", peer(2), Protocol::Ftp).await.err(),
+        Some(Refusal::BadCredentials)
+    );
+}

@@ -53,6 +53,7 @@ impl Account {
 pub struct Accounts {
     by_name: HashMap<String, Arc<Account>>,
     verifier: Verifier,
+    recent: RecentLogins,
     /// Checked for unknown users too, so a failed login takes as long whether the name exists or not.
     decoy_hash: String,
 }
@@ -69,6 +70,7 @@ impl Accounts {
             by_name,
             decoy_hash,
             verifier: Verifier::start(),
+            recent: RecentLogins::new(),
         })
     }
 
@@ -83,8 +85,14 @@ impl Accounts {
             .as_ref()
             .and_then(|a| a.password_hash.clone())
             .unwrap_or_else(|| self.decoy_hash.clone());
-        let password = password.to_string();
-        let ok = self.verifier.verify(hash, password).await;
+        let proof = self.recent.proof(name, &hash, password);
+        let ok = self.recent.contains(&proof) || {
+            let ok = self.verifier.verify(hash, password.to_string()).await;
+            if ok {
+                self.recent.insert(proof);
+            }
+            ok
+        };
         match account {
             Some(a) if ok && a.password_hash.is_some() => Some(a),
             _ => None,
@@ -141,5 +149,64 @@ impl Verifier {
                 .await
                 .unwrap_or(false);
         queued && answer.await.unwrap_or(false)
+    }
+}
+
+/// Successful password logins of the last few minutes, so a client that logs in again and again
+/// (a scheduler every minute, 50 parallel sessions of one job) pays argon2's cost once, not every
+/// time. Only a keyed digest of user, stored hash and password is kept — the key is random per
+/// process — and only for `RECENT_FOR`; failures are never remembered. (SFTPGo's password
+/// caching makes the same trade.)
+struct RecentLogins {
+    key: [u8; 32],
+    entries: std::sync::Mutex<HashMap<[u8; 32], std::time::Instant>>,
+}
+
+const RECENT_FOR: std::time::Duration = std::time::Duration::from_secs(600);
+const RECENT_MAX: usize = 10_000;
+
+impl RecentLogins {
+    fn new() -> Self {
+        use argon2::password_hash::rand_core::{OsRng, RngCore};
+        let mut key = [0u8; 32];
+        OsRng.fill_bytes(&mut key);
+        RecentLogins {
+            key,
+            entries: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn proof(&self, user: &str, hash: &str, password: &str) -> [u8; 32] {
+        use sha2::Digest;
+        let mut d = sha2::Sha256::new();
+        for part in [
+            &self.key[..],
+            user.as_bytes(),
+            hash.as_bytes(),
+            password.as_bytes(),
+        ] {
+            d.update((part.len() as u64).to_le_bytes());
+            d.update(part);
+        }
+        d.finalize().into()
+    }
+
+    fn contains(&self, proof: &[u8; 32]) -> bool {
+        let entries = self.entries.lock().unwrap();
+        entries
+            .get(proof)
+            .is_some_and(|until| *until > std::time::Instant::now())
+    }
+
+    fn insert(&self, proof: [u8; 32]) {
+        let now = std::time::Instant::now();
+        let mut entries = self.entries.lock().unwrap();
+        if entries.len() >= RECENT_MAX {
+            entries.retain(|_, until| *until > now);
+            if entries.len() >= RECENT_MAX {
+                entries.clear();
+            }
+        }
+        entries.insert(proof, now + RECENT_FOR);
     }
 }
