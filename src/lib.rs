@@ -6,6 +6,7 @@
 pub mod access;
 pub mod cli;
 pub mod config;
+pub mod events;
 pub mod ftp;
 pub mod logging;
 pub mod password;

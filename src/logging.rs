@@ -5,7 +5,8 @@ use tracing_subscriber::EnvFilter;
 use crate::config::LogFormat;
 
 /// The filter used when `RUST_LOG` is unset.
-pub const DEFAULT_FILTER: &str = "info";
+/// The protocol libraries log routine client trouble (failed logins, resets) as errors: quieter.
+pub const DEFAULT_FILTER: &str = "info,rumqttd=warn,libunftp=warn,russh=warn";
 
 /// Installs the global subscriber. `RUST_LOG` (e.g. `filegate=debug,info`) overrides the default
 /// `info`; an unparsable `RUST_LOG` falls back to `info` with a warning. Calling it again (tests) is

@@ -31,6 +31,10 @@ pub struct Gateway {
     /// Ends the sessions still running when the grace period is over.
     abort_sessions: CancellationToken,
     tasks: TaskTracker,
+    /// The event publisher runs until the sessions are done, so their last changes go out too.
+    stop_events: CancellationToken,
+    event_tasks: TaskTracker,
+    mqtt_banner: Vec<String>,
 }
 
 impl Gateway {
@@ -69,7 +73,20 @@ impl Gateway {
                 tasks.clone(),
             ));
         }
+        let stop_events = CancellationToken::new();
+        let event_tasks = TaskTracker::new();
+        let mqtt = crate::events::start(
+            config,
+            store.clone(),
+            access.clone(),
+            stop_events.clone(),
+            &event_tasks,
+        )
+        .await?;
         Ok(Gateway {
+            stop_events,
+            event_tasks,
+            mqtt_banner: mqtt.banner,
             store,
             access,
             ftp_addr,
@@ -100,7 +117,8 @@ impl Gateway {
         if let Some(addr) = self.sftp_addr {
             lines.push(format!("filegate: sftp listening on {addr} (SFTP and scp)"));
         }
-        lines.push(format!("filegate: {}; {PROTOCOLS_PENDING}", self.storage));
+        lines.extend(self.mqtt_banner.iter().cloned());
+        lines.push(format!("filegate: {}; ready", self.storage));
         lines
     }
 
@@ -117,13 +135,20 @@ impl Gateway {
             self.abort_sessions.cancel();
             self.tasks.wait().await;
         }
+        self.stop_events.cancel();
+        self.event_tasks.close();
+        if tokio::time::timeout(Duration::from_secs(10), self.event_tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "the event publisher did not stop in time; undelivered events stay in the outbox"
+            );
+        }
         self.store.close().await;
         tracing::info!("store closed; bye");
     }
 }
-
-/// What the startup line says about the protocols not built yet.
-const PROTOCOLS_PENDING: &str = "MQTT events are recorded, not yet published";
 
 /// Runs the gateway until `shutdown` is cancelled (SIGINT/SIGTERM in the binary). Prints one line
 /// per listener to standard output, then `filegate: storage … ` once the gateway is ready, so

@@ -365,15 +365,21 @@ async fn cut_off_uploads_follow_partial_uploads() {
 async fn repeated_logins_stay_correct() {
     let a = access(vec![user("alice", "/a", &Permission::ALL)], |_| {}).await;
     for _ in 0..3 {
-        a.login_password("alice", "secret", peer(1), Protocol::Ftp).await.unwrap();
+        a.login_password("alice", "secret", peer(1), Protocol::Ftp)
+            .await
+            .unwrap();
     }
     // A remembered success never lets another password, or another user, in.
     assert_eq!(
-        a.login_password("alice", "secreT", peer(2), Protocol::Ftp).await.err(),
+        a.login_password("alice", "secreT", peer(2), Protocol::Ftp)
+            .await
+            .err(),
         Some(Refusal::BadCredentials)
     );
     assert_eq!(
-        a.login_password("bob", "secret", peer(2), Protocol::Ftp).await.err(),
+        a.login_password("bob", "secret", peer(2), Protocol::Ftp)
+            .await
+            .err(),
         Some(Refusal::BadCredentials)
     );
 }

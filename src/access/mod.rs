@@ -134,6 +134,20 @@ impl Access {
         }
     }
 
+    /// Checks a password without opening a session (the embedded broker's login hook, which is
+    /// not told the client's address, so these checks cannot count towards a ban).
+    pub async fn check_password(&self, user: &str, password: &str) -> bool {
+        let ok = self
+            .accounts
+            .verify_password(user, password)
+            .await
+            .is_some();
+        if !ok {
+            tracing::info!(user, protocol = "mqtt", "broker login failed");
+        }
+        ok
+    }
+
     /// Public-key login: `accepts` says whether one of the account's authorized key lines matches.
     pub async fn login_key(
         &self,

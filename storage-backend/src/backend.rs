@@ -230,6 +230,21 @@ impl Backend {
         dispatch!(self, b => b.release_owner().await)
     }
 
+    pub async fn lease(&self, name: &str, holder: &str, ttl: std::time::Duration) -> Result<bool> {
+        match self {
+            Backend::Redis(b) => b.lease(name, holder, ttl).await,
+            // Only one process can hold the file: every lease is this process's.
+            Backend::Embedded(_) => Ok(true),
+        }
+    }
+
+    pub async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
+        match self {
+            Backend::Redis(b) => b.release_lease(name, holder).await,
+            Backend::Embedded(_) => Ok(()),
+        }
+    }
+
     pub async fn usage(&self) -> Result<StoreUsage> {
         dispatch!(self, b => b.usage().await)
     }

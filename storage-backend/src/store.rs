@@ -40,6 +40,8 @@ pub(crate) struct Inner {
     pub shutdown: CancellationToken,
     /// Set by [`Store::simulate_crash`]: nothing is cleaned up any more, as after `kill -9`.
     pub crashed: AtomicBool,
+    /// The newest event recorded through this process (events of other gateways do not show here).
+    pub last_seq: tokio::sync::watch::Sender<u64>,
 }
 
 /// What the integrity check found.
@@ -84,6 +86,7 @@ impl Store {
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
             crashed: AtomicBool::new(false),
+            last_seq: tokio::sync::watch::Sender::new(0),
         });
         let store = Store { inner };
         store
@@ -153,19 +156,19 @@ impl Store {
     /// Creates a directory; its parent must exist. Returns the event's sequence number.
     pub async fn mkdir(&self, path: &StorePath, ctx: &ChangeContext) -> Result<u64> {
         self.inner
-            .note(self.inner.backend.mkdir(path, origin(ctx)).await)
+            .note_seq(self.inner.backend.mkdir(path, origin(ctx)).await)
     }
 
     /// Removes an empty directory.
     pub async fn rmdir(&self, path: &StorePath, ctx: &ChangeContext) -> Result<u64> {
         self.inner
-            .note(self.inner.backend.rmdir(path, origin(ctx)).await)
+            .note_seq(self.inner.backend.rmdir(path, origin(ctx)).await)
     }
 
     /// Deletes a file.
     pub async fn delete(&self, path: &StorePath, ctx: &ChangeContext) -> Result<u64> {
         self.inner
-            .note(self.inner.backend.delete(path, origin(ctx)).await)
+            .note_seq(self.inner.backend.delete(path, origin(ctx)).await)
     }
 
     /// Renames a file or a whole directory in one metadata step. With `replace`, an existing target is
@@ -190,7 +193,7 @@ impl Store {
                 format!("cannot move {from} into its own subdirectory {to}"),
             ));
         }
-        self.inner.note(
+        self.inner.note_seq(
             self.inner
                 .backend
                 .rename(from, to, replace, origin(ctx))
@@ -205,7 +208,7 @@ impl Store {
         mtime: SystemTime,
         ctx: &ChangeContext,
     ) -> Result<u64> {
-        self.inner.note(
+        self.inner.note_seq(
             self.inner
                 .backend
                 .set_mtime(path, to_ms(mtime), origin(ctx))
@@ -291,6 +294,24 @@ impl Store {
         self.inner.backend.events_after(after, limit).await
     }
 
+    /// Changes whenever this process records an event, so a publisher can wait for work instead of
+    /// polling. Gateways sharing a Redis namespace do not see each other's events here.
+    pub fn watch_events(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.last_seq.subscribe()
+    }
+
+    /// Takes or renews the lease `name` for `holder` for `ttl`; false while someone else holds it.
+    /// Leases let one gateway of several do a job alone (publishing events), and pass it on within
+    /// `ttl` when that gateway dies.
+    pub async fn lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool> {
+        self.inner.backend.lease(name, holder, ttl).await
+    }
+
+    /// Gives a lease up at once (on a clean shutdown), if `holder` has it.
+    pub async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
+        self.inner.backend.release_lease(name, holder).await
+    }
+
     /// Marks every event up to `seq` as delivered; they may then be dropped from the outbox.
     pub async fn ack_events(&self, seq: u64) -> Result<u64> {
         self.inner.backend.ack(seq).await
@@ -334,6 +355,25 @@ impl Store {
 }
 
 impl Inner {
+    /// Like `note`, and tells anyone watching for new events (the publisher) about the change.
+    pub fn note_seq(&self, result: Result<u64>) -> Result<u64> {
+        let result = self.note(result);
+        if let Ok(seq) = &result {
+            self.recorded(*seq);
+        }
+        result
+    }
+
+    pub fn recorded(&self, seq: u64) {
+        self.last_seq.send_if_modified(|last| {
+            let newer = seq > *last;
+            if newer {
+                *last = seq;
+            }
+            newer
+        });
+    }
+
     /// Makes a full outbox loud: it means events are not being delivered and changes are refused.
     pub fn note<T>(&self, result: Result<T>) -> Result<T> {
         if let Err(e) = &result {

@@ -292,6 +292,7 @@ impl WriteSession {
             None => self.inner.backend.commit(request).await,
         };
         let outcome = self.inner.note(outcome)?;
+        self.inner.recorded(outcome.seq);
         self.finished = true;
         Ok(CommitInfo {
             version: outcome.vid,

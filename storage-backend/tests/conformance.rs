@@ -27,7 +27,44 @@ on_both_backends!(
     replaced_content_is_reclaimed,
     dead_gateways_sessions_are_reclaimed,
     set_mtime_and_set_size,
+    leases_and_event_watch,
 );
+
+async fn leases_and_event_watch(kind: Kind) {
+    let f = fixture(kind).await;
+    let s = &f.store;
+    let ttl = Duration::from_secs(30);
+    assert!(s.lease("publisher", "gw-a", ttl).await.unwrap());
+    assert!(
+        s.lease("publisher", "gw-a", ttl).await.unwrap(),
+        "the holder renews"
+    );
+    if kind == Kind::Redis {
+        let other = f.reopen(|_| {}).await;
+        assert!(
+            !other.lease("publisher", "gw-b", ttl).await.unwrap(),
+            "one holder at a time"
+        );
+        s.release_lease("publisher", "gw-a").await.unwrap();
+        assert!(other.lease("publisher", "gw-b", ttl).await.unwrap());
+        // A lease that is not renewed passes on by itself.
+        assert!(other
+            .lease("short", "gw-b", Duration::from_millis(50))
+            .await
+            .unwrap());
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !s.lease("short", "gw-a", ttl).await.unwrap() {
+            assert!(std::time::Instant::now() < deadline);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let mut watch = s.watch_events();
+    s.mkdir(&p("/w"), &ctx()).await.unwrap();
+    watch.changed().await.unwrap();
+    let info = s.write_file(&p("/w/x"), b"x", &ctx()).await.unwrap();
+    watch.changed().await.unwrap();
+    assert_eq!(*watch.borrow(), info.seq);
+}
 
 async fn round_trips_files_of_every_size(kind: Kind) {
     let f = fixture(kind).await;

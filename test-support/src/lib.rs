@@ -135,6 +135,177 @@ impl Drop for RedisServer {
     }
 }
 
+/// A private `mosquitto` broker on a free loopback port, killed on drop. Anonymous access unless
+/// started with users.
+pub struct Mosquitto {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+    users: Vec<(String, String)>,
+    persistent: bool,
+}
+
+impl Mosquitto {
+    pub fn start() -> Mosquitto {
+        Self::start_with_users(&[])
+    }
+
+    /// Starts a broker that requires one of these (user, password) logins.
+    pub fn start_with_users(users: &[(&str, &str)]) -> Mosquitto {
+        let mut m = Mosquitto {
+            child: None,
+            port: 0,
+            dir: tempfile::tempdir().expect("temp dir for mosquitto"),
+            users: users
+                .iter()
+                .map(|(u, p)| (u.to_string(), p.to_string()))
+                .collect(),
+            persistent: false,
+        };
+        m.launch(None);
+        m
+    }
+
+    /// A broker that keeps sessions and queued messages across a graceful restart
+    /// ([`Mosquitto::stop_gracefully`] then [`Mosquitto::restart`]).
+    pub fn start_persistent() -> Mosquitto {
+        let mut m = Mosquitto {
+            child: None,
+            port: 0,
+            dir: tempfile::tempdir().expect("temp dir for mosquitto"),
+            users: Vec::new(),
+            persistent: true,
+        };
+        m.launch(None);
+        m
+    }
+
+    /// Stops it with SIGTERM, so a persistent broker saves its sessions, and waits for it.
+    pub fn stop_gracefully(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port (kills it first if it still runs).
+    pub fn restart(&mut self) {
+        self.kill();
+        let port = self.port;
+        self.launch(Some(port));
+    }
+
+    fn launch(&mut self, fixed_port: Option<u16>) {
+        let binary = which("mosquitto")
+            .or_else(|| Some(PathBuf::from("/usr/sbin/mosquitto")).filter(|p| p.exists()))
+            .unwrap_or_else(|| panic!("mosquitto not found: run scripts/test (it installs it) or `apt-get install mosquitto`"));
+        let mut auth = "allow_anonymous true\n".to_string();
+        if !self.users.is_empty() {
+            let passwords = self.dir.path().join("passwords");
+            std::fs::write(&passwords, "").unwrap();
+            for (user, password) in &self.users {
+                let tool = which("mosquitto_passwd")
+                    .expect("mosquitto_passwd not found: apt-get install mosquitto");
+                let ok = Command::new(tool)
+                    .arg("-b")
+                    .arg(&passwords)
+                    .arg(user)
+                    .arg(password)
+                    .status()
+                    .unwrap();
+                assert!(ok.success(), "mosquitto_passwd failed");
+            }
+            auth = format!(
+                "allow_anonymous false\npassword_file {}\n",
+                passwords.display()
+            );
+        }
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            let port = fixed_port.unwrap_or_else(free_port);
+            let conf = self.dir.path().join("mosquitto.conf");
+            let persistence = if self.persistent {
+                format!(
+                    "persistence true\npersistence_location {}/\nautosave_interval 0\n",
+                    self.dir.path().display()
+                )
+            } else {
+                "persistence false\n".to_string()
+            };
+            std::fs::write(
+                &conf,
+                format!("listener {port} 127.0.0.1\n{auth}{persistence}max_queued_messages 100000\nlog_dest stdout\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\n"),
+            )
+            .unwrap();
+            let mut child = Command::new(&binary)
+                .arg("-c")
+                .arg(&conf)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+            // mosquitto buffers its log when it goes to a pipe: wait for the port instead.
+            match wait_for_port(&mut child, port) {
+                Ok(()) => {
+                    self.child = Some(child);
+                    self.port = port;
+                    return;
+                }
+                Err(why) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    last_error = why;
+                }
+            }
+        }
+        panic!("mosquitto did not start; its last output:\n{last_error}");
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Waits until something accepts connections on `port`, or the child exits.
+fn wait_for_port(child: &mut Child, port: u16) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + START_TIMEOUT;
+    while std::time::Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut err);
+            }
+            return Err(format!("exited with {status}: {err}"));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Err(format!(
+        "nothing listens on port {port} after {START_TIMEOUT:?}"
+    ))
+}
+
 /// Reads the child's stdout until a line contains `needle`, then keeps draining it in a thread so
 /// the child never blocks on a full pipe. Returns the output seen when the child exits or times out.
 fn wait_for_line(child: &mut Child, needle: &str) -> Result<(), String> {

@@ -73,6 +73,10 @@ pub async fn start(kind: Kind, tweak: impl FnOnce(&mut Config)) -> TestGateway {
     config.ftp.passive_ports = passive_range();
     config.ftp.idle_timeout = Duration::from_secs(20);
     config.sftp.enabled = false;
+    // No broker by default: events stay in the outbox, where tests read them. MQTT tests point
+    // this at a private mosquitto or turn the embedded broker on.
+    config.mqtt.mode = filegate::config::MqttMode::External;
+    config.mqtt.url = "mqtt://127.0.0.1:1".into();
     config.server.shutdown_grace = Duration::from_secs(5);
     config.users = vec![
         user("alice", "/home/alice", &Permission::ALL),

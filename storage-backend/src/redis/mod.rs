@@ -595,6 +595,25 @@ impl RedisBackend {
         }
     }
 
+    pub async fn lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool> {
+        let held: u8 = self
+            .run(
+                self.script("lease", None)
+                    .arg(name)
+                    .arg(holder)
+                    .arg(ttl.as_millis() as u64),
+            )
+            .await?;
+        Ok(held == 1)
+    }
+
+    pub async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
+        let _: u8 = self
+            .run(self.script("lease", None).arg(name).arg(holder).arg(0))
+            .await?;
+        Ok(())
+    }
+
     pub async fn usage(&self) -> Result<StoreUsage> {
         let (referenced_chunks, garbage_chunks, sessions): (u64, u64, u64) =
             self.run(&mut self.script("usage", None)).await?;
@@ -812,6 +831,7 @@ mod tests {
             "reclaim",
             "gc_due",
             "gc_forget",
+            "lease",
             "usage",
             "referenced",
         ] {

@@ -280,6 +280,18 @@ end
 if ARGV[7] == '1' then redis.call('SREM', P .. 'dead', ARGV[6]) end
 return 1
 
+--@ lease
+-- ARGV[6] name, ARGV[7] holder, ARGV[8] ttl ms (0 = give it up) -> 1 if the holder has it now
+local key = P .. 'lease:' .. ARGV[6]
+local current = redis.call('GET', key)
+if ARGV[8] == '0' then
+  if current == ARGV[7] then redis.call('DEL', key) end
+  return 0
+end
+if current and current ~= ARGV[7] then return 0 end
+redis.call('SET', key, ARGV[7], 'PX', ARGV[8])
+return 1
+
 --@ gc_due
 -- ARGV[6] limit -> chunk ids whose deletion is due (the caller deletes them, then runs gc_forget)
 return redis.call('ZRANGEBYSCORE', P .. 'gc', '-inf', NOW, 'LIMIT', 0, tonumber(ARGV[6]))

@@ -1,0 +1,211 @@
+//! File events on MQTT: the publisher that delivers the store's outbox (DESIGN.md "Events on
+//! MQTT"), the `[events]` presentation rules, and the embedded broker.
+
+#[cfg(feature = "embedded-broker")]
+mod broker;
+mod cloudevent;
+mod names;
+mod publisher;
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use rumqttc::QoS;
+use storage_backend::Store;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::access::Access;
+use crate::config::{Config, MqttMode};
+pub use cloudevent::{announce, payload, topic, Announcement};
+pub use names::TempNames;
+pub use publisher::{EventPublisher, PublisherSettings, LEASE_TTL};
+
+/// What the MQTT side runs as: its listeners (for the banner) and the tasks it started.
+pub struct MqttSide {
+    pub banner: Vec<String>,
+}
+
+/// Starts the broker (embedded mode) and the publisher, or the outbox drain (`mode = "off"`).
+pub async fn start(
+    config: &Config,
+    store: Store,
+    access: Arc<Access>,
+    shutdown: CancellationToken,
+    tasks: &TaskTracker,
+) -> anyhow::Result<MqttSide> {
+    let m = &config.mqtt;
+    let mut banner = Vec::new();
+    let settings = match m.mode {
+        MqttMode::Off => {
+            tasks.spawn(publisher::discard_events(store, shutdown));
+            return Ok(MqttSide { banner });
+        }
+        MqttMode::External => {
+            let target =
+                BrokerUrl::parse(&m.url).with_context(|| format!("mqtt.url {:?}", m.url))?;
+            let username = (!m.username.is_empty()).then(|| m.username.clone());
+            let password = m.effective_password().map(str::to_string);
+            banner.push(format!(
+                "filegate: events published to {} (external broker)",
+                target.shown()
+            ));
+            target.settings(config, username, password)?
+        }
+        MqttMode::Embedded => {
+            #[cfg(feature = "embedded-broker")]
+            {
+                let embedded = broker::start(m, access.clone())?;
+                banner.push(format!(
+                    "filegate: mqtt broker listening on {} (MQTT 3.1.1)",
+                    m.listen
+                ));
+                let target = BrokerUrl {
+                    host: embedded.addr.ip().to_string(),
+                    port: embedded.addr.port(),
+                    tls: false,
+                };
+                target.settings(config, Some(embedded.user), Some(embedded.password))?
+            }
+            #[cfg(not(feature = "embedded-broker"))]
+            {
+                let _ = &access;
+                anyhow::bail!(
+                    "mqtt.mode = \"embedded\": this build has no embedded broker (built without the \
+                     embedded-broker feature); set mqtt.mode = \"external\" with mqtt.url, or \"off\""
+                );
+            }
+        }
+    };
+    tasks.spawn(EventPublisher::new(store, settings).run(shutdown));
+    Ok(MqttSide { banner })
+}
+
+/// `mqtt://host:port` or `mqtts://host:port` (credentials come from their own keys).
+struct BrokerUrl {
+    host: String,
+    port: u16,
+    tls: bool,
+}
+
+impl BrokerUrl {
+    fn parse(url: &str) -> anyhow::Result<BrokerUrl> {
+        let (tls, rest) = if let Some(r) = url.strip_prefix("mqtts://") {
+            (true, r)
+        } else if let Some(r) = url.strip_prefix("mqtt://") {
+            (false, r)
+        } else {
+            anyhow::bail!("must start with mqtt:// or mqtts://");
+        };
+        let rest = rest.trim_end_matches('/');
+        let rest = rest.rsplit_once('@').map(|(_, h)| h).unwrap_or(rest);
+        let default_port = if tls { 8883 } else { 1883 };
+        let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+            let (h, after) = v6
+                .split_once(']')
+                .context("an IPv6 address needs its closing ]")?;
+            let port = after
+                .strip_prefix(':')
+                .map(str::parse)
+                .transpose()
+                .context("the port is not a number")?;
+            (h.to_string(), port.unwrap_or(default_port))
+        } else {
+            match rest.rsplit_once(':') {
+                Some((h, p)) => (
+                    h.to_string(),
+                    p.parse().context("the port is not a number")?,
+                ),
+                None => (rest.to_string(), default_port),
+            }
+        };
+        if host.is_empty() {
+            anyhow::bail!("names no host");
+        }
+        Ok(BrokerUrl { host, port, tls })
+    }
+
+    fn shown(&self) -> String {
+        format!(
+            "{}://{}:{}",
+            if self.tls { "mqtts" } else { "mqtt" },
+            self.host,
+            self.port
+        )
+    }
+
+    fn settings(
+        &self,
+        config: &Config,
+        username: Option<String>,
+        password: Option<String>,
+    ) -> anyhow::Result<PublisherSettings> {
+        let tls = if self.tls {
+            Some(tls_client_config()?)
+        } else {
+            None
+        };
+        let qos = match config.mqtt.qos {
+            0 => QoS::AtMostOnce,
+            2 => QoS::ExactlyOnce,
+            _ => QoS::AtLeastOnce,
+        };
+        Ok(PublisherSettings {
+            host: self.host.clone(),
+            port: self.port,
+            tls,
+            username,
+            password,
+            client_id: format!(
+                "{}-events-{}",
+                config.server.id,
+                &uuid::Uuid::new_v4().simple().to_string()[..8]
+            ),
+            topic_prefix: config.mqtt.topic_prefix.clone(),
+            qos,
+            source: format!("filegate://{}", config.server.id),
+            temp: TempNames::new(&config.events.temp_patterns),
+            holder: format!("{}/{}", config.server.id, uuid::Uuid::new_v4()),
+        })
+    }
+}
+
+/// TLS to an external broker: the platform's root certificates, ring as the provider.
+fn tls_client_config() -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    let mut roots = rustls::RootCertStore::empty();
+    let found = rustls_native_certs::load_native_certs();
+    for cert in found.certs {
+        let _ = roots.add(cert);
+    }
+    if roots.is_empty() {
+        anyhow::bail!("mqtt.url uses mqtts:// but no trusted root certificates were found on this system (install ca-certificates)");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .context("TLS setup")?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_urls() {
+        let u = BrokerUrl::parse("mqtt://127.0.0.1:1999").unwrap();
+        assert_eq!((u.host.as_str(), u.port, u.tls), ("127.0.0.1", 1999, false));
+        let u = BrokerUrl::parse("mqtts://broker.example.com").unwrap();
+        assert_eq!(
+            (u.host.as_str(), u.port, u.tls),
+            ("broker.example.com", 8883, true)
+        );
+        let u = BrokerUrl::parse("mqtt://user:pw@[::1]:1884/").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("::1", 1884));
+        assert!(BrokerUrl::parse("http://x").is_err());
+        assert!(BrokerUrl::parse("mqtt://x:y").is_err());
+    }
+}
