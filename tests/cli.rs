@@ -163,6 +163,7 @@ fn serve_starts_prints_its_line_and_exits_0_on_sigterm() {
         .env("FILEGATE__FTP__LISTEN", "127.0.0.1:0")
         .env("FILEGATE__SFTP__LISTEN", "127.0.0.1:0")
         .env("FILEGATE__MQTT__LISTEN", "127.0.0.1:0")
+        .env("FILEGATE__MQTT__LISTEN_V5", "127.0.0.1:0")
         .env("FILEGATE__HTTP__LISTEN", "127.0.0.1:0")
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())

@@ -395,3 +395,327 @@ async fn the_embedded_broker_serves_logged_in_subscribers() {
     assert_eq!(last.1["type"], "io.filegate.file.created");
     t.stop().await;
 }
+
+mod commands {
+    use super::*;
+    use rumqttc::v5::mqttbytes::v5::{Packet as P5, PublishProperties};
+    use rumqttc::v5::mqttbytes::QoS as Q5;
+    use rumqttc::v5::{AsyncClient as Client5, Event as Event5, MqttOptions as Options5};
+
+    /// An MQTT 5 requester: publishes commands with a response topic and correlation data.
+    struct Requester {
+        client: Client5,
+        replies:
+            mpsc::UnboundedReceiver<(Option<bytes::Bytes>, Vec<(String, String)>, bytes::Bytes)>,
+        task: tokio::task::JoinHandle<()>,
+        next: u32,
+    }
+
+    impl Drop for Requester {
+        fn drop(&mut self) {
+            self.task.abort();
+        }
+    }
+
+    async fn requester(port: u16, login: Option<(&str, &str)>) -> Requester {
+        let mut o = Options5::new("requester", "127.0.0.1", port);
+        o.set_keep_alive(Duration::from_secs(10))
+            .set_max_packet_size(Some(64 << 20));
+        if let Some((u, p)) = login {
+            o.set_credentials(u, p);
+        }
+        let (client, mut el) = Client5::new(o, 100);
+        let (tx, replies) = mpsc::unbounded_channel();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let c = client.clone();
+        let task = tokio::spawn(async move {
+            let mut ready = Some(ready_tx);
+            loop {
+                match el.poll().await {
+                    Ok(Event5::Incoming(P5::ConnAck(_))) => {
+                        let _ = c.try_subscribe("me/replies", Q5::AtLeastOnce);
+                    }
+                    Ok(Event5::Incoming(P5::SubAck(_))) => {
+                        if let Some(r) = ready.take() {
+                            let _ = r.send(());
+                        }
+                    }
+                    Ok(Event5::Incoming(P5::Publish(p))) => {
+                        let props = p.properties.unwrap_or_default();
+                        let _ = tx.send((props.correlation_data, props.user_properties, p.payload));
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(10), ready_rx)
+            .await
+            .unwrap()
+            .unwrap();
+        Requester {
+            client,
+            replies,
+            task,
+            next: 0,
+        }
+    }
+
+    impl Requester {
+        /// Waits until the gateway answers (its command subscription may still be on its way).
+        async fn wait_ready(&mut self) {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                self.next += 1;
+                let id = bytes::Bytes::from(format!("probe-{}", self.next));
+                let props = PublishProperties {
+                    response_topic: Some("me/replies".into()),
+                    correlation_data: Some(id.clone()),
+                    ..Default::default()
+                };
+                self.client
+                    .publish_with_properties(
+                        "filegate/commands/list",
+                        Q5::AtLeastOnce,
+                        false,
+                        vec![],
+                        props,
+                    )
+                    .await
+                    .unwrap();
+                if let Ok(Some(_)) =
+                    tokio::time::timeout(Duration::from_millis(500), self.replies.recv()).await
+                {
+                    // Drain late answers to earlier probes.
+                    while tokio::time::timeout(Duration::from_millis(200), self.replies.recv())
+                        .await
+                        .is_ok()
+                    {}
+                    return;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the gateway never answered a command"
+                );
+            }
+        }
+
+        /// Sends one command; returns (status user property, payload) of its reply.
+        async fn ask(&mut self, topic: &str, payload: Vec<u8>) -> (String, bytes::Bytes) {
+            self.next += 1;
+            let id = bytes::Bytes::from(format!("req-{}", self.next));
+            let props = PublishProperties {
+                response_topic: Some("me/replies".into()),
+                correlation_data: Some(id.clone()),
+                ..Default::default()
+            };
+            self.client
+                .publish_with_properties(topic, Q5::AtLeastOnce, false, payload, props)
+                .await
+                .unwrap();
+            loop {
+                let (corr, user, body) =
+                    tokio::time::timeout(Duration::from_secs(20), self.replies.recv())
+                        .await
+                        .unwrap_or_else(|_| panic!("no reply to {topic}"))
+                        .unwrap();
+                if corr.as_ref() == Some(&id) {
+                    let status = user
+                        .into_iter()
+                        .find(|(k, _)| k == "status")
+                        .map(|(_, v)| v)
+                        .unwrap_or_default();
+                    return (status, body);
+                }
+            }
+        }
+    }
+
+    fn json(b: &[u8]) -> Value {
+        serde_json::from_slice(b).unwrap()
+    }
+
+    async fn exercise(port: u16, login: Option<(&str, &str)>) {
+        let mut r = requester(port, login).await;
+        r.wait_ready().await;
+        let data = common::content(4, 100_000);
+        let (status, body) = r
+            .ask("filegate/commands/put/docs/a%2Bb.bin", data.clone())
+            .await;
+        assert_eq!(status, "ok", "{}", String::from_utf8_lossy(&body));
+        let reply = json(&body);
+        assert_eq!(reply["ok"], true);
+        assert_eq!(reply["path"], "/docs/a+b.bin");
+        assert_eq!(reply["sha256"], common::sha256_hex(&data));
+        let (status, body) = r.ask("filegate/commands/get/docs/a%2Bb.bin", vec![]).await;
+        assert_eq!(status, "ok");
+        assert!(body[..] == data[..]);
+        let (_, body) = r.ask("filegate/commands/list/docs", vec![]).await;
+        let reply = json(&body);
+        assert_eq!(reply["entries"][0]["name"], "a+b.bin");
+        assert_eq!(reply["entries"][0]["size"], 100_000);
+        let (status, body) = r.ask("filegate/commands/get/nope.txt", vec![]).await;
+        assert_eq!(status, "error");
+        assert_eq!(json(&body)["error"], "not_found");
+        let (status, body) = r
+            .ask("filegate/commands/get/../../../etc/passwd", vec![])
+            .await;
+        assert_eq!(status, "error", "{}", String::from_utf8_lossy(&body));
+        // Too big for a command: a clear error, and the connection goes on.
+        let (status, body) = r
+            .ask(
+                "filegate/commands/put/huge.bin",
+                vec![0u8; filegate::events::MAX_COMMAND_BYTES + 1],
+            )
+            .await;
+        assert_eq!(status, "error");
+        assert_eq!(json(&body)["error"], "file_too_large");
+        let (status, _) = r
+            .ask("filegate/commands/delete/docs/a%2Bb.bin", vec![])
+            .await;
+        assert_eq!(status, "ok");
+        let (status, body) = r.ask("filegate/commands/chmod/x", vec![]).await;
+        assert_eq!(
+            (status.as_str(), json(&body)["error"].as_str()),
+            ("error", Some("invalid_argument"))
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn commands_over_mosquitto_with_mqtt5_replies_and_3_1_1_fallbacks() {
+        let broker = Mosquitto::start();
+        let mut events = subscribe(broker.port(), None, "events", true)
+            .await
+            .unwrap();
+        let t = start(Kind::Embedded, |c| {
+            external(c, &broker);
+            c.mqtt.commands = true;
+            c.mqtt.commands_user = "alice".into();
+        })
+        .await;
+        exercise(broker.port(), None).await;
+        // An MQTT 3.1.1 client has no response topic: replies go to filegate/replies/{op}/{path}.
+        let mut o = MqttOptions::new("old-client", "127.0.0.1", broker.port());
+        o.set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut el) = AsyncClient::new(o, 10);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let c = client.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                match el.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        let _ = c.try_subscribe("filegate/replies/#", QoS::AtLeastOnce);
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        let _ = tx.send(("subscribed".to_string(), bytes::Bytes::new()));
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let _ = tx.send((p.topic.clone(), p.payload.clone()));
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+        async fn next(
+            rx: &mut mpsc::UnboundedReceiver<(String, bytes::Bytes)>,
+        ) -> (String, bytes::Bytes) {
+            tokio::time::timeout(Duration::from_secs(20), rx.recv())
+                .await
+                .unwrap()
+                .unwrap()
+        }
+        assert_eq!(next(&mut rx).await.0, "subscribed");
+        client
+            .publish(
+                "filegate/commands/put/old.txt",
+                QoS::AtLeastOnce,
+                false,
+                b"v1".to_vec(),
+            )
+            .await
+            .unwrap();
+        let (topic, body) = next(&mut rx).await;
+        assert_eq!(topic, "filegate/replies/put/old.txt");
+        assert_eq!(json(&body)["ok"], true);
+        client
+            .publish(
+                "filegate/commands/get/old.txt",
+                QoS::AtLeastOnce,
+                false,
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            next(&mut rx).await,
+            (
+                "filegate/replies/get/old.txt".to_string(),
+                bytes::Bytes::from_static(b"v1")
+            )
+        );
+        client
+            .publish(
+                "filegate/commands/get/gone.txt",
+                QoS::AtLeastOnce,
+                false,
+                vec![],
+            )
+            .await
+            .unwrap();
+        let (topic, body) = next(&mut rx).await;
+        assert_eq!(topic, "filegate/replies/get-error/gone.txt");
+        assert_eq!(json(&body)["ok"], false);
+        task.abort();
+        // What the commands did shows up as ordinary events, protocol "mqtt".
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let (_, v) = tokio::time::timeout(left, events.rx.recv())
+                .await
+                .expect("the put's event")
+                .unwrap();
+            if v["data"]["path"] == "/home/alice/old.txt" {
+                assert_eq!(
+                    (v["data"]["user"].as_str(), v["data"]["protocol"].as_str()),
+                    (Some("alice"), Some("mqtt"))
+                );
+                break;
+            }
+        }
+        t.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn commands_on_the_embedded_broker_obey_permissions() {
+        let (v4, v5) = (test_support::free_port(), test_support::free_port());
+        let t = start(Kind::Redis, |c| {
+            c.mqtt.mode = filegate::config::MqttMode::Embedded;
+            c.mqtt.listen = format!("127.0.0.1:{v4}").parse().unwrap();
+            c.mqtt.listen_v5 = format!("127.0.0.1:{v5}").parse().unwrap();
+            c.mqtt.commands = true;
+            c.mqtt.commands_user = "alice".into();
+        })
+        .await;
+        exercise(v5, Some(("alice", PASSWORD))).await;
+        t.stop().await;
+        // A read-only commands user cannot put or delete.
+        let (v4, v5) = (test_support::free_port(), test_support::free_port());
+        let t = start(Kind::Embedded, |c| {
+            c.mqtt.mode = filegate::config::MqttMode::Embedded;
+            c.mqtt.listen = format!("127.0.0.1:{v4}").parse().unwrap();
+            c.mqtt.listen_v5 = format!("127.0.0.1:{v5}").parse().unwrap();
+            c.mqtt.commands = true;
+            c.mqtt.commands_user = "reader".into();
+        })
+        .await;
+        let mut r = requester(v5, Some(("alice", PASSWORD))).await;
+        r.wait_ready().await;
+        let (status, body) = r.ask("filegate/commands/put/x.txt", b"x".to_vec()).await;
+        assert_eq!(status, "error");
+        assert_eq!(json(&body)["error"], "permission_denied");
+        let (status, _) = r.ask("filegate/commands/list", vec![]).await;
+        assert_eq!(status, "ok");
+        t.stop().await;
+    }
+}

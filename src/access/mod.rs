@@ -134,6 +134,18 @@ impl Access {
         }
     }
 
+    /// A session for `user` without a login, for work the gateway does on a user's behalf (MQTT
+    /// commands act as `mqtt.commands_user`).
+    pub async fn session_for(
+        &self,
+        user: &str,
+        protocol: Protocol,
+        peer: SocketAddr,
+    ) -> Result<UserFs, Refusal> {
+        let account = self.accounts.get(user).ok_or(Refusal::BadCredentials)?;
+        self.open_home(account, peer, protocol).await
+    }
+
     /// Checks a password without opening a session (the embedded broker's login hook, which is
     /// not told the client's address, so these checks cannot count towards a ban).
     pub async fn check_password(&self, user: &str, password: &str) -> bool {

@@ -307,6 +307,9 @@ pub struct MqttConfig {
     /// The embedded broker's listener.
     #[serde(with = "de::addr")]
     pub listen: SocketAddr,
+    /// The embedded broker's MQTT 5 listener (rumqttd serves 3.1.1 and 5 on separate ports).
+    #[serde(with = "de::addr")]
+    pub listen_v5: SocketAddr,
     /// The external broker: `mqtt://` or `mqtts://` (TLS).
     pub url: String,
     #[serde(deserialize_with = "de::text::deserialize")]
@@ -347,6 +350,7 @@ impl Default for MqttConfig {
         MqttConfig {
             mode: MqttMode::Embedded,
             listen: loopback(1883),
+            listen_v5: loopback(1884),
             url: "mqtt://127.0.0.1:1883".into(),
             username: String::new(),
             password: String::new(),

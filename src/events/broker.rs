@@ -20,21 +20,15 @@ use crate::config::MqttConfig;
 
 pub struct EmbeddedBroker {
     pub addr: SocketAddr,
+    /// The MQTT 5 listener.
+    pub addr_v5: SocketAddr,
     pub user: String,
     pub password: String,
 }
 
 pub fn start(config: &MqttConfig, access: Arc<Access>) -> anyhow::Result<EmbeddedBroker> {
-    // rumqttd only logs a failed bind, and cannot tell which port it got for port 0: bind here
-    // first, to fail with the key to fix and to pick the port.
-    let probe = std::net::TcpListener::bind(config.listen).with_context(|| {
-        format!(
-            "mqtt.listen: cannot listen on {} (another broker running there?)",
-            config.listen
-        )
-    })?;
-    let addr = probe.local_addr()?;
-    drop(probe);
+    let addr = pick(config.listen, "mqtt.listen")?;
+    let addr_v5 = pick(config.listen_v5, "mqtt.listen_v5")?;
     let user = format!("filegate-publisher-{}", uuid::Uuid::new_v4().simple());
     let password = uuid::Uuid::new_v4().simple().to_string();
     let mut server = ServerSettings {
@@ -44,7 +38,8 @@ pub fn start(config: &MqttConfig, access: Arc<Access>) -> anyhow::Result<Embedde
         next_connection_delay_ms: 1,
         connections: ConnectionSettings {
             connection_timeout_ms: 10_000,
-            max_payload_size: 1 << 20,
+            // Room for MQTT commands: a put up to MAX_COMMAND_BYTES, and a clear error above.
+            max_payload_size: super::commands::MAX_COMMAND_BYTES * 2,
             max_inflight_count: 100,
             auth: None,
             external_auth: None,
@@ -69,10 +64,14 @@ pub fn start(config: &MqttConfig, access: Arc<Access>) -> anyhow::Result<Embedde
         initialized_filters: None,
         shared_subscriptions_strategy: Default::default(),
     };
+    let mut server_v5 = server.clone();
+    server_v5.name = "filegate-mqtt5".into();
+    server_v5.listen = addr_v5;
     let mut broker = Broker::new(Config {
         id: 0,
         router,
         v4: Some([("filegate".to_string(), server)].into_iter().collect()),
+        v5: Some([("filegate".to_string(), server_v5)].into_iter().collect()),
         ..Default::default()
     });
     std::thread::Builder::new()
@@ -83,16 +82,31 @@ pub fn start(config: &MqttConfig, access: Arc<Access>) -> anyhow::Result<Embedde
             }
         })
         .context("starting the embedded MQTT broker")?;
-    // Ready once it accepts connections.
+    // Ready once both listeners accept connections.
     for _ in 0..500 {
-        if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+        let up = |a: &SocketAddr| {
+            std::net::TcpStream::connect_timeout(a, Duration::from_millis(100)).is_ok()
+        };
+        if up(&addr) && up(&addr_v5) {
             return Ok(EmbeddedBroker {
                 addr,
+                addr_v5,
                 user,
                 password,
             });
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    anyhow::bail!("mqtt.listen: the embedded broker did not start listening on {addr}")
+    anyhow::bail!(
+        "mqtt.listen: the embedded broker did not start listening on {addr} and {addr_v5}"
+    )
+}
+
+/// Binds `wanted` once to check it is free (rumqttd only logs a failed bind) and to learn the
+/// port when it is 0 (rumqttd cannot tell).
+fn pick(wanted: SocketAddr, key: &str) -> anyhow::Result<SocketAddr> {
+    let probe = std::net::TcpListener::bind(wanted).with_context(|| {
+        format!("{key}: cannot listen on {wanted} (another broker running there?)")
+    })?;
+    Ok(probe.local_addr()?)
 }

@@ -4,6 +4,7 @@
 #[cfg(feature = "embedded-broker")]
 mod broker;
 mod cloudevent;
+mod commands;
 mod names;
 mod publisher;
 
@@ -18,6 +19,7 @@ use tokio_util::task::TaskTracker;
 use crate::access::Access;
 use crate::config::{Config, MqttMode};
 pub use cloudevent::{announce, payload, topic, Announcement};
+pub use commands::MAX_COMMAND_BYTES;
 pub use names::TempNames;
 pub use publisher::{EventPublisher, PublisherSettings, LEASE_TTL};
 
@@ -36,7 +38,7 @@ pub async fn start(
 ) -> anyhow::Result<MqttSide> {
     let m = &config.mqtt;
     let mut banner = Vec::new();
-    let settings = match m.mode {
+    let (settings, commands_at) = match m.mode {
         MqttMode::Off => {
             tasks.spawn(publisher::discard_events(store, shutdown));
             return Ok(MqttSide { banner });
@@ -50,7 +52,8 @@ pub async fn start(
                 "filegate: events published to {} (external broker)",
                 target.shown()
             ));
-            target.settings(config, username, password)?
+            let settings = target.settings(config, username, password)?;
+            (settings, target)
         }
         MqttMode::Embedded => {
             #[cfg(feature = "embedded-broker")]
@@ -60,12 +63,23 @@ pub async fn start(
                     "filegate: mqtt broker listening on {} (MQTT 3.1.1)",
                     m.listen
                 ));
+                banner.push(format!(
+                    "filegate: mqtt broker listening on {} (MQTT 5)",
+                    embedded.addr_v5
+                ));
                 let target = BrokerUrl {
                     host: embedded.addr.ip().to_string(),
                     port: embedded.addr.port(),
                     tls: false,
                 };
-                target.settings(config, Some(embedded.user), Some(embedded.password))?
+                let settings =
+                    target.settings(config, Some(embedded.user), Some(embedded.password))?;
+                let v5 = BrokerUrl {
+                    host: embedded.addr_v5.ip().to_string(),
+                    port: embedded.addr_v5.port(),
+                    tls: false,
+                };
+                (settings, v5)
             }
             #[cfg(not(feature = "embedded-broker"))]
             {
@@ -77,6 +91,36 @@ pub async fn start(
             }
         }
     };
+    if m.commands {
+        let peer = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
+        let fs = access
+            .session_for(&m.commands_user, crate::access::Protocol::Mqtt, peer)
+            .await
+            .map_err(|e| anyhow::anyhow!("mqtt.commands_user {:?}: {e}", m.commands_user))?;
+        let command_settings = commands::CommandSettings {
+            host: commands_at.host.clone(),
+            port: commands_at.port,
+            tls: settings.tls.clone(),
+            username: settings.username.clone(),
+            password: settings.password.clone(),
+            client_id: format!(
+                "{}-commands-{}",
+                config.server.id,
+                &uuid::Uuid::new_v4().simple().to_string()[..8]
+            ),
+            topic_prefix: m.topic_prefix.clone(),
+        };
+        banner.push(format!(
+            "filegate: mqtt commands on {}/commands/# as {}",
+            m.topic_prefix, m.commands_user
+        ));
+        tasks.spawn(commands::run(
+            command_settings,
+            fs,
+            tasks.clone(),
+            shutdown.clone(),
+        ));
+    }
     tasks.spawn(EventPublisher::new(store, settings).run(shutdown));
     Ok(MqttSide { banner })
 }

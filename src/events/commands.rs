@@ -1,0 +1,302 @@
+//! File commands over MQTT (`mqtt.commands = true`): put, get, list and delete, acting as
+//! `mqtt.commands_user` through the shared user layer (jail, permissions, quota, size limits).
+//!
+//! Requests: `{prefix}/commands/{op}/{path}` — the path one topic level per segment, encoded as in
+//! event topics; `put` carries the content as payload. Replies go to the MQTT 5 response topic with
+//! the request's correlation data when the client gave one, otherwise to
+//! `{prefix}/replies/{op}/{path}` (`get` failures to `{prefix}/replies/get-error/{path}`, since a
+//! successful `get` reply is the raw content). Every reply but a successful `get` is JSON:
+//! `{"ok":true,…}` or `{"ok":false,"error":"not_found","message":"…"}`; MQTT 5 replies also carry a
+//! `status` user property (`ok` / `error`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rumqttc::v5::mqttbytes::v5::{Packet, PublishProperties};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use rumqttc::{TlsConfiguration, Transport};
+use serde_json::json;
+use storage_backend::{ErrorKind, OpenOptions, StoreError};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::access::{UserFs, UserPath};
+
+/// Largest `put` accepted (and largest `get` answered); larger ones get an error reply.
+pub const MAX_COMMAND_BYTES: usize = 8 << 20;
+/// Commands handled at once.
+const CONCURRENCY: usize = 16;
+
+#[derive(Clone)]
+pub struct CommandSettings {
+    pub host: String,
+    pub port: u16,
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub client_id: String,
+    pub topic_prefix: String,
+}
+
+pub async fn run(
+    settings: CommandSettings,
+    fs: UserFs,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+) {
+    let mut o = MqttOptions::new(&settings.client_id, &settings.host, settings.port);
+    o.set_keep_alive(Duration::from_secs(30))
+        .set_clean_start(true)
+        // Bigger than any command we accept, so an oversized put reaches us and gets a reply.
+        .set_max_packet_size(Some((MAX_COMMAND_BYTES * 2) as u32));
+    if let Some(user) = &settings.username {
+        o.set_credentials(user, settings.password.clone().unwrap_or_default());
+    }
+    if let Some(tls) = &settings.tls {
+        o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+            tls.clone(),
+        )));
+    }
+    let (client, mut eventloop) = AsyncClient::new(o, 64);
+    let filter = format!("{}/commands/#", settings.topic_prefix);
+    let busy = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let event = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            e = eventloop.poll() => e,
+        };
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                backoff = Duration::from_millis(200);
+                // A clean session forgets subscriptions: subscribe on every connection.
+                if client
+                    .try_subscribe(filter.clone(), QoS::AtLeastOnce)
+                    .is_err()
+                {
+                    tracing::warn!("mqtt commands: cannot subscribe");
+                }
+                tracing::info!(topic = %filter, user = fs.user(), "mqtt commands: listening");
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                let Ok(permit) = busy.clone().try_acquire_owned() else {
+                    tracing::warn!("mqtt commands: too many at once; one dropped");
+                    continue;
+                };
+                let (client, fs, prefix) =
+                    (client.clone(), fs.clone(), settings.topic_prefix.clone());
+                tasks.spawn(async move {
+                    let _permit = permit;
+                    let topic = String::from_utf8_lossy(&p.topic).to_string();
+                    let reply = handle(&fs, &prefix, &topic, &p.payload).await;
+                    let props = p.properties.unwrap_or_default();
+                    let (reply_topic, correlation) = match props.response_topic {
+                        Some(t) => (t, props.correlation_data),
+                        None => (reply.fallback_topic.clone(), None),
+                    };
+                    let properties = PublishProperties {
+                        correlation_data: correlation,
+                        content_type: Some(reply.content_type.into()),
+                        user_properties: vec![(
+                            "status".into(),
+                            if reply.ok { "ok" } else { "error" }.into(),
+                        )],
+                        ..Default::default()
+                    };
+                    if let Err(e) = client
+                        .publish_with_properties(
+                            reply_topic,
+                            QoS::AtLeastOnce,
+                            false,
+                            reply.body,
+                            properties,
+                        )
+                        .await
+                    {
+                        tracing::warn!(error = %e, "mqtt commands: cannot send a reply");
+                    }
+                });
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "mqtt commands: connection lost; reconnecting");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+    let _ = client.try_disconnect();
+}
+
+struct Reply {
+    ok: bool,
+    body: Bytes,
+    content_type: &'static str,
+    fallback_topic: String,
+}
+
+/// Undoes the topic encoding of a path segment (`%2B` → `+`, …).
+fn decode_segment(seg: &str) -> String {
+    seg.replace("%2B", "+")
+        .replace("%23", "#")
+        .replace("%25", "%")
+}
+
+async fn handle(fs: &UserFs, prefix: &str, topic: &str, payload: &[u8]) -> Reply {
+    let rest = topic
+        .strip_prefix(prefix)
+        .and_then(|r| r.strip_prefix("/commands/"))
+        .unwrap_or("");
+    let (op, raw_path) = rest.split_once('/').unwrap_or((rest, ""));
+    let path_text = format!(
+        "/{}",
+        raw_path
+            .split('/')
+            .map(decode_segment)
+            .collect::<Vec<_>>()
+            .join("/")
+    );
+    let fallback = |kind: &str| {
+        format!(
+            "{prefix}/replies/{kind}{}",
+            crate::events::topic("", &path_text).trim_start_matches("/events")
+        )
+    };
+    let result = run_command(fs, op, &path_text, payload).await;
+    match result {
+        Ok(Outcome::Content(data)) => Reply {
+            ok: true,
+            body: data,
+            content_type: "application/octet-stream",
+            fallback_topic: fallback("get"),
+        },
+        Ok(Outcome::Json(v)) => Reply {
+            ok: true,
+            body: Bytes::from(serde_json::to_vec(&v).expect("json")),
+            content_type: "application/json",
+            fallback_topic: fallback(op),
+        },
+        Err(e) => {
+            let body = json!({"ok": false, "op": op, "path": path_text, "error": e.kind().as_str(), "message": e.message()});
+            Reply {
+                ok: false,
+                body: Bytes::from(serde_json::to_vec(&body).expect("json")),
+                content_type: "application/json",
+                fallback_topic: if op == "get" {
+                    fallback("get-error")
+                } else {
+                    fallback(op)
+                },
+            }
+        }
+    }
+}
+
+async fn make_parents(fs: &UserFs, p: &UserPath) -> Result<(), StoreError> {
+    let mut missing = Vec::new();
+    let mut dir = p.parent();
+    while !dir.is_root() {
+        match fs.stat(&dir).await {
+            Ok(_) => break,
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                missing.push(dir.clone());
+                dir = dir.parent();
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    for d in missing.into_iter().rev() {
+        match fs.mkdir(&d).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+enum Outcome {
+    Content(Bytes),
+    Json(serde_json::Value),
+}
+
+async fn run_command(
+    fs: &UserFs,
+    op: &str,
+    path: &str,
+    payload: &[u8],
+) -> Result<Outcome, StoreError> {
+    let p = fs.resolve(&UserPath::root(), path.as_bytes())?;
+    match op {
+        "put" => {
+            if payload.len() > MAX_COMMAND_BYTES {
+                return Err(StoreError::new(
+                    ErrorKind::FileTooLarge,
+                    format!("{} bytes is more than a put over MQTT may carry ({MAX_COMMAND_BYTES}); use FTP or SFTP", payload.len()),
+                ));
+            }
+            // Devices put to paths, not into prepared trees: missing directories are made (as the
+            // commands user, so with its mkdir permission).
+            make_parents(fs, &p).await?;
+            let mut upload = fs.open_write(&p, OpenOptions::REPLACE).await?;
+            upload.write_at(0, payload).await?;
+            let info = upload.commit(None).await?;
+            Ok(Outcome::Json(
+                json!({"ok": true, "op": "put", "path": p.as_str(), "size": info.size, "sha256": info.sha256, "version": info.version}),
+            ))
+        }
+        "get" => {
+            let download = fs.open_read(&p).await?;
+            if download.size() > MAX_COMMAND_BYTES as u64 {
+                return Err(StoreError::new(
+                    ErrorKind::FileTooLarge,
+                    format!("{p} is {} bytes, more than a get over MQTT returns ({MAX_COMMAND_BYTES}); use FTP or SFTP", download.size()),
+                ));
+            }
+            Ok(Outcome::Content(
+                download.read_at(0, download.size() as usize).await?,
+            ))
+        }
+        "list" => {
+            let mut entries = Vec::new();
+            let mut after: Option<String> = None;
+            loop {
+                let page = fs.list(&p, after.as_deref(), 1000).await?;
+                for e in &page.entries {
+                    let mtime = humantime::format_rfc3339_seconds(e.metadata.mtime).to_string();
+                    entries.push(json!({
+                        "name": e.name,
+                        "type": if e.metadata.is_dir() { "dir" } else { "file" },
+                        "size": e.metadata.size,
+                        "mtime": mtime,
+                    }));
+                    if entries.len() >= 10_000 {
+                        break;
+                    }
+                }
+                match page.next {
+                    Some(n) if entries.len() < 10_000 => after = Some(n),
+                    _ => break,
+                }
+            }
+            Ok(Outcome::Json(
+                json!({"ok": true, "op": "list", "path": p.as_str(), "entries": entries}),
+            ))
+        }
+        "delete" => {
+            fs.delete(&p).await?;
+            Ok(Outcome::Json(
+                json!({"ok": true, "op": "delete", "path": p.as_str()}),
+            ))
+        }
+        other => Err(StoreError::new(
+            ErrorKind::InvalidArgument,
+            format!("unknown command {other:?}: use put, get, list or delete"),
+        )),
+    }
+}
