@@ -402,11 +402,13 @@ mod commands {
     use rumqttc::v5::mqttbytes::QoS as Q5;
     use rumqttc::v5::{AsyncClient as Client5, Event as Event5, MqttOptions as Options5};
 
+    /// A reply: its correlation data, user properties and payload.
+    type Reply = (Option<bytes::Bytes>, Vec<(String, String)>, bytes::Bytes);
+
     /// An MQTT 5 requester: publishes commands with a response topic and correlation data.
     struct Requester {
         client: Client5,
-        replies:
-            mpsc::UnboundedReceiver<(Option<bytes::Bytes>, Vec<(String, String)>, bytes::Bytes)>,
+        replies: mpsc::UnboundedReceiver<Reply>,
         task: tokio::task::JoinHandle<()>,
         next: u32,
     }
