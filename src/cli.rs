@@ -1,4 +1,5 @@
-//! The command line: `filegate [serve]`, `filegate check-config`, `filegate hash-password`.
+//! The command line: `filegate [serve]`, `filegate check-config`, `filegate hash-password`,
+//! `filegate gen-cert`.
 //!
 //! Exit codes (DESIGN.md "Command line"): 0 after a clean shutdown, 2 for a bad configuration,
 //! 1 for any other fatal error. [`exit_code`] decides which from the error.
@@ -37,6 +38,27 @@ pub enum Command {
     CheckConfig(ConfigArgs),
     /// Read a password line from standard input and print its argon2id hash for [[users]] password_hash.
     HashPassword,
+    /// Write a self-signed certificate and key for FTPS (for trying FTPS out; see certs/README.md).
+    GenCert(GenCertArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GenCertArgs {
+    /// A name clients connect to (DNS name or IP address); repeat for more.
+    #[arg(long = "host", value_name = "NAME", required = true)]
+    pub hosts: Vec<String>,
+    /// Where to write the PEM certificate (ftp.tls.cert).
+    #[arg(long, value_name = "PATH", default_value = "certs/ftp.crt")]
+    pub cert: PathBuf,
+    /// Where to write the PEM private key, readable by its owner only (ftp.tls.key).
+    #[arg(long, value_name = "PATH", default_value = "certs/ftp.key")]
+    pub key: PathBuf,
+    /// Days the certificate is valid.
+    #[arg(long, default_value_t = 365)]
+    pub days: u32,
+    /// Replace existing files.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -53,6 +75,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Serve(args)) => serve(&args.config),
         Some(Command::CheckConfig(args)) => check_config(&args.config),
         Some(Command::HashPassword) => hash_password(),
+        Some(Command::GenCert(args)) => crate::certs::gen_cert(&args),
     }
 }
 
@@ -79,33 +102,40 @@ fn serve(path: &Path) -> anyhow::Result<()> {
         .context("cannot start the tokio runtime")?;
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
-        shutdown_on_signal(shutdown.clone())?;
-        crate::serve::run(config, shutdown).await
+        let force = CancellationToken::new();
+        shutdown_on_signal(shutdown.clone(), force.clone())?;
+        crate::serve::run(config, shutdown, force).await
     })
 }
 
-/// Cancels `token` on the first SIGINT or SIGTERM. The handlers are installed before this returns,
-/// so a signal that arrives once the gateway has printed its startup line is never missed.
-fn shutdown_on_signal(token: CancellationToken) -> anyhow::Result<()> {
+/// Cancels `token` on the first SIGINT or SIGTERM (graceful shutdown) and `force` on the second
+/// (end the transfers still running now). The handlers are installed before this returns, so a
+/// signal that arrives once the gateway has printed its startup line is never missed.
+fn shutdown_on_signal(token: CancellationToken, force: CancellationToken) -> anyhow::Result<()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
         let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+        // Lives as long as the runtime: the process ends when serving does.
         tokio::spawn(async move {
-            let name = tokio::select! {
-                _ = term.recv() => "SIGTERM",
-                _ = int.recv() => "SIGINT",
-            };
-            tracing::info!("{name} received: stopping");
-            token.cancel();
+            for token in [token, force] {
+                let name = tokio::select! {
+                    _ = term.recv() => "SIGTERM",
+                    _ = int.recv() => "SIGINT",
+                };
+                tracing::info!("{name} received");
+                token.cancel();
+            }
         });
     }
     #[cfg(not(unix))]
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            tracing::info!("Ctrl-C received: stopping");
-            token.cancel();
+        for token in [token, force] {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                tracing::info!("Ctrl-C received");
+                token.cancel();
+            }
         }
     });
     Ok(())

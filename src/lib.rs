@@ -4,11 +4,14 @@
 //! lives here so tests can start the gateway in-process.
 
 pub mod access;
+pub mod certs;
 pub mod cli;
 pub mod config;
 pub mod events;
 pub mod ftp;
+pub mod http;
 pub mod logging;
+pub mod metrics;
 pub mod password;
 pub mod serve;
 pub mod sftp;

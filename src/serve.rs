@@ -12,8 +12,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::access::Access;
-use crate::config::{Config, StorageBackend};
+use crate::config::{Config, MqttMode, StorageBackend};
 use crate::ftp::FtpFrontend;
+use crate::http::{HttpServer, Probes};
 use crate::sftp::SftpFrontend;
 
 /// A running gateway: the store, the shared user layer and every enabled front-end.
@@ -24,6 +25,12 @@ pub struct Gateway {
     pub ftp_addr: Option<SocketAddr>,
     /// The SSH (SFTP/SCP) listener's address.
     pub sftp_addr: Option<SocketAddr>,
+    /// `/healthz`, `/readyz`, `/metrics`.
+    pub http_addr: SocketAddr,
+    probes: Arc<Probes>,
+    /// The HTTP endpoint stays up until everything else has stopped.
+    stop_http: CancellationToken,
+    http_tasks: TaskTracker,
     storage: String,
     grace: Duration,
     /// Stops the accept loops.
@@ -50,6 +57,17 @@ impl Gateway {
             "store opened: {storage}"
         );
         let access = Access::new(config, store.clone()).map_err(|e| anyhow::anyhow!(e))?;
+        let http = HttpServer::bind(config.http.listen).await?;
+        let http_addr = http.local_addr();
+        let probes = Arc::new(Probes {
+            store: store.clone(),
+            metrics: access.metrics().clone(),
+            mqtt_required: config.mqtt.mode != MqttMode::Off,
+            draining: Default::default(),
+        });
+        let stop_http = CancellationToken::new();
+        let http_tasks = TaskTracker::new();
+        http_tasks.spawn(http.run(probes.clone(), stop_http.clone()));
         let stop_accepting = CancellationToken::new();
         let abort_sessions = CancellationToken::new();
         let tasks = TaskTracker::new();
@@ -91,6 +109,10 @@ impl Gateway {
             access,
             ftp_addr,
             sftp_addr,
+            http_addr,
+            probes,
+            stop_http,
+            http_tasks,
             storage,
             grace: config.server.shutdown_grace,
             stop_accepting,
@@ -118,20 +140,38 @@ impl Gateway {
             lines.push(format!("filegate: sftp listening on {addr} (SFTP and scp)"));
         }
         lines.extend(self.mqtt_banner.iter().cloned());
+        lines.push(format!(
+            "filegate: http listening on {} (/healthz, /readyz, /metrics)",
+            self.http_addr
+        ));
         lines.push(format!("filegate: {}; ready", self.storage));
         lines
     }
 
-    /// Stops accepting, lets running sessions finish within `server.shutdown_grace`, ends the rest,
-    /// then closes the store.
-    pub async fn shutdown(self) {
+    /// Stops accepting, lets running sessions finish within `server.shutdown_grace` (or until
+    /// `force` is cancelled), ends the rest, lets the publisher flush, then closes the store.
+    pub async fn shutdown(self, force: CancellationToken) {
+        self.probes.start_draining();
         self.stop_accepting.cancel();
         self.tasks.close();
-        if tokio::time::timeout(self.grace, self.tasks.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(grace = ?self.grace, "shutdown grace period over: ending the sessions still running");
+        let running = self.access.active_connections();
+        if running > 0 {
+            tracing::info!(
+                connections = running,
+                grace = ?self.grace,
+                "waiting for running sessions to finish (a second SIGTERM or SIGINT ends them now)"
+            );
+        }
+        let ended_early = tokio::select! {
+            _ = self.tasks.wait() => None,
+            _ = tokio::time::sleep(self.grace) => Some("the shutdown grace period is over"),
+            _ = force.cancelled() => Some("second signal"),
+        };
+        if let Some(why) = ended_early {
+            tracing::warn!(
+                connections = self.access.active_connections(),
+                "{why}: aborting the sessions still running (uploads cut off are kept as incomplete)"
+            );
             self.abort_sessions.cancel();
             self.tasks.wait().await;
         }
@@ -145,6 +185,9 @@ impl Gateway {
                 "the event publisher did not stop in time; undelivered events stay in the outbox"
             );
         }
+        self.stop_http.cancel();
+        self.http_tasks.close();
+        self.http_tasks.wait().await;
         self.store.close().await;
         tracing::info!("store closed; bye");
     }
@@ -153,7 +196,11 @@ impl Gateway {
 /// Runs the gateway until `shutdown` is cancelled (SIGINT/SIGTERM in the binary). Prints one line
 /// per listener to standard output, then `filegate: storage … ` once the gateway is ready, so
 /// scripts and tests can wait for it.
-pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    shutdown: CancellationToken,
+    force: CancellationToken,
+) -> anyhow::Result<()> {
     let gateway = Gateway::start(&config).await?;
     // Not println!: a closed standard output (a daemon, `| head`) must not stop the gateway.
     let mut out = std::io::stdout().lock();
@@ -164,8 +211,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     drop(out);
 
     shutdown.cancelled().await;
-    tracing::info!("shutting down");
-    gateway.shutdown().await;
+    tracing::info!("shutting down: no new connections");
+    gateway.shutdown(force).await;
     Ok(())
 }
 

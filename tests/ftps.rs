@@ -116,6 +116,7 @@ async fn implicit_ftps_is_refused_with_the_reason() {
     make_cert(certs.path());
     let mut config = filegate::Config::default();
     config.ftp.listen = "127.0.0.1:0".parse().unwrap();
+    config.http.listen = "127.0.0.1:0".parse().unwrap();
     config.ftp.tls.enabled = true;
     config.ftp.tls.cert = certs.path().join("ftp.crt");
     config.ftp.tls.key = certs.path().join("ftp.key");
@@ -141,6 +142,7 @@ async fn an_unusable_passive_range_stops_startup_with_the_key_named() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = filegate::Config::default();
     config.ftp.listen = "127.0.0.1:0".parse().unwrap();
+    config.http.listen = "127.0.0.1:0".parse().unwrap();
     config.ftp.passive_ports = port..=end;
     config.sftp.enabled = false;
     config.server.data_dir = dir.path().join("data");

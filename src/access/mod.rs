@@ -23,6 +23,7 @@ pub use jail::UserPath;
 pub use userfs::{Download, DownloadStream, Upload, UserFs};
 
 use crate::config::{Config, PartialUploads};
+use crate::metrics::Metrics;
 use accounts::Accounts;
 use connections::ConnectionLimiter;
 use logins::LoginLimiter;
@@ -68,6 +69,7 @@ pub struct Access {
     partial_uploads: PartialUploads,
     /// How long a failed login waits before it is answered, in ms (slows guessing down).
     failure_delay_ms: AtomicU64,
+    metrics: Arc<Metrics>,
 }
 
 impl Access {
@@ -82,7 +84,13 @@ impl Access {
             ),
             partial_uploads: config.storage.partial_uploads,
             failure_delay_ms: AtomicU64::new(500),
+            metrics: Arc::new(Metrics::new()),
         }))
+    }
+
+    /// The gateway's metrics (every front-end reports through the user layer).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// How long a failed login waits before it is answered (slows guessing down; tests set 0).
@@ -103,9 +111,13 @@ impl Access {
     /// Admits a new connection: refused while its address is banned or past the connection limits.
     pub fn admit(&self, peer: IpAddr) -> Result<ConnectionPermit, Refusal> {
         if let Some(left) = self.logins.banned_for(peer) {
+            self.metrics.connection_refused("banned");
             return Err(Refusal::Banned(left));
         }
-        Ok(self.connections.try_acquire(peer)?)
+        self.connections.try_acquire(peer).map_err(|e| {
+            self.metrics.connection_refused("limit");
+            Refusal::Limit(e)
+        })
     }
 
     /// The address's ban, if any (front-ends check it again at login: a ban may start mid-session).
@@ -184,7 +196,9 @@ impl Access {
     pub async fn failed(&self, user: &str, peer: SocketAddr, protocol: Protocol) -> Refusal {
         let ip = peer.ip();
         tracing::info!(%peer, user, protocol = protocol.as_str(), "login failed");
+        self.metrics.failed_login(protocol.as_str());
         if self.logins.record_failure(ip) {
+            self.metrics.banned();
             tracing::warn!(
                 %ip,
                 protocol = protocol.as_str(),
@@ -218,12 +232,13 @@ impl Access {
             })
             .await
             .map_err(|e| Refusal::Home(e.to_string()))?;
-        tracing::info!(%peer, user = %account.name, protocol = protocol.as_str(), "login");
         Ok(UserFs::new(
             self.store.clone(),
             account,
             ctx,
             self.partial_uploads,
+            self.metrics.clone(),
+            protocol.as_str(),
         ))
     }
 }

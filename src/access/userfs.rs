@@ -2,8 +2,10 @@
 //! permissions, counted against their quota, paced by their bandwidth limits. Front-ends hold one
 //! per session and never touch the store directly.
 
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use storage_backend::{
@@ -14,6 +16,7 @@ use storage_backend::{
 use super::accounts::Account;
 use super::jail::{self, UserPath};
 use crate::config::{PartialUploads, Permission};
+use crate::metrics::{Metrics, SessionCounters};
 
 type Result<T> = std::result::Result<T, StoreError>;
 
@@ -23,6 +26,21 @@ pub struct UserFs {
     account: Arc<Account>,
     ctx: ChangeContext,
     partial_uploads: PartialUploads,
+    session: Arc<Session>,
+}
+
+/// The logged-in session behind a [`UserFs`] and its clones: counted while it lasts, and logged
+/// (the audit trail's session end line) when the last clone goes.
+struct Session {
+    metrics: Arc<Metrics>,
+    counters: SessionCounters,
+    protocol: &'static str,
+    user: String,
+    peer: String,
+    started: Instant,
+    received: AtomicU64,
+    sent: AtomicU64,
+    transfers: AtomicU64,
 }
 
 impl UserFs {
@@ -31,13 +49,54 @@ impl UserFs {
         account: Arc<Account>,
         ctx: ChangeContext,
         partial_uploads: PartialUploads,
+        metrics: Arc<Metrics>,
+        protocol: &'static str,
     ) -> Self {
+        tracing::info!(
+            user = %ctx.user,
+            protocol,
+            peer = %ctx.peer,
+            "session start"
+        );
+        let counters = metrics.session_started(protocol);
         UserFs {
             store,
             account,
-            ctx,
+            ctx: ctx.clone(),
             partial_uploads,
+            session: Arc::new(Session {
+                metrics,
+                counters,
+                protocol,
+                user: ctx.user.clone(),
+                peer: ctx.peer.clone(),
+                started: Instant::now(),
+                received: AtomicU64::new(0),
+                sent: AtomicU64::new(0),
+                transfers: AtomicU64::new(0),
+            }),
         }
+    }
+
+    /// Runs a store call, timing it for the storage latency histogram and showing its error to
+    /// the user in their own paths.
+    async fn timed<T>(&self, op: &'static str, call: impl Future<Output = Result<T>>) -> Result<T> {
+        let start = Instant::now();
+        let result = call.await;
+        self.session.metrics.storage_call(op, start.elapsed());
+        result.map_err(|e| self.shown(e))
+    }
+
+    fn received(&self, bytes: usize) {
+        self.session.counters.received.inc_by(bytes as u64);
+        self.session
+            .received
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    fn sent(&self, bytes: usize) {
+        self.session.counters.sent.inc_by(bytes as u64);
+        self.session.sent.fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
     pub fn user(&self) -> &str {
@@ -64,7 +123,7 @@ impl UserFs {
 
     pub async fn stat(&self, path: &UserPath) -> Result<Metadata> {
         let sp = self.store_path(path)?;
-        self.store.stat(&sp).await.map_err(|e| self.shown(e))
+        self.timed("stat", self.store.stat(&sp)).await
     }
 
     pub async fn list(
@@ -75,40 +134,31 @@ impl UserFs {
     ) -> Result<ListPage> {
         self.require(Permission::List, "list directories")?;
         let sp = self.store_path(dir)?;
-        self.store
-            .list(&sp, after, limit)
-            .await
-            .map_err(|e| self.shown(e))
+        self.timed("list", self.store.list(&sp, after, limit)).await
     }
 
     pub async fn mkdir(&self, path: &UserPath) -> Result<()> {
         self.require(Permission::Mkdir, "create directories")?;
         let sp = self.changeable(path)?;
-        self.store
-            .mkdir(&sp, &self.ctx)
+        self.timed("mkdir", self.store.mkdir(&sp, &self.ctx))
             .await
             .map(drop)
-            .map_err(|e| self.shown(e))
     }
 
     pub async fn rmdir(&self, path: &UserPath) -> Result<()> {
         self.require(Permission::Delete, "remove directories")?;
         let sp = self.changeable(path)?;
-        self.store
-            .rmdir(&sp, &self.ctx)
+        self.timed("rmdir", self.store.rmdir(&sp, &self.ctx))
             .await
             .map(drop)
-            .map_err(|e| self.shown(e))
     }
 
     pub async fn delete(&self, path: &UserPath) -> Result<()> {
         self.require(Permission::Delete, "delete files")?;
         let sp = self.changeable(path)?;
         let size = self.size_if_counted(&sp).await;
-        self.store
-            .delete(&sp, &self.ctx)
-            .await
-            .map_err(|e| self.shown(e))?;
+        self.timed("delete", self.store.delete(&sp, &self.ctx))
+            .await?;
         if let Some(size) = size {
             self.account.quota.settle(0, 0, -(size as i64), -1);
         }
@@ -124,10 +174,8 @@ impl UserFs {
         } else {
             None
         };
-        self.store
-            .rename(&f, &t, replace, &self.ctx)
-            .await
-            .map_err(|e| self.shown(e))?;
+        self.timed("rename", self.store.rename(&f, &t, replace, &self.ctx))
+            .await?;
         if let Some(size) = replaced {
             if f != t {
                 self.account.quota.settle(0, 0, -(size as i64), -1);
@@ -139,11 +187,9 @@ impl UserFs {
     pub async fn set_mtime(&self, path: &UserPath, mtime: SystemTime) -> Result<()> {
         self.require(Permission::Write, "change files")?;
         let sp = self.changeable(path)?;
-        self.store
-            .set_mtime(&sp, mtime, &self.ctx)
+        self.timed("set_mtime", self.store.set_mtime(&sp, mtime, &self.ctx))
             .await
             .map(drop)
-            .map_err(|e| self.shown(e))
     }
 
     /// Truncates or extends a file (SFTP setstat size).
@@ -156,11 +202,12 @@ impl UserFs {
     pub async fn open_read(&self, path: &UserPath) -> Result<Download> {
         self.require(Permission::Read, "read files")?;
         let sp = self.store_path(path)?;
-        let reader = self.store.open_read(&sp).await.map_err(|e| self.shown(e))?;
-        Ok(Download {
-            reader,
-            fs: self.clone(),
-        })
+        let reader = self.timed("open_read", self.store.open_read(&sp)).await?;
+        let log = Arc::new(TransferLog::new(self.clone(), &sp, "download"));
+        if reader.size() == 0 {
+            log.reached_end.store(true, Ordering::Relaxed);
+        }
+        Ok(Download { reader, log })
     }
 
     pub async fn open_write(&self, path: &UserPath, opts: OpenOptions) -> Result<Upload> {
@@ -179,17 +226,21 @@ impl UserFs {
         if quota.is_limited() && !existed {
             quota.reserve(0, 1).map_err(|e| self.shown(e))?;
         }
-        let session = match self.store.open_write(&sp, opts, &self.ctx).await {
+        let session = match self
+            .timed("open_write", self.store.open_write(&sp, opts, &self.ctx))
+            .await
+        {
             Ok(s) => s,
             Err(e) => {
                 if quota.is_limited() && !existed {
                     quota.settle(0, 1, 0, 0);
                 }
-                return Err(self.shown(e));
+                return Err(e);
             }
         };
         Ok(Upload {
             session: Some(session),
+            log: TransferLog::new(self.clone(), &sp, "upload"),
             fs: self.clone(),
             // A replacement is credited with the size of what it replaces.
             old_size,
@@ -250,9 +301,95 @@ impl UserFs {
     }
 }
 
+/// One transfer's line in the audit trail (and its count in the metrics), written once, when the
+/// transfer ends — however it ends.
+struct TransferLog {
+    fs: UserFs,
+    path: String,
+    direction: &'static str,
+    started: Instant,
+    bytes: AtomicU64,
+    /// Set by the upload's end; a download's result comes from `reached_end`.
+    result: std::sync::OnceLock<&'static str>,
+    reached_end: AtomicBool,
+}
+
+impl TransferLog {
+    fn new(fs: UserFs, path: &StorePath, direction: &'static str) -> TransferLog {
+        TransferLog {
+            fs,
+            path: path.to_string(),
+            direction,
+            started: Instant::now(),
+            bytes: AtomicU64::new(0),
+            result: std::sync::OnceLock::new(),
+            reached_end: AtomicBool::new(false),
+        }
+    }
+
+    fn add(&self, bytes: usize) {
+        self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        if self.direction == "upload" {
+            self.fs.received(bytes);
+        } else {
+            self.fs.sent(bytes);
+        }
+    }
+
+    fn end(&self, result: &'static str) {
+        let _ = self.result.set(result);
+    }
+}
+
+impl Drop for TransferLog {
+    fn drop(&mut self) {
+        let result = match self.result.get() {
+            Some(r) => *r,
+            None if self.direction == "download" && self.reached_end.load(Ordering::Relaxed) => {
+                "ok"
+            }
+            None if self.direction == "download" => "incomplete",
+            None => "aborted",
+        };
+        let session = &self.fs.session;
+        session.transfers.fetch_add(1, Ordering::Relaxed);
+        session
+            .metrics
+            .transfer(session.protocol, self.direction, result);
+        tracing::info!(
+            user = %self.fs.ctx.user,
+            protocol = session.protocol,
+            peer = %self.fs.ctx.peer,
+            path = %self.path,
+            direction = self.direction,
+            bytes = self.bytes.load(Ordering::Relaxed),
+            duration_ms = self.started.elapsed().as_millis() as u64,
+            result,
+            "transfer"
+        );
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.metrics.session_ended(self.protocol);
+        tracing::info!(
+            user = %self.user,
+            protocol = self.protocol,
+            peer = %self.peer,
+            duration_ms = self.started.elapsed().as_millis() as u64,
+            bytes_in = self.received.load(Ordering::Relaxed),
+            bytes_out = self.sent.load(Ordering::Relaxed),
+            transfers = self.transfers.load(Ordering::Relaxed),
+            "session end"
+        );
+    }
+}
+
 /// An upload in progress under the user's permissions, quota and bandwidth.
 pub struct Upload {
     session: Option<WriteSession>,
+    log: TransferLog,
     fs: UserFs,
     /// Bytes already counted in the quota for this file (the content it replaces or continues).
     old_size: u64,
@@ -276,11 +413,12 @@ impl Upload {
         if let Some(t) = &self.fs.account.upload {
             t.take(data.len()).await;
         }
-        let fs = self.fs.clone();
-        self.session()
-            .write_at(offset, data)
-            .await
-            .map_err(|e| fs.shown(e))
+        let session = self.session.as_mut().expect("upload used after it ended");
+        self.fs
+            .timed("write", session.write_at(offset, data))
+            .await?;
+        self.log.add(data.len());
+        Ok(())
     }
 
     pub async fn append(&mut self, data: &[u8]) -> Result<()> {
@@ -304,24 +442,24 @@ impl Upload {
 
     /// Publishes the upload as a complete file.
     pub async fn commit(mut self, mtime: Option<SystemTime>) -> Result<CommitInfo> {
-        self.finish(CommitOptions {
+        let opts = CommitOptions {
             complete: true,
             mtime,
-        })
-        .await
+        };
+        self.finish(opts, "ok").await
     }
 
     /// The client went away mid-transfer: keep what arrived, flagged incomplete, or drop it, as
     /// `storage.partial_uploads` says. Returns the commit when one was made.
     pub async fn cut_off(mut self) -> Result<Option<CommitInfo>> {
         match self.fs.partial_uploads {
-            PartialUploads::Keep => self
-                .finish(CommitOptions {
+            PartialUploads::Keep => {
+                let opts = CommitOptions {
                     complete: false,
                     mtime: None,
-                })
-                .await
-                .map(Some),
+                };
+                self.finish(opts, "incomplete").await.map(Some)
+            }
             PartialUploads::Discard => {
                 self.abort().await?;
                 Ok(None)
@@ -332,19 +470,22 @@ impl Upload {
     pub async fn abort(mut self) -> Result<()> {
         let session = self.session.take().expect("upload ended once");
         self.settle(0, false);
+        self.log.end("aborted");
         session.abort().await.map_err(|e| self.fs.shown(e))
     }
 
-    async fn finish(&mut self, opts: CommitOptions) -> Result<CommitInfo> {
+    async fn finish(&mut self, opts: CommitOptions, result: &'static str) -> Result<CommitInfo> {
         let session = self.session.take().expect("upload ended once");
-        match session.commit(opts).await {
+        match self.fs.timed("commit", session.commit(opts)).await {
             Ok(info) => {
                 self.settle(info.size, true);
+                self.log.end(result);
                 Ok(info)
             }
             Err(e) => {
                 self.settle(0, false);
-                Err(self.fs.shown(e))
+                self.log.end("failed");
+                Err(e)
             }
         }
     }
@@ -398,7 +539,7 @@ impl Drop for Upload {
 /// A download under the user's bandwidth limit.
 pub struct Download {
     reader: FileReader,
-    fs: UserFs,
+    log: Arc<TransferLog>,
 }
 
 impl Download {
@@ -411,13 +552,14 @@ impl Download {
     }
 
     pub async fn read_at(&self, offset: u64, len: usize) -> Result<Bytes> {
-        let data = self
-            .reader
-            .read_at(offset, len)
-            .await
-            .map_err(|e| self.fs.shown(e))?;
-        if let Some(t) = &self.fs.account.download {
+        let fs = &self.log.fs;
+        let data = fs.timed("read", self.reader.read_at(offset, len)).await?;
+        if let Some(t) = &fs.account.download {
             t.take(data.len()).await;
+        }
+        self.log.add(data.len());
+        if offset + data.len() as u64 >= self.reader.size() {
+            self.log.reached_end.store(true, Ordering::Relaxed);
         }
         Ok(data)
     }
@@ -426,27 +568,32 @@ impl Download {
     pub fn stream(&self, offset: u64) -> DownloadStream {
         DownloadStream {
             inner: self.reader.stream(offset),
-            fs: self.fs.clone(),
+            log: self.log.clone(),
         }
     }
 }
 
 pub struct DownloadStream {
     inner: ChunkStream,
-    fs: UserFs,
+    log: Arc<TransferLog>,
 }
 
 impl DownloadStream {
     pub async fn next(&mut self) -> Option<Result<Bytes>> {
-        let piece = self.inner.next().await?;
+        let Some(piece) = self.inner.next().await else {
+            self.log.reached_end.store(true, Ordering::Relaxed);
+            return None;
+        };
+        let fs = &self.log.fs;
         Some(match piece {
             Ok(data) => {
-                if let Some(t) = &self.fs.account.download {
+                if let Some(t) = &fs.account.download {
                     t.take(data.len()).await;
                 }
+                self.log.add(data.len());
                 Ok(data)
             }
-            Err(e) => Err(self.fs.shown(e)),
+            Err(e) => Err(fs.shown(e)),
         })
     }
 }

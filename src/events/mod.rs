@@ -52,7 +52,7 @@ pub async fn start(
                 "filegate: events published to {} (external broker)",
                 target.shown()
             ));
-            let settings = target.settings(config, username, password)?;
+            let settings = target.settings(config, username, password, access.metrics().clone())?;
             (settings, target)
         }
         MqttMode::Embedded => {
@@ -72,8 +72,12 @@ pub async fn start(
                     port: embedded.addr.port(),
                     tls: false,
                 };
-                let settings =
-                    target.settings(config, Some(embedded.user), Some(embedded.password))?;
+                let settings = target.settings(
+                    config,
+                    Some(embedded.user),
+                    Some(embedded.password),
+                    access.metrics().clone(),
+                )?;
                 let v5 = BrokerUrl {
                     host: embedded.addr_v5.ip().to_string(),
                     port: embedded.addr_v5.port(),
@@ -183,6 +187,7 @@ impl BrokerUrl {
         config: &Config,
         username: Option<String>,
         password: Option<String>,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> anyhow::Result<PublisherSettings> {
         let tls = if self.tls {
             Some(tls_client_config()?)
@@ -210,6 +215,7 @@ impl BrokerUrl {
             source: format!("filegate://{}", config.server.id),
             temp: TempNames::new(&config.events.temp_patterns),
             holder: format!("{}/{}", config.server.id, uuid::Uuid::new_v4()),
+            metrics,
         })
     }
 }

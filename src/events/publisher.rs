@@ -8,7 +8,7 @@
 //! a Redis namespace, a lease in the store makes exactly one of them the publisher; another takes
 //! over within `LEASE_TTL` when it dies.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::cloudevent::{announce, payload, topic};
 use super::names::TempNames;
+use crate::metrics::Metrics;
 
 /// Publishes in flight (sent, not yet acknowledged) at once.
 const WINDOW: usize = 256;
@@ -33,6 +34,8 @@ const POLL: Duration = Duration::from_millis(250);
 /// Acknowledgements are written to the outbox at most this often (or every `BATCH` events).
 const ACK_EVERY: Duration = Duration::from_millis(20);
 const LEASE_NAME: &str = "publisher";
+/// At shutdown, how long the publisher keeps sending what the outbox still holds.
+const FLUSH_TIME: Duration = Duration::from_secs(5);
 
 /// Where and how to publish.
 #[derive(Clone)]
@@ -50,6 +53,7 @@ pub struct PublisherSettings {
     pub temp: TempNames,
     /// This gateway's name in the publisher lease.
     pub holder: String,
+    pub metrics: Arc<Metrics>,
 }
 
 pub struct EventPublisher {
@@ -68,15 +72,15 @@ struct Window {
     /// Sent events whose packet id is not known yet, in send order.
     unassigned: VecDeque<u64>,
     by_pkid: HashMap<u16, u64>,
-    /// Published, not yet acknowledged.
-    outstanding: BTreeSet<u64>,
+    /// Published, not yet acknowledged: seq → commit time (ms since the epoch).
+    outstanding: BTreeMap<u64, u64>,
 }
 
 impl Window {
     /// Everything up to here is delivered (or needs no delivery).
     fn frontier(&self) -> u64 {
-        match self.outstanding.first() {
-            Some(first) => first - 1,
+        match self.outstanding.first_key_value() {
+            Some((first, _)) => first - 1,
             None => self.cursor,
         }
     }
@@ -97,10 +101,13 @@ impl EventPublisher {
             match self.store.lease(LEASE_NAME, &holder, LEASE_TTL).await {
                 Ok(true) => {
                     waiting_logged = false;
+                    self.settings.metrics.set_publisher_standby(false);
                     tracing::info!(holder = %holder, "event publisher active");
                     self.publish_while_leased(&shutdown).await;
+                    self.settings.metrics.set_mqtt_connected(false);
                 }
                 Ok(false) => {
+                    self.settings.metrics.set_publisher_standby(true);
                     if !waiting_logged {
                         tracing::info!(
                             "another gateway publishes this namespace's events; standing by"
@@ -150,7 +157,7 @@ impl EventPublisher {
             cursor: acked,
             unassigned: VecDeque::new(),
             by_pkid: HashMap::new(),
-            outstanding: BTreeSet::new(),
+            outstanding: BTreeMap::new(),
         }));
         let (client, eventloop) = AsyncClient::new(self.options(), WINDOW + 16);
         let progress = Arc::new(Notify::new());
@@ -161,6 +168,7 @@ impl EventPublisher {
             progress.clone(),
             stop_driver.clone(),
             self.settings.qos,
+            self.settings.metrics.clone(),
         ));
         let mut persisted = Persisted {
             seq: acked,
@@ -199,17 +207,20 @@ impl EventPublisher {
                 }
             }
         }
-        // Give what is in flight a moment to be confirmed, then record how far delivery got.
-        let deadline = Instant::now() + Duration::from_secs(2);
+        // Flush: while the broker is there, publish what the outbox still holds and wait for its
+        // confirmation (bounded), then record how far delivery got. The rest waits in the outbox.
+        let deadline = Instant::now() + FLUSH_TIME;
         while Instant::now() < deadline {
+            let caught_up = self.fill(&client, &window).await;
             let pending = {
                 let w = window.lock().unwrap();
-                w.connected && !w.outstanding.is_empty()
+                w.connected && !(caught_up && w.outstanding.is_empty())
             };
             if !pending {
                 break;
             }
             let _ = tokio::time::timeout(Duration::from_millis(50), progress.notified()).await;
+            self.persist(&window, &mut persisted, false).await;
         }
         self.persist(&window, &mut persisted, true).await;
         stop_driver.cancel();
@@ -266,7 +277,7 @@ impl EventPublisher {
                     w.unassigned.pop_back();
                     return false;
                 }
-                w.outstanding.insert(event.seq);
+                w.outstanding.insert(event.seq, event.time_ms);
                 w.cursor = event.seq;
             }
             if drained {
@@ -306,6 +317,7 @@ async fn drive(
     progress: Arc<Notify>,
     stop: CancellationToken,
     qos: QoS,
+    metrics: Arc<Metrics>,
 ) {
     let mut backoff = Duration::from_millis(200);
     loop {
@@ -317,6 +329,7 @@ async fn drive(
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 backoff = Duration::from_millis(200);
                 window.lock().unwrap().connected = true;
+                metrics.set_mqtt_connected(true);
                 tracing::info!("mqtt: connected; publishing events");
             }
             Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
@@ -331,10 +344,10 @@ async fn drive(
                 }
             }
             Ok(Event::Incoming(Packet::PubAck(ack))) if qos == QoS::AtLeastOnce => {
-                acknowledge(&window, ack.pkid)
+                acknowledge(&window, ack.pkid, &metrics)
             }
             Ok(Event::Incoming(Packet::PubComp(comp))) if qos == QoS::ExactlyOnce => {
-                acknowledge(&window, comp.pkid)
+                acknowledge(&window, comp.pkid, &metrics)
             }
             Ok(_) => continue,
             Err(e) => {
@@ -347,6 +360,7 @@ async fn drive(
                     }
                     // Whatever was not confirmed goes out again on the next connection, in order.
                     w.connected = false;
+                    metrics.set_mqtt_connected(false);
                     w.cursor = w.frontier();
                     w.unassigned.clear();
                     w.by_pkid.clear();
@@ -370,10 +384,16 @@ async fn drive(
     }
 }
 
-fn acknowledge(window: &Shared, pkid: u16) {
+fn acknowledge(window: &Shared, pkid: u16, metrics: &Metrics) {
     let mut w = window.lock().unwrap();
     if let Some(seq) = w.by_pkid.remove(&pkid) {
-        w.outstanding.remove(&seq);
+        if let Some(committed_ms) = w.outstanding.remove(&seq) {
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis() as u64;
+            metrics.event_published(Duration::from_millis(now_ms.saturating_sub(committed_ms)));
+        }
     }
 }
 

@@ -251,7 +251,7 @@ impl Mosquitto {
             };
             std::fs::write(
                 &conf,
-                format!("listener {port} 127.0.0.1\n{auth}{persistence}max_queued_messages 100000\nlog_dest stdout\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\n"),
+                format!("listener {port} 127.0.0.1\n{auth}{persistence}max_queued_messages 0\nlog_dest stdout\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\n"),
             )
             .unwrap();
             let mut child = Command::new(&binary)

@@ -70,6 +70,7 @@ pub async fn start(kind: Kind, tweak: impl FnOnce(&mut Config)) -> TestGateway {
     config.storage.embedded.path = dir.path().join("data/filegate.redb");
     config.storage.chunk_size = 64 * 1024;
     config.ftp.listen = "127.0.0.1:0".parse().unwrap();
+    config.http.listen = "127.0.0.1:0".parse().unwrap();
     config.ftp.passive_ports = passive_range();
     config.ftp.idle_timeout = Duration::from_secs(20);
     config.sftp.enabled = false;
@@ -145,7 +146,7 @@ impl TestGateway {
 
     pub async fn stop(mut self) {
         if let Some(g) = self.gateway.take() {
-            g.shutdown().await;
+            g.shutdown(tokio_util::sync::CancellationToken::new()).await;
         }
     }
 

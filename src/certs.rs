@@ -1,0 +1,82 @@
+//! `filegate gen-cert`: a self-signed certificate and key for trying FTPS without openssl.
+
+use std::io::Write as _;
+use std::path::Path;
+
+use anyhow::Context as _;
+
+use crate::cli::GenCertArgs;
+
+pub fn gen_cert(args: &GenCertArgs) -> anyhow::Result<()> {
+    for path in [&args.cert, &args.key] {
+        if path.exists() && !args.force {
+            anyhow::bail!(
+                "{} exists; pass --force to replace it, or --cert/--key to write elsewhere",
+                path.display()
+            );
+        }
+    }
+    let mut params =
+        rcgen::CertificateParams::new(args.hosts.clone()).context("invalid --host name")?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, args.hosts[0].clone());
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, "filegate (self-signed)");
+    let now = time::OffsetDateTime::now_utc();
+    // A little slack for clients whose clock is behind.
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::days(i64::from(args.days.max(1)));
+    let key = rcgen::KeyPair::generate().context("cannot generate a key")?;
+    let cert = params
+        .self_signed(&key)
+        .context("cannot sign the certificate")?;
+    write_file(&args.key, key.serialize_pem().as_bytes(), true)?;
+    write_file(&args.cert, cert.pem().as_bytes(), false)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "wrote {} and {} (valid {} days for {}).\n\
+         Use them with: [ftp.tls] enabled = true, cert = \"{}\", key = \"{}\".\n\
+         Clients will warn that the certificate is self-signed: trust it explicitly \
+         (e.g. lftp `set ssl:ca-file {}`), or use a real certificate (certs/README.md).",
+        args.cert.display(),
+        args.key.display(),
+        args.days,
+        args.hosts.join(", "),
+        args.cert.display(),
+        args.key.display(),
+        args.cert.display(),
+    )
+    .ok();
+    Ok(())
+}
+
+fn write_file(path: &Path, contents: &[u8], private: bool) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the directory {}", dir.display()))?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    if private {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let _ = private;
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    #[cfg(unix)]
+    if private {
+        // A key that already existed keeps its old mode through `open`: tighten it too.
+        use std::os::unix::fs::PermissionsExt as _;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("cannot make {} private", path.display()))?;
+    }
+    file.write_all(contents)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
