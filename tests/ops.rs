@@ -361,7 +361,7 @@ async fn sigterm_lets_a_running_upload_finish() {
     let data = content(9, 3 << 20);
     std::fs::write(&local, &data).unwrap();
     // About three seconds at 1 MiB/s.
-    let mut curl = slow_upload(&b, &local, "1M").await;
+    let curl = slow_upload(&b, &local, "1M").await;
     b.signal("TERM");
     let curl_status = tokio::task::spawn_blocking(move || curl.wait_with_output().unwrap())
         .await

@@ -42,6 +42,8 @@ pub struct FtpBackend {
     /// with the control connection, but the upload must still end properly (kept, flagged
     /// incomplete), not be cancelled halfway.
     pub tasks: tokio_util::task::TaskTracker,
+    /// Fires when shutdown gives up waiting: running uploads are cut off (and kept, incomplete).
+    pub abort: tokio_util::sync::CancellationToken,
 }
 
 #[derive(Debug, Clone)]
@@ -216,6 +218,7 @@ impl StorageBackend<FtpUser> for FtpBackend {
             }
         };
         let idle = self.idle_timeout;
+        let abort = self.abort.clone();
         let task_path = p.clone();
         let transfer = self.tasks.spawn(async move {
             let p = task_path;
@@ -225,7 +228,11 @@ impl StorageBackend<FtpUser> for FtpBackend {
             let mut buf = vec![0u8; UPLOAD_PIECE];
             let mut received = 0u64;
             loop {
-                match fill(&mut input, &mut buf, idle).await {
+                let piece = tokio::select! {
+                    piece = fill(&mut input, &mut buf, idle) => piece,
+                    _ = abort.cancelled() => Err("the gateway is shutting down".to_string()),
+                };
+                match piece {
                     Ok(0) => break,
                     Ok(n) => {
                         if let Err(e) = upload.append(&buf[..n]).await {
@@ -325,10 +332,10 @@ fn log_transfer(
     let ctx = user.fs.context();
     let ms = started.elapsed().as_millis() as u64;
     match result {
-        Ok(bytes) => tracing::info!(
+        Ok(bytes) => tracing::debug!(
             user = %ctx.user, protocol = %ctx.protocol, peer = %ctx.peer, path = %path, bytes, ms, result = "ok", "{direction}"
         ),
-        Err(e) => tracing::info!(
+        Err(e) => tracing::debug!(
             user = %ctx.user, protocol = %ctx.protocol, peer = %ctx.peer, path = %path, ms, result = %e, "{direction}"
         ),
     }

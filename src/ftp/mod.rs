@@ -103,7 +103,7 @@ impl FtpFrontend {
                 }
             };
             let _ = stream.set_nodelay(true);
-            let server = match self.server_for(peer, &tasks) {
+            let server = match self.server_for(peer, &tasks, &abort) {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::error!(error = %e, "ftp: cannot set up a session");
@@ -127,11 +127,13 @@ impl FtpFrontend {
         &self,
         peer: SocketAddr,
         tasks: &TaskTracker,
+        abort: &CancellationToken,
     ) -> anyhow::Result<libunftp::Server<FtpBackend, auth::FtpUser>> {
         let auth = Arc::new(ConnectionAuth::new(self.access.clone(), peer));
         let backend = FtpBackend {
             idle_timeout: self.config.idle_timeout,
             tasks: tasks.clone(),
+            abort: abort.clone(),
         };
         let mut builder = ServerBuilder::with_user_detail_provider(
             Box::new(move || backend.clone()),
