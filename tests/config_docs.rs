@@ -36,8 +36,11 @@ fn env_var(key: &str) -> String {
 
 #[test]
 fn every_key_is_documented_with_its_default_and_variable() {
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/configuration.md"))
-        .unwrap();
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/configuration.md"
+    ))
+    .unwrap();
     let rows: Vec<&str> = doc.lines().filter(|l| l.starts_with("| `")).collect();
     let mut missing = Vec::new();
     for (key, default) in documented_keys() {
@@ -61,6 +64,9 @@ fn every_key_is_documented_with_its_default_and_variable() {
     let known: Vec<String> = documented_keys().into_iter().map(|(k, _)| k).collect();
     for row in rows {
         let key = row.trim_start_matches("| `").split('`').next().unwrap();
-        assert!(known.iter().any(|k| k == key), "docs/configuration.md documents unknown key {key}");
+        assert!(
+            known.iter().any(|k| k == key),
+            "docs/configuration.md documents unknown key {key}"
+        );
     }
 }

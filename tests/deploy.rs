@@ -51,7 +51,11 @@ fn compose_ports_volumes_and_config_agree() {
     let gateway = &services["filegate"];
     let redis = &services["redis"];
     let mosquitto = &services["mosquitto"];
-    for (name, s) in [("filegate", gateway), ("redis", redis), ("mosquitto", mosquitto)] {
+    for (name, s) in [
+        ("filegate", gateway),
+        ("redis", redis),
+        ("mosquitto", mosquitto),
+    ] {
         assert!(s.is_mapping(), "service {name} missing");
     }
 
@@ -60,7 +64,10 @@ fn compose_ports_volumes_and_config_agree() {
         for volume in strings(&s["volumes"]) {
             if let Some(rel) = volume.strip_prefix("./") {
                 let host = rel.split(':').next().unwrap();
-                assert!(repo().join(host).exists(), "{volume}: {host} does not exist");
+                assert!(
+                    repo().join(host).exists(),
+                    "{volume}: {host} does not exist"
+                );
             }
         }
     }
@@ -109,10 +116,16 @@ fn compose_ports_volumes_and_config_agree() {
     assert_eq!(config.ftp.passive_host, "127.0.0.1");
 
     // Storage and broker are the compose services, with persistence.
-    assert_eq!(config.storage.backend, filegate::config::StorageBackend::Redis);
+    assert_eq!(
+        config.storage.backend,
+        filegate::config::StorageBackend::Redis
+    );
     assert_eq!(config.storage.redis.url, "redis://redis:6379/0");
     let redis_command = strings(&redis["command"]).join(" ");
-    assert!(redis_command.contains("--appendonly yes"), "{redis_command}");
+    assert!(
+        redis_command.contains("--appendonly yes"),
+        "{redis_command}"
+    );
     assert_eq!(config.mqtt.mode, filegate::config::MqttMode::External);
     assert_eq!(config.mqtt.url, "mqtt://mosquitto:1883");
     assert_eq!(published(mosquitto), vec![1883]);
@@ -120,7 +133,10 @@ fn compose_ports_volumes_and_config_agree() {
     assert!(mosquitto_conf.contains("listener 1883"));
     assert!(mosquitto_conf.contains("allow_anonymous false"));
     assert!(mosquitto_conf.contains("persistence true"));
-    assert!(published(redis).is_empty(), "Redis stays on the compose network");
+    assert!(
+        published(redis).is_empty(),
+        "Redis stays on the compose network"
+    );
 
     // The image runs that config as a non-root user and exposes the same ports.
     let dockerfile = read("Dockerfile");
@@ -139,7 +155,10 @@ fn compose_ports_volumes_and_config_agree() {
         .find_map(|l| l.strip_prefix("EXPOSE "))
         .unwrap();
     for port in ["2121", "2222", "9090", "30000-30009"] {
-        assert!(expose.split_whitespace().any(|p| p == port), "EXPOSE lacks {port}");
+        assert!(
+            expose.split_whitespace().any(|p| p == port),
+            "EXPOSE lacks {port}"
+        );
     }
     // The image stops on SIGTERM, and compose gives it longer than the shutdown grace.
     let grace = gateway["stop_grace_period"].as_str().unwrap();

@@ -20,16 +20,21 @@ const BIN: &str = env!("CARGO_BIN_EXE_filegate");
 /// GET over plain HTTP/1.1: (status, body).
 async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).await.unwrap();
     let text = String::from_utf8(raw).unwrap();
     let (head, body) = text.split_once("\r\n\r\n").unwrap();
     let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
     // Small bodies come back in one chunk when chunked: keep only the payload lines.
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         dechunk(body)
     } else {
         body.to_string()
@@ -94,10 +99,7 @@ async fn until_ready(addr: SocketAddr, want: u16) -> String {
         if status == want {
             return body;
         }
-        assert!(
-            Instant::now() < deadline,
-            "/readyz stayed {status}: {body}"
-        );
+        assert!(Instant::now() < deadline, "/readyz stayed {status}: {body}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -137,10 +139,23 @@ async fn probes_and_metrics_report_what_happened() {
             && m.get("filegate_events_published_total").copied() >= Some(2.0)
     })
     .await;
-    let get = |k: &str| m.get(k).copied().unwrap_or_else(|| panic!("{k} missing: {m:#?}"));
-    assert_eq!(get("filegate_sessions_started_total{protocol=\"ftp\"}"), 2.0);
-    assert_eq!(get("filegate_received_bytes_total{protocol=\"ftp\"}"), data.len() as f64);
-    assert_eq!(get("filegate_sent_bytes_total{protocol=\"ftp\"}"), data.len() as f64);
+    let get = |k: &str| {
+        m.get(k)
+            .copied()
+            .unwrap_or_else(|| panic!("{k} missing: {m:#?}"))
+    };
+    assert_eq!(
+        get("filegate_sessions_started_total{protocol=\"ftp\"}"),
+        2.0
+    );
+    assert_eq!(
+        get("filegate_received_bytes_total{protocol=\"ftp\"}"),
+        data.len() as f64
+    );
+    assert_eq!(
+        get("filegate_sent_bytes_total{protocol=\"ftp\"}"),
+        data.len() as f64
+    );
     assert_eq!(
         get("filegate_transfers_total{protocol=\"ftp\",direction=\"upload\",result=\"ok\"}"),
         1.0
@@ -369,7 +384,10 @@ async fn sigterm_lets_a_running_upload_finish() {
     assert!(curl_status.status.success(), "{curl_status:?}");
     let (code, log) = b.wait(Duration::from_secs(60));
     assert_eq!(code, Some(0), "{log}");
-    assert!(log.contains("waiting for running sessions to finish"), "{log}");
+    assert!(
+        log.contains("waiting for running sessions to finish"),
+        "{log}"
+    );
     assert!(!log.contains("aborting"), "{log}");
     assert!(read_store(dir.path(), "/ops/big.bin").await == data);
 }
@@ -397,7 +415,10 @@ async fn a_second_sigterm_ends_running_transfers() {
     let out = tokio::task::spawn_blocking(move || curl.wait_with_output().unwrap())
         .await
         .unwrap();
-    assert!(!out.status.success(), "the cut-off upload cannot have succeeded");
+    assert!(
+        !out.status.success(),
+        "the cut-off upload cannot have succeeded"
+    );
 }
 
 /// The fields of every JSON log line with the given message.
@@ -479,7 +500,9 @@ async fn json_logs_are_an_audit_trail_without_secrets() {
     let ends = json_lines(&log, "session end");
     assert_eq!(starts.len(), 2, "{log}");
     assert_eq!(ends.len(), 2, "{log}");
-    assert!(ends.iter().any(|e| e["protocol"] == "sftp" && e["bytes_out"] == 100_000));
+    assert!(ends
+        .iter()
+        .any(|e| e["protocol"] == "sftp" && e["bytes_out"] == 100_000));
     assert_eq!(json_lines(&log, "login failed").len(), 1, "{log}");
 
     // No secret, hash or key material, in any form.
@@ -500,7 +523,10 @@ async fn json_logs_are_an_audit_trail_without_secrets() {
         .unwrap()
         .trim_end_matches('"');
     for part in configured_hash.rsplit('$').take(2).chain(salt_and_hash) {
-        assert!(!log.contains(part), "the log contains hash material {part:?}");
+        assert!(
+            !log.contains(part),
+            "the log contains hash material {part:?}"
+        );
     }
 }
 
@@ -511,7 +537,14 @@ async fn gen_cert_makes_a_certificate_ftps_clients_accept() {
     let key = dir.path().join("certs/ftp.key");
     let gen = |extra: &[&str]| {
         Command::new(BIN)
-            .args(["gen-cert", "--host", "localhost", "--host", "127.0.0.1", "--cert"])
+            .args([
+                "gen-cert",
+                "--host",
+                "localhost",
+                "--host",
+                "127.0.0.1",
+                "--cert",
+            ])
             .arg(&cert)
             .arg("--key")
             .arg(&key)
@@ -529,7 +562,10 @@ async fn gen_cert_makes_a_certificate_ftps_clients_accept() {
     // Never overwritten by accident.
     let out = gen(&[]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--force"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--force"),
+        "{out:?}"
+    );
     assert!(gen(&["--force"]).status.success());
 
     let t = start(Kind::Embedded, |c| {
