@@ -103,6 +103,8 @@ fn main() {
         }
         let raw_rate = n as f64 / (raw_done.await.unwrap() - start).as_secs_f64();
 
+        let mosquitto_pub_rate = mosquitto_clients_rate(port, n).await;
+
         // A backlog in the outbox (no broker reachable while it is made), then a gateway drains it.
         let t = common::start(common::Kind::Redis, |_| {}).await;
         let ctx = ChangeContext::new("bench", "ftp", "127.0.0.1:1");
@@ -171,15 +173,135 @@ fn main() {
         println!("| | events/s |");
         println!("|---|---|");
         println!("| raw rumqttc publish → subscriber | {raw_rate:.0} |");
-        println!("| filegate draining its outbox | {drain_rate:.0} ({:.2}× raw) |", drain_rate / raw_rate);
+        if let Some(m) = mosquitto_pub_rate {
+            println!("| raw mosquitto_pub -l → mosquitto_sub | {m:.0} |");
+        }
+        println!(
+            "| filegate draining its outbox | {drain_rate:.0} ({:.2}× rumqttc{}) |",
+            drain_rate / raw_rate,
+            mosquitto_pub_rate
+                .map(|m| format!(", {:.2}× mosquitto_pub", drain_rate / m))
+                .unwrap_or_default()
+        );
         println!();
         println!("| latency | p50 | p99 |");
         println!("|---|---|---|");
         println!("| raw publish → deliver | {:.2} ms | {:.2} ms |", ms(percentile(&raw, 0.5)), ms(percentile(&raw, 0.99)));
         println!("| filegate commit → deliver | {:.2} ms | {:.2} ms |", ms(percentile(&ours, 0.5)), ms(percentile(&ours, 0.99)));
+        common::summary("MQTT events", "drain outbox backlog", "events/s", drain_rate, "raw rumqttc publish, QoS 1", raw_rate);
+        if let Some(m) = mosquitto_pub_rate {
+            common::summary("MQTT events", "drain outbox backlog", "events/s", drain_rate, "raw mosquitto_pub -l → mosquitto_sub, QoS 1", m);
+        }
+        common::summary("MQTT events", "commit → deliver p50", "ms", ms(percentile(&ours, 0.5)), "raw publish → deliver p50", ms(percentile(&raw, 0.5)));
+        common::summary("MQTT events", "commit → deliver p99", "ms", ms(percentile(&ours, 0.99)), "raw publish → deliver p99", ms(percentile(&raw, 0.99)));
         g.stop().await;
         drop(redis);
     });
+}
+
+/// `mosquitto_pub -l` → `mosquitto_sub` at QoS 1: messages per second from the first publish to
+/// the last arrival, or None when the clients are missing or messages went missing.
+async fn mosquitto_clients_rate(port: u16, n: usize) -> Option<f64> {
+    use std::io::{BufRead, Write};
+    use std::process::{Command, Stdio};
+    let port_s = port.to_string();
+    let mut sub = Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port_s,
+            "-q",
+            "1",
+            "-t",
+            "bench/clients",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| eprintln!("mosquitto_sub: {e} (apt-get install mosquitto-clients)"))
+        .ok()?;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(bool, Instant)>(4096);
+    let out = sub.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send((line == "probe", Instant::now())).is_err() {
+                return;
+            }
+        }
+    });
+    // mosquitto_sub says nothing when it has subscribed: probe until one comes through.
+    let mut o = MqttOptions::new("probe", "127.0.0.1", port);
+    o.set_max_packet_size(1 << 20, 1 << 20);
+    let (probe, mut probe_el) = AsyncClient::new(o, 10);
+    let driver = tokio::spawn(async move { while probe_el.poll().await.is_ok() {} });
+    let subscribed = tokio::task::spawn_blocking({
+        let probe = probe.clone();
+        move || {
+            for _ in 0..100 {
+                let _ = probe.try_publish("bench/clients", QoS::AtLeastOnce, false, "probe");
+                if let Ok((true, _)) = rx.recv_timeout(Duration::from_millis(100)) {
+                    return Some(rx);
+                }
+            }
+            None
+        }
+    })
+    .await
+    .unwrap();
+    driver.abort();
+    let rx = subscribed?;
+    let start = Instant::now();
+    let mut publisher = Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port_s,
+            "-q",
+            "1",
+            "-t",
+            "bench/clients",
+            "-l",
+        ])
+        .stdin(Stdio::piped())
+        .spawn()
+        .ok()?;
+    let mut stdin = publisher.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || {
+        let line = format!("{}\n", "x".repeat(400));
+        for _ in 0..n {
+            if stdin.write_all(line.as_bytes()).is_err() {
+                return;
+            }
+        }
+    });
+    let last = tokio::task::spawn_blocking(move || {
+        let mut got = 0;
+        let mut last = None;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while got < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok((false, at)) => {
+                    got += 1;
+                    last = Some(at);
+                }
+                Ok((true, _)) => {}
+                Err(_) => {
+                    eprintln!("mosquitto_sub received {got} of {n} messages: no baseline");
+                    return None;
+                }
+            }
+        }
+        last
+    })
+    .await
+    .unwrap();
+    feeder.join().unwrap();
+    let _ = publisher.wait();
+    let _ = sub.kill();
+    let _ = sub.wait();
+    Some(n as f64 / (last? - start).as_secs_f64())
 }
 
 fn ms(d: Duration) -> f64 {

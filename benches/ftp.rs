@@ -351,6 +351,16 @@ fn main() {
             f.many / r.many
         );
     }
+    for r in rows.iter().skip(1) {
+        for (metric, unit, ours, theirs) in [
+            ("upload 1 stream", "MiB/s", f.up, r.up),
+            ("download 1 stream", "MiB/s", f.down, r.down),
+            ("small files, 1 session", "files/s", f.small, r.small),
+            ("many clients", "files/s", f.many, r.many),
+        ] {
+            common::summary("FTP", metric, unit, ours, r.name, theirs);
+        }
+    }
     println!();
     println!(
         "filegate RSS: idle {:.1} MiB, peak during the run {:.1} MiB (growth {:.1} MiB)",

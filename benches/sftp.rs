@@ -134,6 +134,38 @@ fn sshd(root: &Path, work: &Path, public: &str) -> Option<Peer> {
     None
 }
 
+/// The big file up and down with `curl sftp://` (libssh2), in MiB/s.
+fn curl_single_stream(p: &Peer, key: &Path, big: &Path, big_bytes: u64, out: &Path) -> (f64, f64) {
+    let url = format!("sftp://{}:{}/~/curl-big.bin", p.addr.ip(), p.addr.port());
+    let pubkey = key.with_extension("pub");
+    let curl = |args: &[&std::ffi::OsStr]| {
+        let out = Command::new("curl")
+            .args(["-sS", "-k", "--key"])
+            .arg(key)
+            .arg("--pubkey")
+            .arg(&pubkey)
+            .args(["-u", &format!("{}:", p.user)])
+            .args(args)
+            .output()
+            .expect("curl (apt-get install curl)");
+        assert!(
+            out.status.success(),
+            "{}: curl: {}",
+            p.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let t = Instant::now();
+    curl(&["-T".as_ref(), big.as_os_str(), url.as_ref()]);
+    let up = big_bytes as f64 / t.elapsed().as_secs_f64() / 1048576.0;
+    let t = Instant::now();
+    curl(&[url.as_ref(), "-o".as_ref(), out.as_os_str()]);
+    let down = big_bytes as f64 / t.elapsed().as_secs_f64() / 1048576.0;
+    assert_eq!(std::fs::metadata(out).unwrap().len(), big_bytes);
+    std::fs::remove_file(out).ok();
+    (up, down)
+}
+
 /// The files every server gets: one big, many small ones, and the per-client set.
 struct Load {
     key: PathBuf,
@@ -149,6 +181,8 @@ struct Row {
     name: &'static str,
     up: f64,
     down: f64,
+    curl_up: f64,
+    curl_down: f64,
     small: f64,
     many: f64,
 }
@@ -181,6 +215,7 @@ fn measure(p: &Peer, load: &Load) -> Row {
     let down = big_bytes as f64 / t.elapsed().as_secs_f64() / 1048576.0;
     assert_eq!(std::fs::metadata(&out).unwrap().len(), big_bytes);
     std::fs::remove_file(&out).ok();
+    let (curl_up, curl_down) = curl_single_stream(p, key, big, big_bytes, &out);
 
     let n_small = std::fs::read_dir(small_dir).unwrap().count();
     let t = Instant::now();
@@ -234,6 +269,8 @@ fn measure(p: &Peer, load: &Load) -> Row {
         name: p.name,
         up,
         down,
+        curl_up,
+        curl_down,
         small,
         many,
     }
@@ -336,25 +373,39 @@ fn main() {
     println!("# SFTP benchmark: {mib} MiB single stream, {n_small} × 4 KiB in one session, {clients} clients × 20 × 64 KiB (OpenSSH sftp client)");
     println!();
     println!(
-        "| server | upload MiB/s | download MiB/s | small files/s | {clients} clients files/s |"
+        "| server | upload MiB/s | download MiB/s | curl upload MiB/s | curl download MiB/s | small files/s | {clients} clients files/s |"
     );
-    println!("|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     for r in &rows {
         println!(
-            "| {} | {:.0} | {:.0} | {:.0} | {:.0} |",
-            r.name, r.up, r.down, r.small, r.many
+            "| {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
+            r.name, r.up, r.down, r.curl_up, r.curl_down, r.small, r.many
         );
     }
     let f = &rows[0];
     for r in rows.iter().skip(1) {
         println!(
-            "| filegate ÷ {} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            "| filegate ÷ {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
             r.name,
             f.up / r.up,
             f.down / r.down,
+            f.curl_up / r.curl_up,
+            f.curl_down / r.curl_down,
             f.small / r.small,
             f.many / r.many
         );
+    }
+    for r in rows.iter().skip(1) {
+        for (metric, unit, ours, theirs) in [
+            ("upload 1 stream", "MiB/s", f.up, r.up),
+            ("download 1 stream", "MiB/s", f.down, r.down),
+            ("curl upload 1 stream", "MiB/s", f.curl_up, r.curl_up),
+            ("curl download 1 stream", "MiB/s", f.curl_down, r.curl_down),
+            ("small files, 1 session", "files/s", f.small, r.small),
+            ("many clients", "files/s", f.many, r.many),
+        ] {
+            common::summary("SFTP", metric, unit, ours, r.name, theirs);
+        }
     }
     println!();
     println!(

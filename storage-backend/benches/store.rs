@@ -274,6 +274,10 @@ fn main() {
                 mib(f.write_rss),
                 mib(f.read_rss)
             );
+            if chunk == 512 * 1024 {
+                summary("storage", "write 1 stream (512 KiB chunks)", "MiB/s", w, "raw Redis SET, same chunks", rw);
+                summary("storage", "read 1 stream (512 KiB chunks)", "MiB/s", r, "raw Redis GET, same chunks", rr);
+            }
         }
         let dir = tempfile::tempdir().unwrap();
         for chunk in [1024 * 1024u64] {
@@ -313,5 +317,11 @@ fn main() {
         println!("| raw Redis SET round trips | {raw:.0} |");
         println!("| store on Redis (`write_file`: chunk SET + commit script) | {ours:.0} ({:.2}× raw) |", ours / raw);
         println!("| store embedded (durable commit each) | {emb:.0} |");
+        summary("storage", "small files (4 KiB)", "files/s", ours, "raw Redis SET round trips", raw);
     });
+}
+
+/// One line of the summary `scripts/bench` collects: higher is better unless the unit is time.
+fn summary(area: &str, metric: &str, unit: &str, ours: f64, baseline: &str, theirs: f64) {
+    println!("summary\t{area}\t{metric}\t{unit}\t{ours:.2}\t{baseline}\t{theirs:.2}");
 }

@@ -244,3 +244,8 @@ impl TestGateway {
         (out.status.success(), text)
     }
 }
+
+/// One line of the benchmark summary `scripts/bench` collects (baseline beside the figure).
+pub fn summary(area: &str, metric: &str, unit: &str, ours: f64, baseline: &str, theirs: f64) {
+    println!("summary\t{area}\t{metric}\t{unit}\t{ours:.2}\t{baseline}\t{theirs:.2}");
+}
