@@ -9,6 +9,8 @@ pub mod cli;
 pub mod config;
 pub mod events;
 pub mod ftp;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod http;
 pub mod logging;
 pub mod metrics;

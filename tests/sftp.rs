@@ -4,54 +4,15 @@
 
 mod common;
 
-use std::sync::Arc;
-
-use common::{client_key, content, program, sftp_on, sha256_hex, start, Kind, PASSWORD};
 use russh_sftp::client::SftpSession;
+
+use common::{
+    client_key, content, program, sftp_on, sftp_session, sha256_hex, ssh_login, start, Kind,
+    PASSWORD,
+};
 use russh_sftp::protocol::{FileAttributes, OpenFlags, StatusCode};
 use storage_backend::{EventKind, StorePath};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
-
-struct Client;
-
-impl russh::client::Handler for Client {
-    type Error = russh::Error;
-    async fn check_server_key(
-        &mut self,
-        _key: &russh::keys::PublicKeyOrCertificate,
-    ) -> Result<bool, Self::Error> {
-        Ok(true)
-    }
-}
-
-async fn ssh_login(
-    addr: std::net::SocketAddr,
-    user: &str,
-    password: &str,
-) -> Result<russh::client::Handle<Client>, String> {
-    let config = Arc::new(russh::client::Config {
-        channel_buffer_size: 4096,
-        ..Default::default()
-    });
-    let mut handle = russh::client::connect(config, addr, Client)
-        .await
-        .map_err(|e| e.to_string())?;
-    let auth = handle
-        .authenticate_password(user, password)
-        .await
-        .map_err(|e| e.to_string())?;
-    if auth.success() {
-        Ok(handle)
-    } else {
-        Err("authentication failed".into())
-    }
-}
-
-async fn sftp_session(handle: &russh::client::Handle<Client>) -> SftpSession {
-    let channel = handle.channel_open_session().await.unwrap();
-    channel.request_subsystem(true, "sftp").await.unwrap();
-    SftpSession::new(channel.into_stream()).await.unwrap()
-}
 
 fn status(e: russh_sftp::client::error::Error) -> StatusCode {
     match e {
@@ -519,5 +480,39 @@ async fn a_one_gib_download_does_not_stall() {
         Some(hex::encode(sha2::Digest::finalize(hasher))),
         info.sha256
     );
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_handles_are_capped_per_session() {
+    let t = start(Kind::Embedded, sftp_on).await;
+    let ssh = ssh_login(t.sftp_addr(), "alice", PASSWORD).await.unwrap();
+    let sftp = sftp_session(&ssh).await;
+    sftp.write("f.txt", b"hello").await.unwrap();
+    let mut open = Vec::new();
+    for _ in 0..filegate::sftp::MAX_HANDLES {
+        open.push(sftp.open("f.txt").await.unwrap());
+    }
+    let e = sftp.open("f.txt").await.err().expect("one handle too many");
+    match e {
+        russh_sftp::client::error::Error::Status(s) => {
+            assert_eq!(s.status_code, StatusCode::Failure);
+            assert!(
+                s.error_message.contains("too many open files"),
+                "{}",
+                s.error_message
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // Closing handles makes room again; the session itself was never in danger.
+    for f in open.drain(..10) {
+        let mut f = f;
+        f.shutdown().await.unwrap();
+    }
+    let mut f = sftp.open("f.txt").await.unwrap();
+    let mut text = String::new();
+    f.read_to_string(&mut text).await.unwrap();
+    assert_eq!(text, "hello");
     t.stop().await;
 }

@@ -147,13 +147,15 @@ fn decode_segment(seg: &str) -> String {
         .replace("%25", "%")
 }
 
-async fn handle(fs: &UserFs, prefix: &str, topic: &str, payload: &[u8]) -> Reply {
+/// A request topic `{prefix}/commands/{op}/{path}` → (op, path with a leading `/`, decoded).
+/// Anything else yields an empty op, which is answered as an unknown command.
+pub fn parse_request<'t>(prefix: &str, topic: &'t str) -> (&'t str, String) {
     let rest = topic
         .strip_prefix(prefix)
         .and_then(|r| r.strip_prefix("/commands/"))
         .unwrap_or("");
     let (op, raw_path) = rest.split_once('/').unwrap_or((rest, ""));
-    let path_text = format!(
+    let path = format!(
         "/{}",
         raw_path
             .split('/')
@@ -161,6 +163,11 @@ async fn handle(fs: &UserFs, prefix: &str, topic: &str, payload: &[u8]) -> Reply
             .collect::<Vec<_>>()
             .join("/")
     );
+    (op, path)
+}
+
+async fn handle(fs: &UserFs, prefix: &str, topic: &str, payload: &[u8]) -> Reply {
+    let (op, path_text) = parse_request(prefix, topic);
     let fallback = |kind: &str| {
         format!(
             "{prefix}/replies/{kind}{}",

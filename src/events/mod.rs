@@ -19,7 +19,7 @@ use tokio_util::task::TaskTracker;
 use crate::access::Access;
 use crate::config::{Config, MqttMode};
 pub use cloudevent::{announce, payload, topic, Announcement};
-pub use commands::MAX_COMMAND_BYTES;
+pub use commands::{parse_request, MAX_COMMAND_BYTES};
 pub use names::TempNames;
 pub use publisher::{EventPublisher, PublisherSettings, LEASE_TTL};
 

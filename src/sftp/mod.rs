@@ -4,7 +4,7 @@
 mod errors;
 mod keys;
 mod listing;
-mod scp;
+pub(crate) mod scp;
 mod ssh;
 mod subsystem;
 
@@ -21,6 +21,7 @@ use crate::access::Access;
 use crate::config::SftpConfig;
 
 pub use errors::status_code;
+pub use subsystem::MAX_HANDLES;
 
 /// How long a client may take to finish the SSH handshake and log in.
 const LOGIN_GRACE: Duration = Duration::from_secs(60);

@@ -2,10 +2,12 @@
 //! private redis-server), with known users.
 #![allow(dead_code)]
 
+pub mod binary;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU16, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use filegate::config::{Config, Permission, StorageBackend, UserConfig};
 use filegate::serve::Gateway;
@@ -248,4 +250,139 @@ impl TestGateway {
 /// One line of the benchmark summary `scripts/bench` collects (baseline beside the figure).
 pub fn summary(area: &str, metric: &str, unit: &str, ours: f64, baseline: &str, theirs: f64) {
     println!("summary\t{area}\t{metric}\t{unit}\t{ours:.2}\t{baseline}\t{theirs:.2}");
+}
+
+// --- The gateway's HTTP endpoint, for tests that watch metrics and probes. ---
+
+/// GET over plain HTTP/1.1: (status, body).
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8(raw).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    // Small bodies come back in one chunk when chunked: keep only the payload lines.
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    (status, body)
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = &rest[n + 2..];
+    }
+    out
+}
+
+/// The samples of a Prometheus text exposition: `name{labels}` → value.
+pub fn samples(text: &str) -> std::collections::HashMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+pub async fn metrics(addr: SocketAddr) -> std::collections::HashMap<String, f64> {
+    let (status, body) = http_get(addr, "/metrics").await;
+    assert_eq!(status, 200, "{body}");
+    samples(&body)
+}
+
+/// Waits (polling the endpoint, bounded) until `check` holds for the metrics.
+pub async fn until_metrics(
+    addr: SocketAddr,
+    what: &str,
+    check: impl Fn(&std::collections::HashMap<String, f64>) -> bool,
+) -> std::collections::HashMap<String, f64> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let m = metrics(addr).await;
+        if check(&m) {
+            return m;
+        }
+        assert!(Instant::now() < deadline, "{what} never happened: {m:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub async fn until_ready(addr: SocketAddr, want: u16) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = http_get(addr, "/readyz").await;
+        if status == want {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "/readyz stayed {status}: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// --- SSH and SFTP through russh, for what OpenSSH's batch client cannot do. ---
+
+/// An SSH client that trusts any host key (the gateway's is generated per test).
+pub struct Client;
+
+impl russh::client::Handler for Client {
+    type Error = russh::Error;
+    async fn check_server_key(
+        &mut self,
+        _key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        Ok(true)
+    }
+}
+
+pub async fn ssh_login(
+    addr: std::net::SocketAddr,
+    user: &str,
+    password: &str,
+) -> Result<russh::client::Handle<Client>, String> {
+    let config = std::sync::Arc::new(russh::client::Config {
+        channel_buffer_size: 4096,
+        ..Default::default()
+    });
+    let mut handle = russh::client::connect(config, addr, Client)
+        .await
+        .map_err(|e| e.to_string())?;
+    let auth = handle
+        .authenticate_password(user, password)
+        .await
+        .map_err(|e| e.to_string())?;
+    if auth.success() {
+        Ok(handle)
+    } else {
+        Err("authentication failed".into())
+    }
+}
+
+pub async fn sftp_session(
+    handle: &russh::client::Handle<Client>,
+) -> russh_sftp::client::SftpSession {
+    let channel = handle.channel_open_session().await.unwrap();
+    channel.request_subsystem(true, "sftp").await.unwrap();
+    russh_sftp::client::SftpSession::new(channel.into_stream())
+        .await
+        .unwrap()
 }

@@ -1,0 +1,349 @@
+//! Hostile input. The fuzz entry points (`filegate::fuzz`, also the cargo-fuzz targets in `fuzz/`)
+//! run here on stable Rust for a bounded time each (`HOSTILE_SECONDS`, default 5): every file of
+//! their corpus in `fuzz/corpus/<target>/`, then random mutations of it. Then malformed protocol
+//! input against a running gateway: over-long, binary and CR/LF-injected FTP lines, SCP garbage,
+//! MQTT packets over the size limit.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::{start, Kind, PASSWORD};
+use rand::{Rng, SeedableRng};
+
+fn budget() -> Duration {
+    Duration::from_secs(
+        std::env::var("HOSTILE_SECONDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(5),
+    )
+}
+
+fn corpus(target: &str) -> Vec<Vec<u8>> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus")
+        .join(target);
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let seeds: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(f).unwrap()).collect();
+    assert!(!seeds.is_empty(), "{} is empty", dir.display());
+    seeds
+}
+
+/// Pieces that tend to break path, topic and config handling.
+const TOKENS: &[&[u8]] = &[
+    b"..",
+    b"/",
+    b"\\",
+    b"%2e",
+    b"%2F",
+    b"%00",
+    b"\0",
+    b"\r\n",
+    b"+",
+    b"#",
+    b"%",
+    b"%25",
+    b"//",
+    b"./",
+    b"../",
+    b"=",
+    b"[",
+    b"]",
+    b"\"",
+    b"'",
+    b"\xff",
+    b"\xc3\xa9",
+    b"~",
+    b" ",
+    b"*",
+    b"?",
+    b"[server]\n",
+    b"[[users]]\n",
+    b"chunk_size = \"",
+    b"\"1e99\"",
+    b"-1",
+];
+
+fn mutate(rng: &mut rand::rngs::StdRng, seeds: &[Vec<u8>]) -> Vec<u8> {
+    let mut data = seeds[rng.random_range(0..seeds.len())].clone();
+    for _ in 0..rng.random_range(1..6) {
+        let at = rng.random_range(0..=data.len());
+        match rng.random_range(0..6) {
+            0 if !data.is_empty() => {
+                let i = rng.random_range(0..data.len());
+                data[i] ^= 1 << rng.random_range(0..8);
+            }
+            1 => {
+                let t = TOKENS[rng.random_range(0..TOKENS.len())];
+                data.splice(at..at, t.iter().copied());
+            }
+            2 if !data.is_empty() => {
+                let end = rng.random_range(at..=data.len());
+                data.drain(at..end);
+            }
+            3 => {
+                let other = &seeds[rng.random_range(0..seeds.len())];
+                data.splice(at..at, other.iter().copied());
+            }
+            4 => {
+                let n = rng.random_range(1..600);
+                let b: u8 = rng.random();
+                data.splice(at..at, std::iter::repeat_n(b, n));
+            }
+            _ => data.insert(at, rng.random()),
+        }
+    }
+    data
+}
+
+/// Every corpus file, then mutations until the budget is spent; returns how many inputs ran.
+fn exercise(target: &str, f: impl Fn(&[u8])) -> usize {
+    let seeds = corpus(target);
+    for s in &seeds {
+        f(s);
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed ^ target.len() as u64);
+    let started = Instant::now();
+    let mut n = seeds.len();
+    while started.elapsed() < budget() {
+        f(&mutate(&mut rng, &seeds));
+        n += 1;
+    }
+    eprintln!("{target}: {n} inputs");
+    n
+}
+
+#[test]
+fn paths() {
+    assert!(exercise("path", filegate::fuzz::path) > 100);
+}
+
+#[test]
+fn configs() {
+    assert!(exercise("config", filegate::fuzz::config) > 10);
+}
+
+#[test]
+fn topics() {
+    assert!(exercise("topic", filegate::fuzz::topic) > 100);
+}
+
+#[test]
+fn command_topics() {
+    assert!(exercise("command_topic", filegate::fuzz::command_topic) > 100);
+}
+
+#[test]
+fn exec_commands() {
+    assert!(exercise("exec_command", filegate::fuzz::exec_command) > 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scp_uploads() {
+    let t = start(Kind::Embedded, |_| {}).await;
+    let access = t.gw().access.clone();
+    let fs = access
+        .session_for(
+            "alice",
+            filegate::access::Protocol::Sftp,
+            "127.0.0.1:9".parse().unwrap(),
+        )
+        .await
+        .unwrap();
+    let seeds = corpus("scp_upload");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let started = Instant::now();
+    let mut n = 0;
+    for s in &seeds {
+        filegate::fuzz::scp_upload(&fs, true, s).await;
+        n += 1;
+    }
+    while started.elapsed() < budget() {
+        let input = mutate(&mut rng, &seeds);
+        let run = filegate::fuzz::scp_upload(&fs, rng.random(), &input);
+        tokio::time::timeout(Duration::from_secs(10), run)
+            .await
+            .expect("the scp sink must end when its input does");
+        n += 1;
+    }
+    eprintln!("scp_upload: {n} inputs");
+    // Whatever arrived, nothing landed outside alice's home.
+    let root = t
+        .store()
+        .list(&storage_backend::StorePath::root(), None, 100)
+        .await
+        .unwrap();
+    let names: Vec<_> = root.entries.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["home"], "{names:?}");
+    let home = t
+        .store()
+        .list(
+            &storage_backend::StorePath::parse("/home").unwrap(),
+            None,
+            100,
+        )
+        .await
+        .unwrap();
+    let names: Vec<_> = home.entries.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["alice"], "{names:?}");
+    t.stop().await;
+}
+
+/// An FTP control connection, logged in, with its replies read line by line.
+struct Ftp {
+    w: TcpStream,
+    r: BufReader<TcpStream>,
+}
+
+impl Ftp {
+    fn login(addr: std::net::SocketAddr) -> Ftp {
+        let s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut f = Ftp {
+            r: BufReader::new(s.try_clone().unwrap()),
+            w: s,
+        };
+        f.reply();
+        f.send(b"USER alice\r\n");
+        f.send(format!("PASS {PASSWORD}\r\n").as_bytes());
+        f
+    }
+
+    fn send(&mut self, line: &[u8]) -> String {
+        self.w.write_all(line).unwrap();
+        self.reply()
+    }
+
+    /// One whole reply (multi-line ones included).
+    fn reply(&mut self) -> String {
+        let mut text = String::new();
+        loop {
+            let mut line = String::new();
+            if self.r.read_line(&mut line).unwrap_or(0) == 0 {
+                return text;
+            }
+            text.push_str(&line);
+            let b = line.as_bytes();
+            if b.len() >= 4 && b[..3].iter().all(u8::is_ascii_digit) && b[3] == b' ' {
+                return text;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_ftp_lines() {
+    let t = start(Kind::Embedded, |_| {}).await;
+    let addr = t.ftp_addr();
+    tokio::task::spawn_blocking(move || {
+        // CR/LF injection: a name that would add a fake reply line, or a line to a listing.
+        let mut f = Ftp::login(addr);
+        let r = f.send(b"MKD evil\r226 fake\r\n");
+        assert!(!r.contains("\n226 fake"), "{r:?}");
+        let r = f.send(b"MKD a\x00b\r\n");
+        assert!(
+            r.starts_with("553") || r.starts_with("550") || r.starts_with("501"),
+            "{r:?}"
+        );
+        // Binary garbage, then an ordinary command still works on the same connection.
+        let r = f.send(b"\xff\xfe\xfd\x00\x01 \x80\r\n");
+        assert!(r.starts_with('5'), "{r:?}");
+        let r = f.send(b"PWD\r\n");
+        assert!(r.starts_with("257"), "{r:?}");
+        // An over-long line (1 MiB without an end): refused or the connection closed, and the
+        // gateway serves the next client.
+        let mut g = Ftp::login(addr);
+        let huge = vec![b'A'; 1 << 20];
+        let _ = g.w.write_all(&huge);
+        let _ = g.w.write_all(b"\r\n");
+        let mut rest = Vec::new();
+        let _ =
+            g.r.get_mut()
+                .set_read_timeout(Some(Duration::from_secs(10)));
+        let _ = g.r.read_to_end(&mut rest);
+        let mut h = Ftp::login(addr);
+        assert!(h.send(b"NOOP\r\n").starts_with("200"));
+        // Listings never carry a raw CR or LF inside a name.
+        let r = h.send(b"EPSV\r\n");
+        assert!(r.starts_with("229"), "{r:?}");
+    })
+    .await
+    .unwrap();
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_packets_over_the_limit_are_refused_without_harm() {
+    let broker_port = test_support::free_port();
+    let t = start(Kind::Embedded, |c| {
+        c.mqtt.mode = filegate::config::MqttMode::Embedded;
+        c.mqtt.listen = format!("127.0.0.1:{broker_port}").parse().unwrap();
+        c.mqtt.listen_v5 = "127.0.0.1:0".parse().unwrap();
+    })
+    .await;
+    // A CONNECT as alice, then a PUBLISH announcing 64 MiB (over the 16 MiB limit).
+    let mut s = TcpStream::connect(("127.0.0.1", broker_port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let mut connect = vec![0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0xC2, 0x00, 0x3c];
+    for field in [&b"big"[..], b"alice", PASSWORD.as_bytes()] {
+        connect.extend_from_slice(&(field.len() as u16).to_be_bytes());
+        connect.extend_from_slice(field);
+    }
+    let mut packet = vec![0x10, connect.len() as u8];
+    packet.extend_from_slice(&connect);
+    s.write_all(&packet).unwrap();
+    let mut connack = [0u8; 4];
+    s.read_exact(&mut connack).unwrap();
+    assert_eq!(connack, [0x20, 0x02, 0x00, 0x00], "alice logs in");
+    // Remaining length 64 MiB as a variable-length integer.
+    let mut len = 64u32 << 20;
+    let mut header = vec![0x30];
+    loop {
+        let mut b = (len % 128) as u8;
+        len /= 128;
+        if len > 0 {
+            b |= 0x80;
+        }
+        header.push(b);
+        if len == 0 {
+            break;
+        }
+    }
+    header.extend_from_slice(&[0x00, 0x01, b't']);
+    let _ = s.write_all(&header);
+    let _ = s.write_all(&vec![0u8; 1 << 20]);
+    // The broker drops that client…
+    let mut rest = Vec::new();
+    if let Err(e) = s.read_to_end(&mut rest) {
+        assert!(
+            !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+            "the broker kept a client announcing a 64 MiB packet: {e}"
+        );
+    }
+    // …and goes on serving others.
+    let mut o = rumqttc::MqttOptions::new("after", "127.0.0.1", broker_port);
+    o.set_credentials("alice", PASSWORD);
+    let (_client, mut el) = rumqttc::AsyncClient::new(o, 10);
+    let ack = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(a))) = el.poll().await {
+                return a;
+            }
+        }
+    })
+    .await
+    .expect("the broker still accepts clients");
+    assert_eq!(ack.code, rumqttc::ConnectReturnCode::Success);
+    t.stop().await;
+}
