@@ -488,14 +488,28 @@ async fn open_handles_are_capped_per_session() {
     let t = start(Kind::Embedded, sftp_on).await;
     let ssh = ssh_login(t.sftp_addr(), "alice", PASSWORD).await.unwrap();
     let sftp = sftp_session(&ssh).await;
-    sftp.write("f.txt", b"hello").await.unwrap();
-    let mut open = Vec::new();
+    let mut f = sftp.create("f.txt").await.unwrap();
+    f.write_all(b"hello").await.unwrap();
+    f.shutdown().await.unwrap();
+    // A raw session ignores the advertised limits@openssh.com (as a hostile client would), so the
+    // server's own cap is what stops it.
+    let channel = ssh.channel_open_session().await.unwrap();
+    channel.request_subsystem(true, "sftp").await.unwrap();
+    let raw = russh_sftp::client::RawSftpSession::new(channel.into_stream());
+    raw.init().await.unwrap();
+    let mut handles = Vec::new();
     for _ in 0..filegate::sftp::MAX_HANDLES {
-        open.push(sftp.open("f.txt").await.unwrap());
+        let h = raw
+            .open("f.txt", OpenFlags::READ, FileAttributes::default())
+            .await
+            .unwrap();
+        handles.push(h.handle);
     }
-    let e = sftp.open("f.txt").await.err().expect("one handle too many");
-    match e {
-        russh_sftp::client::error::Error::Status(s) => {
+    match raw
+        .open("f.txt", OpenFlags::READ, FileAttributes::default())
+        .await
+    {
+        Err(russh_sftp::client::error::Error::Status(s)) => {
             assert_eq!(s.status_code, StatusCode::Failure);
             assert!(
                 s.error_message.contains("too many open files"),
@@ -503,16 +517,17 @@ async fn open_handles_are_capped_per_session() {
                 s.error_message
             );
         }
-        other => panic!("{other:?}"),
+        other => panic!("one handle too many: {other:?}"),
     }
     // Closing handles makes room again; the session itself was never in danger.
-    for f in open.drain(..10) {
-        let mut f = f;
-        f.shutdown().await.unwrap();
+    for h in handles.drain(..10) {
+        raw.close(h).await.unwrap();
     }
-    let mut f = sftp.open("f.txt").await.unwrap();
-    let mut text = String::new();
-    f.read_to_string(&mut text).await.unwrap();
-    assert_eq!(text, "hello");
+    let h = raw
+        .open("f.txt", OpenFlags::READ, FileAttributes::default())
+        .await
+        .unwrap();
+    let data = raw.read(h.handle, 0, 100).await.unwrap();
+    assert_eq!(data.data, b"hello");
     t.stop().await;
 }

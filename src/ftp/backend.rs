@@ -238,6 +238,9 @@ impl StorageBackend<FtpUser> for FtpBackend {
                         if let Err(e) = upload.append(&buf[..n]).await {
                             // Refused (quota, size limit, storage down): nothing of it is published.
                             let _ = upload.abort().await;
+                            // Let the client finish sending (bounded) so that it reads the reply
+                            // saying why, instead of a reset data connection.
+                            drain(&mut input, &mut buf, idle).await;
                             return Err(to_ftp(e));
                         }
                         received += n as u64;
@@ -305,6 +308,21 @@ impl StorageBackend<FtpUser> for FtpBackend {
 
 /// Reads until `buf` is full or the stream ends; a read error or a silence longer than `idle` means
 /// the client is gone.
+/// Most bytes read and thrown away after a refused upload before the data connection is closed.
+const DRAIN_LIMIT: u64 = 256 << 20;
+
+/// Reads what the client still sends of a refused upload, up to [`DRAIN_LIMIT`] bytes or until it
+/// is silent for `idle`.
+async fn drain<R: AsyncRead + Unpin>(input: &mut R, buf: &mut [u8], idle: Duration) {
+    let mut thrown = 0u64;
+    while thrown < DRAIN_LIMIT {
+        match tokio::time::timeout(idle, input.read(buf)).await {
+            Ok(Ok(n)) if n > 0 => thrown += n as u64,
+            _ => return,
+        }
+    }
+}
+
 async fn fill<R: AsyncRead + Unpin>(
     input: &mut R,
     buf: &mut [u8],

@@ -173,8 +173,20 @@ impl RedisBackend {
     }
 
     async fn run<T: FromRedisValue>(&self, inv: &mut ScriptInvocation<'_>) -> Result<T> {
-        let mut conn = self.meta.clone();
-        inv.invoke_async(&mut conn).await.map_err(|e| self.error(e))
+        let mut attempt = 0;
+        loop {
+            let mut conn = self.meta.clone();
+            match inv.invoke_async(&mut conn).await {
+                // The connection had died (Redis restarted): the script never ran, so it may run
+                // on the connection the manager makes next, instead of failing the operation.
+                Err(e) if unsent(&e) && attempt < RESENDS => {
+                    attempt += 1;
+                    tracing::debug!(error = %e, attempt, "redis: connection lost; sending again");
+                    tokio::time::sleep(RESEND_PAUSE * attempt).await;
+                }
+                r => return r.map_err(|e| self.error(e)),
+            }
+        }
     }
 
     fn error(&self, e: redis::RedisError) -> StoreError {
@@ -348,22 +360,33 @@ impl RedisBackend {
     }
 
     pub async fn put_chunk(&self, _sid: u64, id: u64, data: Bytes) -> Result<()> {
-        let mut conn = self.data_conn();
-        redis::cmd("SET")
-            .arg(self.chunk_key(id))
-            .arg(data.as_ref())
-            .query_async::<()>(&mut conn)
-            .await
-            .map_err(|e| self.error(e))
+        let mut set = redis::cmd("SET");
+        set.arg(self.chunk_key(id)).arg(data.as_ref());
+        self.data_query(&set).await
     }
 
     pub async fn get_chunk(&self, id: u64) -> Result<Option<Bytes>> {
-        let mut conn = self.data_conn();
-        redis::cmd("GET")
-            .arg(self.chunk_key(id))
-            .query_async(&mut conn)
+        self.data_query(redis::cmd("GET").arg(self.chunk_key(id)))
             .await
-            .map_err(|e| self.error(e))
+    }
+
+    /// A chunk command (idempotent: a SET of the same bytes, or a GET), sent again when its
+    /// connection had dropped, on the next connections, which the managers reconnect meanwhile.
+    async fn data_query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T> {
+        let mut attempt = 0;
+        loop {
+            let mut conn = self.data_conn();
+            match cmd.query_async(&mut conn).await {
+                Err(e)
+                    if e.is_connection_dropped() && attempt < RESENDS + self.data.len() as u32 =>
+                {
+                    attempt += 1;
+                    tracing::debug!(error = %e, attempt, "redis: data connection lost; sending again");
+                    tokio::time::sleep(RESEND_PAUSE).await;
+                }
+                r => return r.map_err(|e| self.error(e)),
+            }
+        }
     }
 
     pub async fn commit(&self, req: CommitRequest<'_>) -> Result<CommitOutcome> {
@@ -407,7 +430,14 @@ impl RedisBackend {
         pipe.cmd("SET").arg(&key).arg(data.as_ref()).ignore();
         pipe.add_command(eval);
         let mut conn = self.meta.clone();
-        let reply: redis::RedisResult<((u64, u64, u8),)> = pipe.query_async(&mut conn).await;
+        let mut reply: redis::RedisResult<((u64, u64, u8),)> = pipe.query_async(&mut conn).await;
+        let mut attempt = 0;
+        while reply.as_ref().is_err_and(unsent) && attempt < RESENDS {
+            attempt += 1;
+            tokio::time::sleep(RESEND_PAUSE * attempt).await;
+            let mut conn = self.meta.clone();
+            reply = pipe.query_async(&mut conn).await;
+        }
         let (seq, vid, created) = match reply {
             Ok((r,)) => r,
             Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
@@ -658,6 +688,18 @@ impl RedisBackend {
 }
 
 /// A script's error message without the location Redis 7 appends (" script: <sha>, on @user_script:13.").
+/// How often a command that never reached Redis is sent again, and the pause before each time
+/// (times the attempt), while a connection manager replaces a dropped connection.
+const RESENDS: u32 = 3;
+const RESEND_PAUSE: Duration = Duration::from_millis(50);
+
+/// Whether a command failed before it could reach Redis (writing to a connection that had already
+/// died), so that sending it again cannot run it twice. redis-rs keeps the I/O error private, so
+/// its text tells: a broken pipe happens on the write side only.
+fn unsent(e: &redis::RedisError) -> bool {
+    e.is_connection_dropped() && e.to_string().to_ascii_lowercase().contains("broken pipe")
+}
+
 fn script_message(detail: &str) -> String {
     detail
         .split(" script: ")
