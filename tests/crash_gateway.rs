@@ -92,7 +92,8 @@ async fn sigkill_under_mixed_load_loses_nothing_committed() {
         // Two FTP uploaders and one SFTP uploader, each file under a new name, sizes from one
         // chunk to many; MQTT put commands alongside.
         for w in 0..3 {
-            let (stop, confirmed, ftp, sftp) = (stop.clone(), confirmed.clone(), b.ftp, b.sftp.unwrap());
+            let (stop, confirmed, ftp, sftp) =
+                (stop.clone(), confirmed.clone(), b.ftp, b.sftp.unwrap());
             let key = key.clone();
             let work = dir.path().join(format!("w{w}"));
             std::fs::create_dir_all(&work).unwrap();
@@ -116,15 +117,23 @@ async fn sigkill_under_mixed_load_loses_nothing_committed() {
                             .is_ok_and(|s| s.success())
                     } else {
                         let batch = work.join("batch");
-                        std::fs::write(&batch, format!("put {} {name}\n", local.display())).unwrap();
+                        std::fs::write(&batch, format!("put {} {name}\n", local.display()))
+                            .unwrap();
                         Command::new(program("sftp"))
                             .arg("-b")
                             .arg(&batch)
                             .args(["-P", &sftp.port().to_string(), "-i"])
                             .arg(&key)
                             .args([
-                                "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-                                "-o", "BatchMode=yes", "-o", "LogLevel=QUIET", "ops@127.0.0.1",
+                                "-o",
+                                "StrictHostKeyChecking=no",
+                                "-o",
+                                "UserKnownHostsFile=/dev/null",
+                                "-o",
+                                "BatchMode=yes",
+                                "-o",
+                                "LogLevel=QUIET",
+                                "ops@127.0.0.1",
                             ])
                             .stdout(Stdio::null())
                             .stderr(Stdio::null())
@@ -132,7 +141,10 @@ async fn sigkill_under_mixed_load_loses_nothing_committed() {
                             .is_ok_and(|s| s.success())
                     };
                     if ok {
-                        confirmed.lock().unwrap().insert(format!("/ops/{name}"), data);
+                        confirmed
+                            .lock()
+                            .unwrap()
+                            .insert(format!("/ops/{name}"), data);
                     }
                 }
             }));
@@ -155,7 +167,10 @@ async fn sigkill_under_mixed_load_loses_nothing_committed() {
         let before = confirmed.lock().unwrap().len();
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while confirmed.lock().unwrap().len() == before {
-            assert!(std::time::Instant::now() < deadline, "round {round}: no upload went through");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "round {round}: no upload went through"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         tokio::time::sleep(Duration::from_millis(rng.random_range(0..800))).await;
@@ -172,8 +187,13 @@ async fn sigkill_under_mixed_load_loses_nothing_committed() {
             let got = store
                 .read_to_vec(&StorePath::parse(path).unwrap(), u64::MAX)
                 .await
-                .unwrap_or_else(|e| panic!("round {round}: {path}, confirmed to its client, is gone: {e}"));
-            assert!(&got == data, "round {round}: {path} differs from what its client sent");
+                .unwrap_or_else(|e| {
+                    panic!("round {round}: {path}, confirmed to its client, is gone: {e}")
+                });
+            assert!(
+                &got == data,
+                "round {round}: {path} differs from what its client sent"
+            );
         }
         for (path, meta) in files(&store, "/ops").await {
             if meta.complete {
@@ -188,13 +208,26 @@ async fn sigkill_under_mixed_load_loses_nothing_committed() {
             }
         }
         let report = store.verify().await.unwrap();
-        assert!(report.missing.is_empty(), "round {round}: chunks missing: {report:?}");
+        assert!(
+            report.missing.is_empty(),
+            "round {round}: chunks missing: {report:?}"
+        );
         let status = store.outbox_status().await.unwrap();
-        let events = store.events_after(status.acked_seq, 1_000_000).await.unwrap();
+        let events = store
+            .events_after(status.acked_seq, 1_000_000)
+            .await
+            .unwrap();
         for (i, e) in events.iter().enumerate() {
-            assert_eq!(e.seq, status.acked_seq + 1 + i as u64, "round {round}: a gap in the outbox");
+            assert_eq!(
+                e.seq,
+                status.acked_seq + 1 + i as u64,
+                "round {round}: a gap in the outbox"
+            );
         }
-        assert_eq!(events.last().map_or(status.acked_seq, |e| e.seq), status.last_seq);
+        assert_eq!(
+            events.last().map_or(status.acked_seq, |e| e.seq),
+            status.last_seq
+        );
         store.close().await;
     }
 
