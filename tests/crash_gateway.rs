@@ -183,7 +183,8 @@ async fn sigkill_under_mixed_load_loses_nothing_committed() {
 
         // The invariants, on the store itself.
         let store = Store::open(store_config()).await.unwrap();
-        for (path, data) in confirmed.lock().unwrap().iter() {
+        let expected = confirmed.lock().unwrap().clone();
+        for (path, data) in &expected {
             let got = store
                 .read_to_vec(&StorePath::parse(path).unwrap(), u64::MAX)
                 .await
