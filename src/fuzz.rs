@@ -108,3 +108,30 @@ pub async fn scp_upload(fs: &UserFs, recursive: bool, input: &[u8]) -> u32 {
     let _ = client.await;
     status
 }
+
+/// Raw bytes on an SFTP channel, as a client would send them: our request handling (over
+/// russh-sftp's packet parser) never panics, answers or ends, and stays in the home.
+pub async fn sftp_packets(fs: &UserFs, input: &[u8]) {
+    use crate::sftp::subsystem::{SftpHandler, MAX_PACKET};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (ours, mut theirs) = tokio::io::duplex(1 << 16);
+    let tasks = tokio_util::task::TaskTracker::new();
+    let handler = SftpHandler::new(fs.clone(), tasks.clone());
+    let config = russh_sftp::server::Config {
+        max_client_packet_len: MAX_PACKET,
+    };
+    russh_sftp::server::run_with_config(ours, handler, config).await;
+    let (mut r, mut w) = tokio::io::split(&mut theirs);
+    let input = input.to_vec();
+    let writer = async move {
+        let _ = w.write_all(&input).await;
+        let _ = w.shutdown().await;
+    };
+    let reader = async move {
+        let mut sink = Vec::new();
+        let _ = r.read_to_end(&mut sink).await;
+    };
+    tokio::join!(writer, reader);
+    tasks.close();
+    tasks.wait().await;
+}

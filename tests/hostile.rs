@@ -355,3 +355,45 @@ async fn mqtt_packets_over_the_limit_are_refused_without_harm() {
     assert_eq!(ack.code, rumqttc::ConnectReturnCode::Success);
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sftp_packets() {
+    let t = start(Kind::Embedded, |_| {}).await;
+    let access = t.gw().access.clone();
+    let fs = access
+        .session_for(
+            "alice",
+            filegate::access::Protocol::Sftp,
+            "127.0.0.1:9".parse().unwrap(),
+        )
+        .await
+        .unwrap();
+    let seeds = corpus("sftp_packets");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let started = Instant::now();
+    let mut n = 0;
+    let mut inputs: Vec<Vec<u8>> = seeds.clone();
+    while started.elapsed() < budget() || n < seeds.len() {
+        let input = if n < inputs.len() {
+            std::mem::take(&mut inputs[n])
+        } else {
+            mutate(&mut rng, &seeds)
+        };
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            filegate::fuzz::sftp_packets(&fs, &input),
+        )
+        .await
+        .expect("an SFTP session must end when its input does");
+        n += 1;
+    }
+    eprintln!("sftp_packets: {n} inputs");
+    let root = t
+        .store()
+        .list(&storage_backend::StorePath::root(), None, 100)
+        .await
+        .unwrap();
+    let names: Vec<_> = root.entries.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["home"], "{names:?}");
+    t.stop().await;
+}

@@ -6,7 +6,7 @@ mod keys;
 mod listing;
 pub(crate) mod scp;
 mod ssh;
-mod subsystem;
+pub(crate) mod subsystem;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -63,8 +63,14 @@ pub struct EmbeddedConfig {
 
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
-    /// `redis://` or `rediss://` URL of a standalone server.
+    /// `redis://` or `rediss://` URL of a standalone server (its password and database also apply
+    /// to the master Sentinel names).
     pub url: String,
+    /// Redis Cluster: URLs of some of its nodes (any; the rest are discovered). Non-empty = cluster.
+    pub cluster_urls: Vec<String>,
+    /// Redis Sentinel: URLs of the sentinels, and the name of the master they watch.
+    pub sentinel_urls: Vec<String>,
+    pub master_name: String,
     /// Password read from a file (overrides one in the URL).
     pub password: Option<String>,
     /// How long one Redis command may take before the operation fails with a clear error.
@@ -75,9 +81,29 @@ pub struct RedisConfig {
 }
 
 impl RedisConfig {
+    /// A Redis Cluster reached through some of its nodes.
+    pub fn cluster(urls: Vec<String>) -> Self {
+        RedisConfig {
+            cluster_urls: urls,
+            ..RedisConfig::new("")
+        }
+    }
+
+    /// The master that the sentinels at `urls` know as `master_name`.
+    pub fn sentinel(urls: Vec<String>, master_name: impl Into<String>) -> Self {
+        RedisConfig {
+            sentinel_urls: urls,
+            master_name: master_name.into(),
+            ..RedisConfig::new("")
+        }
+    }
+
     pub fn new(url: impl Into<String>) -> Self {
         RedisConfig {
             url: url.into(),
+            cluster_urls: Vec::new(),
+            sentinel_urls: Vec::new(),
+            master_name: String::new(),
             password: None,
             command_timeout: Duration::from_secs(10),
             data_connections: 4,

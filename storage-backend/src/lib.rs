@@ -30,7 +30,7 @@ pub use store::{IntegrityReport, Store};
 pub use types::{
     ChangeContext, CommitInfo, CommitOptions, DirEntry, EntryKind, ListPage, Metadata, OpenOptions,
 };
-pub use write::WriteSession;
+pub use write::{WriteSession, MAX_HOLE_BYTES};
 
 /// What both backends need to know beyond their own connection settings.
 #[derive(Debug, Clone)]

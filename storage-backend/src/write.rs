@@ -32,6 +32,9 @@ const MAX_DIRTY: usize = 4;
 const MAX_IN_FLIGHT: usize = 4;
 /// Largest batch of chunk ids reserved in one trip.
 const MAX_ID_BATCH: u64 = 256;
+/// Most bytes of a file that may be holes (ranges skipped over, never written), which commit hashes
+/// as zeros: 1 GiB, a second or two of CPU.
+pub const MAX_HOLE_BYTES: u64 = 1 << 30;
 
 /// An upload in progress. End it with [`commit`](Self::commit) or [`abort`](Self::abort); dropping it
 /// aborts it in the background.
@@ -133,6 +136,7 @@ impl WriteSession {
             StoreError::new(ErrorKind::FileTooLarge, "write offset is out of range")
         })?;
         self.check_size(end)?;
+        self.check_hole(offset)?;
         if offset == self.sequential_end {
             self.sequential_end = end;
         } else {
@@ -178,6 +182,7 @@ impl WriteSession {
     /// Truncates or extends (with zeros) to `len` bytes.
     pub async fn set_len(&mut self, len: u64) -> Result<()> {
         self.check_size(len)?;
+        self.check_hole(len)?;
         let cs = self.chunk_size;
         if len < self.size {
             let keep = chunk_count(len, cs);
@@ -328,6 +333,34 @@ impl WriteSession {
         Ok(())
     }
 
+    /// Growing the file to `new_end` leaves the bytes between its end and there never written: they
+    /// cost nothing to store, but they are hashed at commit. Without a bound, one 30-byte SFTP
+    /// setstat could make the gateway hash terabytes of zeros.
+    fn check_hole(&self, new_end: u64) -> Result<()> {
+        let gap = new_end.saturating_sub(self.size);
+        if gap == 0 {
+            return Ok(());
+        }
+        let holes = self
+            .chunks
+            .iter()
+            .enumerate()
+            .filter(|&(i, &id)| id == 0 && !self.dirty.contains_key(&(i as u64)))
+            .count() as u64;
+        let total = holes.saturating_mul(self.chunk_size).saturating_add(gap);
+        if total > MAX_HOLE_BYTES {
+            return Err(StoreError::new(
+                ErrorKind::FileTooLarge,
+                format!(
+                    "{} would have {total} bytes that were never written (a hole of zeros); \
+                     at most {MAX_HOLE_BYTES} are allowed: write the data instead of skipping past the end",
+                    self.path
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// The open buffer of chunk `idx`, loading the chunk's current bytes unless `whole` says they are
     /// about to be overwritten entirely.
     async fn buffer(&mut self, idx: u64, whole: bool) -> Result<&mut Vec<u8>> {
@@ -435,6 +468,8 @@ impl WriteSession {
         let mut hasher = Sha256::new();
         for idx in 0..chunk_count(self.size, self.chunk_size) as u64 {
             hasher.update(self.content(idx).await?);
+            // Holes come from memory without a pause: let other sessions run between chunks.
+            tokio::task::yield_now().await;
         }
         Ok(hex::encode(hasher.finalize()))
     }

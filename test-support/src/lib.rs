@@ -61,6 +61,10 @@ impl RedisServer {
         self.dir.path()
     }
 
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
     /// Kills the server (SIGKILL) without waiting for anything.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -132,6 +136,224 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A private Redis Cluster: `masters` masters (and `replicas` replicas of each) on free loopback
+/// ports, joined with `redis-cli --cluster create`; every node is killed on drop.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    pub fn start(masters: usize, replicas: usize) -> RedisCluster {
+        let mut nodes = Vec::new();
+        for _ in 0..masters * (1 + replicas) {
+            // The cluster bus port is set explicitly: port + 10000 may not exist.
+            let bus = free_port().to_string();
+            nodes.push(RedisServer::start_with(&[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-port",
+                &bus,
+                "--cluster-node-timeout",
+                "1500",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ]));
+        }
+        let mut args: Vec<String> = vec!["--cluster".into(), "create".into()];
+        args.extend(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port())));
+        args.extend([
+            "--cluster-replicas".into(),
+            replicas.to_string(),
+            "--cluster-yes".into(),
+        ]);
+        let out = Command::new("redis-cli")
+            .args(&args)
+            .output()
+            .expect("redis-cli not found on PATH: run scripts/test, which installs redis-tools");
+        let cluster = RedisCluster { nodes };
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        cluster.wait_until_ok();
+        cluster
+    }
+
+    /// Waits until every live node says the cluster is ok and knows `expected` masters with slots.
+    pub fn wait_until_ok(&self) {
+        let deadline = std::time::Instant::now() + START_TIMEOUT * 3;
+        loop {
+            let ok = self.nodes.iter().filter(|n| n.is_running()).all(|n| {
+                n.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok")
+                    && n.cli(&["CLUSTER", "INFO"])
+                        .contains("cluster_slots_ok:16384")
+            });
+            if ok {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the Redis Cluster did not become ok: {}",
+                self.nodes[0].cli(&["CLUSTER", "INFO"])
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.url()).collect()
+    }
+
+    /// Indexes of the nodes that are masters now.
+    pub fn masters(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| {
+                self.nodes[i].is_running()
+                    && self.nodes[i].cli(&["ROLE"]).lines().next() == Some("master")
+            })
+            .collect()
+    }
+
+    /// Keys stored on each running node (`DBSIZE`).
+    pub fn key_counts(&self) -> Vec<u64> {
+        self.nodes
+            .iter()
+            .filter(|n| n.is_running())
+            .map(|n| n.cli(&["DBSIZE"]).trim().parse().unwrap_or(0))
+            .collect()
+    }
+}
+
+/// A private Redis Sentinel setup: one master, one replica and three sentinels watching them as
+/// `mymaster`, on free loopback ports; all killed on drop.
+pub struct RedisSentinel {
+    pub master: RedisServer,
+    pub replica: RedisServer,
+    pub sentinels: Vec<Sentinel>,
+}
+
+pub const SENTINEL_MASTER_NAME: &str = "mymaster";
+
+impl RedisSentinel {
+    pub fn start() -> RedisSentinel {
+        let master = RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
+        let mport = master.port().to_string();
+        let replica =
+            RedisServer::start_with(&["--replicaof", "127.0.0.1", &mport, "--appendonly", "yes"]);
+        let sentinels = (0..3).map(|_| Sentinel::start(master.port())).collect();
+        let setup = RedisSentinel {
+            master,
+            replica,
+            sentinels,
+        };
+        // Ready when every sentinel knows the replica (so it can fail over to it).
+        let deadline = std::time::Instant::now() + START_TIMEOUT;
+        while !setup.sentinels.iter().all(|s| {
+            s.cli(&["SENTINEL", "REPLICAS", SENTINEL_MASTER_NAME])
+                .contains(&setup.replica.port().to_string())
+        }) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the sentinels did not find the replica"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        setup
+    }
+
+    pub fn urls(&self) -> Vec<String> {
+        self.sentinels.iter().map(|s| s.url()).collect()
+    }
+
+    /// The master's port as the sentinels report it now.
+    pub fn master_port(&self) -> Option<u16> {
+        self.sentinels.iter().find_map(|s| {
+            let out = s.cli(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", SENTINEL_MASTER_NAME]);
+            out.lines().nth(1).and_then(|p| p.trim().parse().ok())
+        })
+    }
+}
+
+/// One `redis-server --sentinel` process, killed on drop.
+pub struct Sentinel {
+    child: Option<Child>,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Sentinel {
+    fn start(master_port: u16) -> Sentinel {
+        let binary = which("redis-server").unwrap_or_else(|| {
+            panic!("redis-server not found on PATH: run scripts/test (it installs it) or `apt-get install redis-server`")
+        });
+        let dir = tempfile::tempdir().expect("temp dir for sentinel");
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            let port = free_port();
+            let conf = dir.path().join("sentinel.conf");
+            std::fs::write(
+                &conf,
+                format!(
+                    "port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {}\n\
+                     sentinel monitor {SENTINEL_MASTER_NAME} 127.0.0.1 {master_port} 2\n\
+                     sentinel down-after-milliseconds {SENTINEL_MASTER_NAME} 1000\n\
+                     sentinel failover-timeout {SENTINEL_MASTER_NAME} 5000\n",
+                    dir.path().display()
+                ),
+            )
+            .unwrap();
+            let mut child = Command::new(&binary)
+                .arg(&conf)
+                .arg("--sentinel")
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+            match wait_for_port(&mut child, port) {
+                Ok(()) => {
+                    return Sentinel {
+                        child: Some(child),
+                        port,
+                        _dir: dir,
+                    }
+                }
+                Err(why) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    last_error = why;
+                }
+            }
+        }
+        panic!("redis sentinel did not start: {last_error}");
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli not found on PATH: run scripts/test, which installs redis-tools");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 

@@ -17,8 +17,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use redis::aio::ConnectionManager;
 use redis::{FromRedisValue, Script, ScriptInvocation};
+
+use link::{read_only, Link, SentinelLink};
 
 use crate::backend::{
     CommitOutcome, CommitRequest, MaintenanceReport, OpenedRead, SessionStart, StoreUsage, Version,
@@ -30,6 +31,8 @@ use crate::outbox::{assemble, Event, EventFacts, EventKind, EventOrigin, OutboxS
 use crate::path::StorePath;
 use crate::types::{from_ms, now_ms, DirEntry, EntryKind, ListPage, Metadata, OpenOptions};
 use crate::BackendSettings;
+
+mod link;
 
 const PRELUDE: &str = include_str!("prelude.lua");
 const SCRIPTS: &str = include_str!("scripts.lua");
@@ -58,8 +61,8 @@ impl Scripts {
 pub(crate) struct RedisBackend {
     settings: BackendSettings,
     url_shown: String,
-    meta: ConnectionManager,
-    data: Vec<ConnectionManager>,
+    meta: Link,
+    data: Vec<Link>,
     next_data: AtomicUsize,
     scripts: Scripts,
     /// `{N}:` — every metadata key starts with it.
@@ -78,43 +81,13 @@ const MAX_OWNER: u64 = 1 << 21;
 
 impl RedisBackend {
     pub async fn open(config: &RedisConfig, settings: BackendSettings) -> Result<Self> {
-        let url_shown = mask_url(&config.url);
-        let mut info = redis::IntoConnectionInfo::into_connection_info(config.url.as_str())
-            .map_err(|e| {
-                StoreError::new(
-                    ErrorKind::InvalidArgument,
-                    format!("storage.redis.url {url_shown:?} is not a valid Redis URL: {e}"),
-                )
-            })?;
-        if let Some(password) = &config.password {
-            info = info
-                .clone()
-                .set_redis_settings(info.redis_settings().clone().set_password(password));
-        }
-        let client = redis::Client::open(info).map_err(|e| {
-            StoreError::new(
-                ErrorKind::InvalidArgument,
-                format!("storage.redis.url {url_shown:?}: {e}"),
-            )
-        })?;
-        let manager_config = redis::aio::ConnectionManagerConfig::new()
-            .set_response_timeout(Some(config.command_timeout))
-            .set_connection_timeout(Some(config.command_timeout.min(Duration::from_secs(5))))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_secs(2));
-        let connect = || async {
-            client
-                .get_connection_manager_with_config(manager_config.clone())
-                .await
-                .map_err(|e| {
-                    StoreError::unavailable(format!("cannot connect to Redis at {url_shown}: {e}"))
-                })
+        let (url_shown, meta, data) = if !config.cluster_urls.is_empty() {
+            connect_cluster(config).await?
+        } else if !config.sentinel_urls.is_empty() {
+            connect_sentinel(config).await?
+        } else {
+            connect_direct(config).await?
         };
-        let meta = connect().await?;
-        let mut data = Vec::new();
-        for _ in 0..config.data_connections.max(1) {
-            data.push(connect().await?);
-        }
         let prefix = format!("{{{}}}:", settings.namespace);
         let backend = RedisBackend {
             ctr_key: format!("{prefix}ctr"),
@@ -156,7 +129,7 @@ impl RedisBackend {
         chunk_key(&self.settings.namespace, id)
     }
 
-    fn data_conn(&self) -> ConnectionManager {
+    fn data_conn(&self) -> Link {
         let i = self.next_data.fetch_add(1, Ordering::Relaxed) % self.data.len();
         self.data[i].clone()
     }
@@ -179,7 +152,7 @@ impl RedisBackend {
             match inv.invoke_async(&mut conn).await {
                 // The connection had died (Redis restarted): the script never ran, so it may run
                 // on the connection the manager makes next, instead of failing the operation.
-                Err(e) if unsent(&e) && attempt < RESENDS => {
+                Err(e) if (unsent(&e) || read_only(&e)) && attempt < RESENDS => {
                     attempt += 1;
                     tracing::debug!(error = %e, attempt, "redis: connection lost; sending again");
                     tokio::time::sleep(RESEND_PAUSE * attempt).await;
@@ -378,7 +351,8 @@ impl RedisBackend {
             let mut conn = self.data_conn();
             match cmd.query_async(&mut conn).await {
                 Err(e)
-                    if e.is_connection_dropped() && attempt < RESENDS + self.data.len() as u32 =>
+                    if (e.is_connection_dropped() || read_only(&e))
+                        && attempt < RESENDS + self.data.len() as u32 =>
                 {
                     attempt += 1;
                     tracing::debug!(error = %e, attempt, "redis: data connection lost; sending again");
@@ -405,14 +379,18 @@ impl RedisBackend {
 
     /// Stores a file's only chunk and commits it in one round trip: both commands are pipelined on
     /// the metadata connection, where Redis runs them in order, and the commit script checks that
-    /// the chunk landed before it publishes anything. Standalone Redis only: the script touches the
-    /// chunk's key, which Redis Cluster would keep in another slot.
+    /// the chunk landed before it publishes anything. On Redis Cluster the chunk's key lives in
+    /// another slot than the metadata, so there it takes two trips: the chunk, then the commit.
     pub async fn put_and_commit(
         &self,
         req: CommitRequest<'_>,
         id: u64,
         data: Bytes,
     ) -> Result<CommitOutcome> {
+        if self.meta.is_cluster() {
+            self.put_chunk(req.sid, id, data).await?;
+            return self.commit(req).await;
+        }
         let key = self.chunk_key(id);
         let args = commit_args(&req, &self.owner, &key);
         let script = self.scripts.get("commit");
@@ -562,18 +540,11 @@ impl RedisBackend {
             if due.is_empty() {
                 break;
             }
-            let mut unlink = redis::pipe();
+            let mut keys = Vec::with_capacity(due.len());
             for id in &due {
-                unlink
-                    .cmd("UNLINK")
-                    .arg(self.chunk_key(parse_u64(id)?))
-                    .ignore();
+                keys.push(self.chunk_key(parse_u64(id)?));
             }
-            let mut conn = self.data_conn();
-            unlink
-                .query_async::<()>(&mut conn)
-                .await
-                .map_err(|e| self.error(e))?;
+            self.unlink(keys).await?;
             let mut forget = self.script("gc_forget", None);
             for id in &due {
                 forget.arg(id);
@@ -599,30 +570,93 @@ impl RedisBackend {
     /// version refers to. The owner is forgotten only once the whole scan went through, so a scan
     /// cut short by a crash is simply done again.
     async fn queue_orphans_of(&self, owner: u64) -> Result<()> {
-        let mut conn = self.meta.clone();
         let pattern = format!("{}:c:{{{owner}:*}}", self.settings.namespace);
-        let mut cursor = 0u64;
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| self.error(e))?;
+        let ids = self.scan_chunk_ids(&pattern).await?;
+        let mut batches = ids.chunks(1000).peekable();
+        if batches.peek().is_none() {
+            let _: u8 = self
+                .run(self.script("orphans", None).arg(owner).arg("1"))
+                .await?;
+            return Ok(());
+        }
+        while let Some(batch) = batches.next() {
             let mut call = self.script("orphans", None);
-            call.arg(owner).arg(if next == 0 { "1" } else { "0" });
-            for key in &keys {
-                call.arg(parse_chunk_key(key)?);
+            call.arg(owner)
+                .arg(if batches.peek().is_none() { "1" } else { "0" });
+            for id in batch {
+                call.arg(id);
             }
             let _: u8 = self.run(&mut call).await?;
-            if next == 0 {
-                return Ok(());
-            }
-            cursor = next;
         }
+        Ok(())
+    }
+
+    /// Chunk ids of the stored chunk keys matching `pattern`, on every master of a cluster.
+    async fn scan_chunk_ids(&self, pattern: &str) -> Result<Vec<u64>> {
+        let masters = self.meta.masters().await.map_err(|e| self.error(e))?;
+        let nodes: Vec<Option<&(String, u16)>> = match &masters {
+            Some(list) => list.iter().map(Some).collect(),
+            None => vec![None],
+        };
+        let mut ids = Vec::new();
+        for node in nodes {
+            let mut cursor = 0u64;
+            loop {
+                let (next, keys): (u64, Vec<String>) = self
+                    .meta
+                    .query_on(
+                        node,
+                        redis::cmd("SCAN")
+                            .arg(cursor)
+                            .arg("MATCH")
+                            .arg(pattern)
+                            .arg("COUNT")
+                            .arg(1000),
+                    )
+                    .await
+                    .map_err(|e| self.error(e))?;
+                for key in keys {
+                    ids.push(parse_chunk_key(&key)?);
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Deletes chunk values: one pipeline on a single server; on a cluster, where each key has its
+    /// own slot, commands sent together on the cluster connection, which routes each to its master.
+    async fn unlink(&self, keys: Vec<String>) -> Result<()> {
+        let conn = self.data_conn();
+        if conn.is_cluster() {
+            let mut sent = tokio::task::JoinSet::new();
+            for key in keys {
+                let mut conn = conn.clone();
+                sent.spawn(async move {
+                    redis::cmd("UNLINK")
+                        .arg(key)
+                        .query_async::<u64>(&mut conn)
+                        .await
+                });
+            }
+            while let Some(r) = sent.join_next().await {
+                r.map_err(|e| StoreError::internal(format!("deleting a chunk failed: {e}")))?
+                    .map_err(|e| self.error(e))?;
+            }
+            return Ok(());
+        }
+        let mut unlink = redis::pipe();
+        for key in keys {
+            unlink.cmd("UNLINK").arg(key).ignore();
+        }
+        let mut conn = conn;
+        unlink
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(|e| self.error(e))
     }
 
     pub async fn lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool> {
@@ -657,34 +691,155 @@ impl RedisBackend {
     }
 
     async fn stored_chunk_ids(&self) -> Result<Vec<u64>> {
-        let mut conn = self.meta.clone();
         let pattern = format!("{}:c:*", self.settings.namespace);
-        let mut cursor = 0u64;
-        let mut ids = Vec::new();
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| self.error(e))?;
-            for key in keys {
-                ids.push(parse_chunk_key(&key)?);
-            }
-            if next == 0 {
-                return Ok(ids);
-            }
-            cursor = next;
-        }
+        self.scan_chunk_ids(&pattern).await
     }
 
     pub async fn chunk_inventory(&self) -> Result<(Vec<u64>, Vec<u64>)> {
         let referenced: Vec<u64> = self.run(&mut self.script("referenced", None)).await?;
         Ok((referenced, self.stored_chunk_ids().await?))
     }
+}
+
+type Links = (String, Link, Vec<Link>);
+
+fn invalid_url(key: &str, shown: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::new(
+        ErrorKind::InvalidArgument,
+        format!("{key} {shown:?} is not a valid Redis URL: {e}"),
+    )
+}
+
+fn connection_info(key: &str, url: &str, password: Option<&str>) -> Result<redis::ConnectionInfo> {
+    let info = redis::IntoConnectionInfo::into_connection_info(url)
+        .map_err(|e| invalid_url(key, &mask_url(url), e))?;
+    Ok(match password {
+        Some(p) => info
+            .clone()
+            .set_redis_settings(info.redis_settings().clone().set_password(p)),
+        None => info,
+    })
+}
+
+/// One server: a metadata connection and `data_connections` for chunks, each a connection manager.
+async fn connect_direct(config: &RedisConfig) -> Result<Links> {
+    let shown = mask_url(&config.url);
+    let info = connection_info("storage.redis.url", &config.url, config.password.as_deref())?;
+    let client =
+        redis::Client::open(info).map_err(|e| invalid_url("storage.redis.url", &shown, e))?;
+    let manager_config = redis::aio::ConnectionManagerConfig::new()
+        .set_response_timeout(Some(config.command_timeout))
+        .set_connection_timeout(Some(config.command_timeout.min(Duration::from_secs(5))))
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_secs(2));
+    let connect = || async {
+        client
+            .get_connection_manager_with_config(manager_config.clone())
+            .await
+            .map(Link::Direct)
+            .map_err(|e| {
+                StoreError::unavailable(format!("cannot connect to Redis at {shown}: {e}"))
+            })
+    };
+    let meta = connect().await?;
+    let mut data = Vec::new();
+    for _ in 0..config.data_connections.max(1) {
+        data.push(connect().await?);
+    }
+    Ok((shown.clone(), meta, data))
+}
+
+/// A Redis Cluster: the cluster connection keeps one connection per node and routes each command
+/// by its key's slot, so one handle serves metadata and another (own connections) serves chunks.
+async fn connect_cluster(config: &RedisConfig) -> Result<Links> {
+    let shown = format!(
+        "cluster {}",
+        config
+            .cluster_urls
+            .iter()
+            .map(|u| mask_url(u))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let mut nodes = Vec::new();
+    for url in &config.cluster_urls {
+        nodes.push(connection_info("storage.redis.urls", url, None)?);
+    }
+    let mut builder = redis::cluster::ClusterClientBuilder::new(nodes)
+        .response_timeout(config.command_timeout)
+        .connection_timeout(config.command_timeout.min(Duration::from_secs(5)))
+        .retries(4);
+    if let Some(p) = &config.password {
+        builder = builder.password(p);
+    }
+    let client = builder
+        .build()
+        .map_err(|e| invalid_url("storage.redis.urls", &shown, e))?;
+    let connect = || async {
+        client
+            .get_async_connection()
+            .await
+            .map(Link::Cluster)
+            .map_err(|e| StoreError::unavailable(format!("cannot connect to Redis {shown}: {e}")))
+    };
+    let meta = connect().await?;
+    // Each cluster connection multiplexes every node already; two spread large values further.
+    let mut data = Vec::new();
+    for _ in 0..config.data_connections.clamp(1, 2) {
+        data.push(connect().await?);
+    }
+    Ok((shown.clone(), meta, data))
+}
+
+/// The master the sentinels name; asked again after it fails or turns out to be a replica.
+async fn connect_sentinel(config: &RedisConfig) -> Result<Links> {
+    let shown = format!(
+        "master {:?} of sentinels {}",
+        config.master_name,
+        config
+            .sentinel_urls
+            .iter()
+            .map(|u| mask_url(u))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let mut sentinels = Vec::new();
+    for url in &config.sentinel_urls {
+        sentinels.push(connection_info("storage.redis.sentinel_urls", url, None)?);
+    }
+    // The master's password and database: from storage.redis.url's, or the password file.
+    let mut node = redis::RedisConnectionInfo::default();
+    if !config.url.is_empty() {
+        node = connection_info("storage.redis.url", &config.url, config.password.as_deref())?
+            .redis_settings()
+            .clone();
+    } else if let Some(p) = &config.password {
+        node = node.set_password(p);
+    }
+    let node_info =
+        redis::sentinel::SentinelNodeConnectionInfo::default().set_redis_connection_info(node);
+    let link_config = redis::AsyncConnectionConfig::new()
+        .set_response_timeout(Some(config.command_timeout))
+        .set_connection_timeout(Some(config.command_timeout.min(Duration::from_secs(5))));
+    let connect = || async {
+        let client = redis::sentinel::SentinelClient::build(
+            sentinels.clone(),
+            config.master_name.clone(),
+            Some(node_info.clone()),
+            redis::sentinel::SentinelServerType::Master,
+        )
+        .map_err(|e| invalid_url("storage.redis.sentinel_urls", &shown, e))?;
+        SentinelLink::connect(client, link_config.clone())
+            .await
+            .map(Link::Sentinel)
+            .map_err(|e| StoreError::unavailable(format!("cannot reach the Redis {shown}: {e}")))
+    };
+    let meta = connect().await?;
+    let mut data = Vec::new();
+    for _ in 0..config.data_connections.max(1) {
+        data.push(connect().await?);
+    }
+    Ok((shown.clone(), meta, data))
 }
 
 /// A script's error message without the location Redis 7 appends (" script: <sha>, on @user_script:13.").

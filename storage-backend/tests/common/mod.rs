@@ -6,19 +6,38 @@ use std::time::Duration;
 use storage_backend::{
     BackendConfig, ChangeContext, EmbeddedConfig, Event, RedisConfig, Store, StoreConfig, StorePath,
 };
-use test_support::RedisServer;
+use test_support::{RedisCluster, RedisSentinel, RedisServer, SENTINEL_MASTER_NAME};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Embedded,
     Redis,
+    /// A 3-master Redis Cluster.
+    RedisCluster,
+    /// A master and a replica watched by three sentinels.
+    RedisSentinel,
+}
+
+impl Kind {
+    /// Whether several stores (gateways) can share the backend at once.
+    pub fn is_shared(self) -> bool {
+        self != Kind::Embedded
+    }
+}
+
+/// The servers a fixture started, kept alive with it.
+pub enum Servers {
+    None,
+    Redis(RedisServer),
+    Cluster(RedisCluster),
+    Sentinel(RedisSentinel),
 }
 
 /// A store plus whatever keeps its backend alive.
 pub struct Fixture {
     pub store: Store,
     pub config: StoreConfig,
-    pub redis: Option<RedisServer>,
+    pub redis: Servers,
     pub dir: tempfile::TempDir,
 }
 
@@ -44,12 +63,23 @@ pub async fn fixture_with(kind: Kind, tweak: impl FnOnce(&mut StoreConfig)) -> F
             config.backend = BackendConfig::Embedded(EmbeddedConfig {
                 path: Some(dir.path().join("store.redb")),
             });
-            None
+            Servers::None
         }
         Kind::Redis => {
             let server = RedisServer::start();
             config.backend = BackendConfig::Redis(RedisConfig::new(server.url()));
-            Some(server)
+            Servers::Redis(server)
+        }
+        Kind::RedisCluster => {
+            let cluster = RedisCluster::start(3, 0);
+            config.backend = BackendConfig::Redis(RedisConfig::cluster(cluster.urls()));
+            Servers::Cluster(cluster)
+        }
+        Kind::RedisSentinel => {
+            let setup = RedisSentinel::start();
+            config.backend =
+                BackendConfig::Redis(RedisConfig::sentinel(setup.urls(), SENTINEL_MASTER_NAME));
+            Servers::Sentinel(setup)
         }
     };
     tweak(&mut config);
@@ -110,7 +140,7 @@ pub fn sha256_hex(data: &[u8]) -> String {
 
 /// Runs one async test body once per backend.
 #[macro_export]
-macro_rules! on_both_backends {
+macro_rules! on_every_backend {
     ($($name:ident),* $(,)?) => {
         mod embedded {
             $(
@@ -125,6 +155,22 @@ macro_rules! on_both_backends {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     super::$name(super::common::Kind::Redis).await
+                }
+            )*
+        }
+        mod redis_cluster {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::common::Kind::RedisCluster).await
+                }
+            )*
+        }
+        mod redis_sentinel {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::common::Kind::RedisSentinel).await
                 }
             )*
         }
