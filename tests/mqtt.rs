@@ -312,10 +312,10 @@ async fn a_backlog_drains_after_a_gateway_restart_and_two_gateways_publish_once(
         first.store().write_file(&p, b"x", &ctx).await.unwrap();
     }
     assert_eq!(first.store().outbox_status().await.unwrap().backlog(), 30);
-    let redis_url = first.config.storage.redis.url.clone();
+    let redis_config = first.config.storage.redis.clone();
     let redis = {
         let mut f = first;
-        let r = f.redis.take();
+        let r = (f.redis.take(), f.cluster.take(), f.sentinel.take());
         f.stop().await;
         r
     };
@@ -324,13 +324,13 @@ async fn a_backlog_drains_after_a_gateway_restart_and_two_gateways_publish_once(
     let a = start(Kind::Embedded, |c| {
         external(c, &broker);
         c.storage.backend = filegate::config::StorageBackend::Redis;
-        c.storage.redis.url = redis_url.clone();
+        c.storage.redis = redis_config.clone();
     })
     .await;
     let b = start(Kind::Embedded, |c| {
         external(c, &broker);
         c.storage.backend = filegate::config::StorageBackend::Redis;
-        c.storage.redis.url = redis_url.clone();
+        c.storage.redis = redis_config.clone();
     })
     .await;
     for (i, g) in [&a, &b].iter().enumerate() {

@@ -82,7 +82,7 @@ async fn probes_and_metrics_report_what_happened() {
     let body = until_ready(http, 503).await;
     assert!(body.contains("MQTT broker unreachable"), "{body}");
     // Then the store.
-    drop(t.redis.take());
+    drop((t.redis.take(), t.cluster.take(), t.sentinel.take()));
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (status, body) = http_get(http, "/readyz").await;

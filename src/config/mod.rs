@@ -152,15 +152,16 @@ pub enum PartialUploads {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageRedisConfig {
-    /// `redis://` or `rediss://` (TLS) URL of a standalone server.
+    /// `redis://` or `rediss://` (TLS) URL of a standalone server. With Sentinel, its password and
+    /// database apply to the master.
     pub url: String,
-    /// Redis Cluster (not supported yet).
+    /// Redis Cluster: `urls` lists some of its nodes.
     pub cluster: bool,
-    /// Cluster seed URLs (not supported yet).
+    /// Redis Cluster seed nodes (any of them; the rest are discovered).
     pub urls: Vec<String>,
-    /// Sentinel URLs (not supported yet).
+    /// Redis Sentinel: the sentinels' URLs.
     pub sentinel_urls: Vec<String>,
-    /// Sentinel master name (not supported yet).
+    /// Redis Sentinel: the name of the master the sentinels watch.
     #[serde(deserialize_with = "de::text::deserialize")]
     pub master_name: String,
     /// A file holding the password, instead of one in the URL; `""` = none.
@@ -550,6 +551,12 @@ impl Config {
             }
             StorageBackend::Redis => {
                 let mut redis = storage_backend::RedisConfig::new(s.redis.url.clone());
+                if s.redis.cluster {
+                    redis.cluster_urls = s.redis.urls.clone();
+                } else if !s.redis.sentinel_urls.is_empty() {
+                    redis.sentinel_urls = s.redis.sentinel_urls.clone();
+                    redis.master_name = s.redis.master_name.clone();
+                }
                 redis.password = s.redis.password_from_file.clone();
                 redis.command_timeout = s.redis.command_timeout;
                 redis.data_connections = s.redis.data_connections;
@@ -575,6 +582,27 @@ impl Config {
             StorageBackend::Embedded => format!(
                 "storage embedded at {} (namespace {})",
                 s.embedded.path.display(),
+                s.namespace
+            ),
+            StorageBackend::Redis if s.redis.cluster => format!(
+                "storage redis cluster at {} (namespace {})",
+                s.redis
+                    .urls
+                    .iter()
+                    .map(|u| mask_url_password(u))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                s.namespace
+            ),
+            StorageBackend::Redis if !s.redis.sentinel_urls.is_empty() => format!(
+                "storage redis master {:?} of sentinels {} (namespace {})",
+                s.redis.master_name,
+                s.redis
+                    .sentinel_urls
+                    .iter()
+                    .map(|u| mask_url_password(u))
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 s.namespace
             ),
             StorageBackend::Redis => format!(

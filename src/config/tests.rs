@@ -385,14 +385,14 @@ home = "/b"
 }
 
 #[test]
-fn redis_scale_out_is_refused_clearly() {
+fn redis_cluster_and_sentinel_settings_are_checked() {
     let file = r#"
 [storage]
 backend = "redis"
 [storage.redis]
 url = "http://nope"
 cluster = true
-urls = ["redis://a:6379"]
+urls = ["redis://a:6379", "http://b"]
 sentinel_urls = ["redis://s:26379"]
 master_name = "mymaster"
 data_connections = 0
@@ -401,17 +401,38 @@ data_connections = 0
     assert_eq!(
         keys(&p),
         [
-            "storage.redis.url",
-            "storage.redis.cluster",
             "storage.redis.urls",
-            "storage.redis.sentinel_urls",
-            "storage.redis.master_name",
+            "storage.redis.cluster",
             "storage.redis.data_connections",
         ]
     );
-    assert!(p[1..5]
-        .iter()
-        .all(|p| p.message.contains("not supported yet (issue: scale-out)")));
+    assert!(p[0].message.contains("\"http://b\" is not a Redis URL"));
+    assert!(p[1].message.contains("choose one"));
+    // Each on its own is fine; the standalone url is not used then.
+    let cluster = "[storage]\nbackend = \"redis\"\n[storage.redis]\nurl = \"\"\ncluster = true\nurls = [\"redis://a:6379\"]\n";
+    assert!(load(cluster, &[]).is_ok());
+    let sentinel = "[storage]\nbackend = \"redis\"\n[storage.redis]\nsentinel_urls = [\"redis://s:26379\"]\nmaster_name = \"m\"\n";
+    let config = load(sentinel, &[]).unwrap();
+    assert!(config
+        .describe_storage()
+        .contains("master \"m\" of sentinels redis://s:26379"));
+    // Half a setup names the missing half.
+    let p = problems(
+        "[storage]\nbackend = \"redis\"\n[storage.redis]\ncluster = true\n",
+        &[],
+    );
+    assert_eq!(keys(&p), ["storage.redis.urls"]);
+    let p = problems(
+        "[storage]\nbackend = \"redis\"\n[storage.redis]\nurls = [\"redis://a:1\"]\n",
+        &[],
+    );
+    assert_eq!(keys(&p), ["storage.redis.urls"]);
+    assert!(p[0].message.contains("set cluster = true"));
+    let p = problems(
+        "[storage]\nbackend = \"redis\"\n[storage.redis]\nmaster_name = \"m\"\n",
+        &[],
+    );
+    assert_eq!(keys(&p), ["storage.redis.sentinel_urls"]);
     // With the embedded backend the Redis section is not used, so not checked.
     assert!(load(&file.replace("\"redis\"\n[", "\"embedded\"\n["), &[]).is_ok());
 }

@@ -133,41 +133,65 @@ fn storage(s: &StorageConfig, p: &mut Problems) {
         }
         StorageBackend::Redis => {
             let r = &s.redis;
-            if !has_scheme_and_host(&r.url, &["redis", "rediss"]) {
-                p.add(
-                    "storage.redis.url",
-                    format!(
-                        "{:?} is not a Redis URL; write redis://HOST:PORT/DB (rediss:// for TLS), \
-                         such as \"redis://127.0.0.1:6379/0\"",
-                        super::mask_url_password(&r.url)
-                    ),
-                );
+            let sentinel = !r.sentinel_urls.is_empty() || !r.master_name.is_empty();
+            let redis_url = |p: &mut Problems, key: &str, url: &str| {
+                if !has_scheme_and_host(url, &["redis", "rediss"]) {
+                    p.add(
+                        key,
+                        format!(
+                            "{:?} is not a Redis URL; write redis://HOST:PORT/DB (rediss:// for TLS), \
+                             such as \"redis://127.0.0.1:6379/0\"",
+                            super::mask_url_password(url)
+                        ),
+                    );
+                }
+            };
+            if !r.cluster && !sentinel {
+                redis_url(p, "storage.redis.url", &r.url);
             }
-            let scale_out = "not supported yet (issue: scale-out); use one standalone server in \
-                             storage.redis.url";
             if r.cluster {
-                p.add(
-                    "storage.redis.cluster",
-                    format!("Redis Cluster is {scale_out} and set cluster = false"),
-                );
-            }
-            if !r.urls.is_empty() {
+                if r.urls.is_empty() {
+                    p.add(
+                        "storage.redis.urls",
+                        "is empty but storage.redis.cluster = true; list some of the cluster's \
+                         nodes, such as [\"redis://10.0.0.1:6379\", \"redis://10.0.0.2:6379\"]",
+                    );
+                }
+                for url in &r.urls {
+                    redis_url(p, "storage.redis.urls", url);
+                }
+                if sentinel {
+                    p.add(
+                        "storage.redis.cluster",
+                        "is true while storage.redis.sentinel_urls or master_name is set; Redis \
+                         Cluster and Sentinel are different setups: choose one",
+                    );
+                }
+            } else if !r.urls.is_empty() {
                 p.add(
                     "storage.redis.urls",
-                    format!("Redis Cluster is {scale_out} and set urls = []"),
+                    "lists cluster nodes but storage.redis.cluster = false; set cluster = true \
+                     (or use storage.redis.url for one server)",
                 );
             }
-            if !r.sentinel_urls.is_empty() {
-                p.add(
-                    "storage.redis.sentinel_urls",
-                    format!("Redis Sentinel is {scale_out} and set sentinel_urls = []"),
-                );
-            }
-            if !r.master_name.is_empty() {
-                p.add(
-                    "storage.redis.master_name",
-                    format!("Redis Sentinel is {scale_out} and set master_name = \"\""),
-                );
+            if sentinel {
+                if r.sentinel_urls.is_empty() {
+                    p.add(
+                        "storage.redis.sentinel_urls",
+                        "is empty but storage.redis.master_name is set; list the sentinels, such \
+                         as [\"redis://10.0.0.1:26379\", \"redis://10.0.0.2:26379\"]",
+                    );
+                }
+                for url in &r.sentinel_urls {
+                    redis_url(p, "storage.redis.sentinel_urls", url);
+                }
+                if r.master_name.is_empty() {
+                    p.add(
+                        "storage.redis.master_name",
+                        "is empty but storage.redis.sentinel_urls is set; name the master the \
+                         sentinels watch (their `sentinel monitor <name>`), such as \"mymaster\"",
+                    );
+                }
             }
             p.non_zero_duration("storage.redis.command_timeout", r.command_timeout, "10s");
             if !(1..=64).contains(&r.data_connections) {

@@ -162,6 +162,9 @@ impl RedisCluster {
                 "yes",
                 "--appendfsync",
                 "always",
+                // Replicas sync at once (the default waits 5 s for more replicas to share it).
+                "--repl-diskless-sync-delay",
+                "0",
             ]));
         }
         let mut args: Vec<String> = vec!["--cluster".into(), "create".into()];
@@ -243,7 +246,14 @@ pub const SENTINEL_MASTER_NAME: &str = "mymaster";
 
 impl RedisSentinel {
     pub fn start() -> RedisSentinel {
-        let master = RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
+        let master = RedisServer::start_with(&[
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--repl-diskless-sync-delay",
+            "0",
+        ]);
         let mport = master.port().to_string();
         let replica =
             RedisServer::start_with(&["--replicaof", "127.0.0.1", &mport, "--appendonly", "yes"]);
@@ -253,12 +263,18 @@ impl RedisSentinel {
             replica,
             sentinels,
         };
-        // Ready when every sentinel knows the replica (so it can fail over to it).
+        // Ready when the replica has the master's data and every sentinel knows the replica (so
+        // it can fail over to it).
         let deadline = std::time::Instant::now() + START_TIMEOUT;
-        while !setup.sentinels.iter().all(|s| {
-            s.cli(&["SENTINEL", "REPLICAS", SENTINEL_MASTER_NAME])
-                .contains(&setup.replica.port().to_string())
-        }) {
+        while !setup
+            .replica
+            .cli(&["INFO", "replication"])
+            .contains("master_link_status:up")
+            || !setup.sentinels.iter().all(|s| {
+                s.cli(&["SENTINEL", "REPLICAS", SENTINEL_MASTER_NAME])
+                    .contains(&setup.replica.port().to_string())
+            })
+        {
             assert!(
                 std::time::Instant::now() < deadline,
                 "the sentinels did not find the replica"

@@ -1,5 +1,9 @@
-//! Test harness for the gateway: an in-process gateway on free ports over a real store (embedded or a
-//! private redis-server), with known users.
+//! Test harness for the gateway: an in-process gateway on free ports over a real store (embedded, a
+//! private redis-server, Redis Cluster or Sentinel), with known users.
+//!
+//! `FILEGATE_TEST_REDIS=cluster` (or `sentinel`) runs every test written for `Kind::Redis` on a
+//! private 3-master Redis Cluster (or a Sentinel-watched master) instead; tests that restart the
+//! standalone server themselves say so when run that way.
 #![allow(dead_code)]
 
 pub mod binary;
@@ -11,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use filegate::config::{Config, Permission, StorageBackend, UserConfig};
 use filegate::serve::Gateway;
-use test_support::RedisServer;
+use test_support::{RedisCluster, RedisSentinel, RedisServer, SENTINEL_MASTER_NAME};
 
 pub const PASSWORD: &str = "secret";
 
@@ -19,12 +23,33 @@ pub const PASSWORD: &str = "secret";
 pub enum Kind {
     Embedded,
     Redis,
+    RedisCluster,
+    RedisSentinel,
+}
+
+impl Kind {
+    /// `Redis` as `FILEGATE_TEST_REDIS` asks (`cluster`, `sentinel`, or unset: standalone).
+    pub fn resolved(self) -> Kind {
+        if self != Kind::Redis {
+            return self;
+        }
+        match std::env::var("FILEGATE_TEST_REDIS").as_deref() {
+            Ok("cluster") => Kind::RedisCluster,
+            Ok("sentinel") => Kind::RedisSentinel,
+            Ok("") | Ok("standalone") | Err(_) => Kind::Redis,
+            Ok(other) => {
+                panic!("FILEGATE_TEST_REDIS={other:?}: use cluster, sentinel or standalone")
+            }
+        }
+    }
 }
 
 pub struct TestGateway {
     pub gateway: Option<Gateway>,
     pub config: Config,
     pub redis: Option<RedisServer>,
+    pub cluster: Option<RedisCluster>,
+    pub sentinel: Option<RedisSentinel>,
     pub dir: tempfile::TempDir,
 }
 
@@ -94,15 +119,30 @@ pub async fn start(kind: Kind, tweak: impl FnOnce(&mut Config)) -> TestGateway {
             &[Permission::List, Permission::Read, Permission::Write],
         ),
     ];
-    let redis = match kind {
-        Kind::Embedded => None,
+    let (mut redis, mut cluster, mut sentinel) = (None, None, None);
+    match kind.resolved() {
+        Kind::Embedded => {}
         Kind::Redis => {
             let server = RedisServer::start();
             config.storage.backend = StorageBackend::Redis;
             config.storage.redis.url = server.url();
-            Some(server)
+            redis = Some(server);
         }
-    };
+        Kind::RedisCluster => {
+            let c = RedisCluster::start(3, 0);
+            config.storage.backend = StorageBackend::Redis;
+            config.storage.redis.cluster = true;
+            config.storage.redis.urls = c.urls();
+            cluster = Some(c);
+        }
+        Kind::RedisSentinel => {
+            let setup = RedisSentinel::start();
+            config.storage.backend = StorageBackend::Redis;
+            config.storage.redis.sentinel_urls = setup.urls();
+            config.storage.redis.master_name = SENTINEL_MASTER_NAME.into();
+            sentinel = Some(setup);
+        }
+    }
     tweak(&mut config);
     let gateway = Gateway::start(&config).await.expect("gateway starts");
     gateway.access.set_failure_delay(Duration::ZERO);
@@ -110,6 +150,8 @@ pub async fn start(kind: Kind, tweak: impl FnOnce(&mut Config)) -> TestGateway {
         gateway: Some(gateway),
         config,
         redis,
+        cluster,
+        sentinel,
         dir,
     }
 }

@@ -1,0 +1,496 @@
+//! Scale-out on real Redis topologies, with real gateway processes:
+//! - two gateways on one Redis Cluster: a file uploaded through one is read through the other at
+//!   once; one publishes events; when it is killed (SIGKILL) the other takes over within the
+//!   documented time, and the subscriber gets every event (duplicates only across the takeover);
+//! - a Redis Cluster master killed during uploads: its replica is promoted and the gateway goes on
+//!   serving without a restart; every upload it confirmed is there, byte-exact.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::binary::{Binary, SECRET};
+use common::{content, metrics, program, sha256_hex, summary};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use storage_backend::{BackendConfig, RedisConfig, Store, StoreConfig, StorePath};
+use test_support::{Mosquitto, RedisCluster, RedisSentinel, SENTINEL_MASTER_NAME};
+
+fn cluster_env(cluster: &RedisCluster) -> String {
+    let urls = cluster
+        .urls()
+        .iter()
+        .map(|u| format!("\"{u}\""))
+        .collect::<Vec<_>>()
+        .join(",");
+    format!("FILEGATE__STORAGE__REDIS__CLUSTER=true FILEGATE__STORAGE__REDIS__URLS='[{urls}]'")
+}
+
+fn gateway(dir: &Path, id: &str, cluster: &RedisCluster, broker: Option<&Mosquitto>) -> Binary {
+    gateway_on(dir, id, &cluster_env(cluster), broker)
+}
+
+fn gateway_on(dir: &Path, id: &str, storage: &str, broker: Option<&Mosquitto>) -> Binary {
+    let mqtt = match broker {
+        Some(b) => format!(
+            "FILEGATE__MQTT__MODE=external FILEGATE__MQTT__URL={}",
+            b.url()
+        ),
+        None => "FILEGATE__MQTT__MODE=off".into(),
+    };
+    Binary::start_wrapped(
+        dir,
+        &format!("id = \"{id}\""),
+        None,
+        Some(&format!(
+            "export FILEGATE__STORAGE__BACKEND=redis {storage} FILEGATE__STORAGE__CHUNK_SIZE=64KiB \
+             FILEGATE__STORAGE__REDIS__COMMAND_TIMEOUT=5s {mqtt}"
+        )),
+    )
+}
+
+/// A store of our own on the cluster, to look at the outbox and the files as they are.
+async fn observer(cluster: &RedisCluster) -> Store {
+    Store::open(StoreConfig {
+        backend: BackendConfig::Redis(RedisConfig::cluster(cluster.urls())),
+        ..StoreConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+fn curl_put(ftp: SocketAddr, path: &str, file: &Path) -> bool {
+    Command::new(program("curl"))
+        .args(["-sS", "--max-time", "30", "--ftp-create-dirs", "-T"])
+        .arg(file)
+        .arg(format!("ftp://ops:{SECRET}@{ftp}{path}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+fn curl_get(ftp: SocketAddr, path: &str) -> Option<Vec<u8>> {
+    let out = Command::new(program("curl"))
+        .args(["-sS", "--max-time", "30"])
+        .arg(format!("ftp://ops:{SECRET}@{ftp}{path}"))
+        .output()
+        .ok()?;
+    out.status.success().then_some(out.stdout)
+}
+
+/// Every event's `seq` a QoS 1 subscription to `filegate/events/#` receives, with arrival times.
+struct Subscriber {
+    seen: Arc<Mutex<BTreeMap<u64, (usize, Instant)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Subscriber {
+    async fn start(broker: &Mosquitto) -> Subscriber {
+        let mut o = MqttOptions::new("scale-sub", "127.0.0.1", broker.port());
+        o.set_keep_alive(Duration::from_secs(5))
+            .set_clean_session(false)
+            .set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut el) = AsyncClient::new(o, 100);
+        let seen: Arc<Mutex<BTreeMap<u64, (usize, Instant)>>> = Arc::default();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let store = seen.clone();
+        let task = tokio::spawn(async move {
+            let mut ready = Some(ready_tx);
+            loop {
+                match el.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        let _ = client.try_subscribe("filegate/events/#", QoS::AtLeastOnce);
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        if let Some(r) = ready.take() {
+                            let _ = r.send(());
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let v: serde_json::Value = serde_json::from_slice(&p.payload).unwrap();
+                        let seq = v["data"]["seq"].as_u64().expect("seq");
+                        let mut seen = store.lock().unwrap();
+                        let e = seen.entry(seq).or_insert((0, Instant::now()));
+                        e.0 += 1;
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(10), ready_rx)
+            .await
+            .expect("subscribed")
+            .unwrap();
+        Subscriber { seen, task }
+    }
+
+    fn count_above(&self, seq: u64) -> Option<Instant> {
+        let seen = self.seen.lock().unwrap();
+        seen.range(seq + 1..).map(|(_, (_, at))| *at).min()
+    }
+
+    /// Waits until every seq in 1..=last arrived; returns how many arrived more than once.
+    async fn until_complete(&self, last: u64, limit: Duration) -> usize {
+        let deadline = Instant::now() + limit;
+        loop {
+            {
+                let seen = self.seen.lock().unwrap();
+                let missing: Vec<u64> = (1..=last).filter(|s| !seen.contains_key(s)).collect();
+                if missing.is_empty() {
+                    return seen.values().filter(|(n, _)| *n > 1).count();
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{} of {last} events never arrived: {:?}",
+                    missing.len(),
+                    &missing[..missing.len().min(20)]
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Uploads small files through `ftp` one after another until stopped; returns the confirmed ones.
+fn uploader(
+    ftp: SocketAddr,
+    dir: &Path,
+    prefix: &'static str,
+    stop: Arc<AtomicBool>,
+    done: Arc<AtomicU64>,
+) -> std::thread::JoinHandle<Vec<(String, Vec<u8>)>> {
+    let scratch = dir.join(format!("{prefix}.bin"));
+    std::thread::spawn(move || {
+        let mut confirmed = Vec::new();
+        let mut i = 0u32;
+        while !stop.load(Ordering::Relaxed) {
+            let data = content((i % 250) as u8, 1000 + (i as usize * 7919) % 150_000);
+            std::fs::write(&scratch, &data).unwrap();
+            let path = format!("/{prefix}/f{i:05}");
+            if curl_put(ftp, &path, &scratch) {
+                confirmed.push((path, data));
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            i += 1;
+        }
+        confirmed
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_share_a_cluster_and_hand_over_publishing() {
+    let cluster = RedisCluster::start(3, 0);
+    let broker = Mosquitto::start();
+    let sub = Subscriber::start(&broker).await;
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let a = gateway(dirs[0].path(), "gw-a", &cluster, Some(&broker));
+    let b = gateway(dirs[1].path(), "gw-b", &cluster, Some(&broker));
+
+    // Written through one, listed and read through the other at once.
+    let file = dirs[0].path().join("hello.bin");
+    let data = content(7, 300_000);
+    std::fs::write(&file, &data).unwrap();
+    assert!(curl_put(a.ftp, "/shared/hello.bin", &file));
+    assert_eq!(
+        curl_get(b.ftp, "/shared/hello.bin").as_deref(),
+        Some(&data[..])
+    );
+    let listing = curl_get(b.ftp, "/shared/").unwrap();
+    assert!(String::from_utf8_lossy(&listing).contains("hello.bin"));
+
+    // Exactly one of them publishes.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let active = loop {
+        let connected = |m: &std::collections::HashMap<String, f64>| {
+            m.get("filegate_mqtt_connected").copied() == Some(1.0)
+        };
+        let (ma, mb) = (metrics(a.http).await, metrics(b.http).await);
+        match (connected(&ma), connected(&mb)) {
+            (true, false) => break 0,
+            (false, true) => break 1,
+            (true, true) => panic!("both gateways publish"),
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "no gateway publishes");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut gateways = [Some(a), Some(b)];
+    let survivor = gateways[1 - active].as_ref().unwrap().ftp;
+
+    // Uploads keep going through the survivor while the publisher is killed.
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let worker = uploader(survivor, dirs[1].path(), "load", stop.clone(), done.clone());
+    let store = observer(&cluster).await;
+    let until = |n: u64| {
+        let done = done.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while done.load(Ordering::Relaxed) < n {
+                assert!(Instant::now() < deadline, "uploads stalled");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    until(20).await;
+    let mut killed = gateways[active].take().unwrap();
+    killed.child.kill().unwrap();
+    let killed_at = Instant::now();
+    killed.child.wait().unwrap();
+    let before = store.outbox_status().await.unwrap().last_seq;
+
+    // The survivor takes the lease over and publishes what was committed after the kill.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let takeover = loop {
+        if let Some(at) = sub.count_above(before) {
+            break at.saturating_duration_since(killed_at);
+        }
+        assert!(Instant::now() < deadline, "nobody took over publishing");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let n = done.load(Ordering::Relaxed);
+    until(n + 10).await;
+    stop.store(true, Ordering::Relaxed);
+    let confirmed = worker.join().unwrap();
+    let last = store.outbox_status().await.unwrap().last_seq;
+    let duplicates = sub.until_complete(last, Duration::from_secs(60)).await;
+
+    // Every confirmed upload is there, through the survivor.
+    for (path, data) in confirmed.iter().step_by(7) {
+        assert_eq!(
+            curl_get(survivor, path).map(|d| sha256_hex(&d)),
+            Some(sha256_hex(data)),
+            "{path}"
+        );
+    }
+    // Chunks spread over every master.
+    let counts = cluster.key_counts();
+    assert!(counts.iter().all(|&n| n > 0), "keys per master: {counts:?}");
+    // The lease runs out after LEASE_TTL (10 s); the standby polls every LEASE_TTL / 3.
+    let bound = filegate::events::LEASE_TTL * 4 / 3 + Duration::from_secs(3);
+    assert!(
+        takeover <= bound,
+        "takeover took {takeover:?}, more than {bound:?}"
+    );
+    summary(
+        "scale-out",
+        "publisher takeover after kill -9",
+        "s",
+        takeover.as_secs_f64(),
+        "bound (lease 10 s + poll 3.3 s + 3 s)",
+        bound.as_secs_f64(),
+    );
+    eprintln!(
+        "scale-out: {} uploads confirmed, {last} events, {duplicates} delivered twice across the \
+         takeover, keys per master {counts:?}",
+        confirmed.len()
+    );
+    sub.task.abort();
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_master_fails_over_during_uploads() {
+    // Three masters, each with a replica.
+    let mut cluster = RedisCluster::start(3, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let gw = gateway(dir.path(), "gw-f", &cluster, None);
+    let store = observer(&cluster).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let workers: Vec<_> = ["w1", "w2"]
+        .into_iter()
+        .map(|p| uploader(gw.ftp, dir.path(), p, stop.clone(), done.clone()))
+        .collect();
+    let until = |n: u64, limit: Duration| {
+        let done = done.clone();
+        async move {
+            let deadline = Instant::now() + limit;
+            while done.load(Ordering::Relaxed) < n {
+                assert!(Instant::now() < deadline, "uploads stalled at {n}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    until(30, Duration::from_secs(60)).await;
+
+    // Kill the master that holds the metadata slot: the hardest case.
+    let meta_port = {
+        let slot = cluster.nodes[0].cli(&["CLUSTER", "KEYSLOT", "{filegate}:ctr"]);
+        let slot: u16 = slot.trim().parse().unwrap();
+        let nodes = cluster.nodes[0].cli(&["CLUSTER", "NODES"]);
+        master_for_slot(&nodes, slot)
+    };
+    let victim = cluster
+        .nodes
+        .iter()
+        .position(|n| n.port() == meta_port)
+        .unwrap();
+    cluster.nodes[victim].kill();
+    let killed_at = Instant::now();
+    let at_kill = done.load(Ordering::Relaxed);
+    // Promoted when three masters are running again and the cluster is whole.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while cluster.masters().len() < 3 {
+        assert!(Instant::now() < deadline, "no replica was promoted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cluster.wait_until_ok();
+    let promoted = killed_at.elapsed();
+    // Uploads succeed again without restarting the gateway.
+    until(at_kill + 20, Duration::from_secs(60)).await;
+    let recovered = killed_at.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let confirmed: Vec<(String, Vec<u8>)> = workers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
+
+    // Nothing a client was told succeeded is lost or torn.
+    let mut lost = Vec::new();
+    for (path, data) in &confirmed {
+        let got = store
+            .read_to_vec(&StorePath::parse(&format!("/ops{path}")).unwrap(), u64::MAX)
+            .await;
+        match got {
+            Ok(d) if d == *data => {}
+            other => lost.push((path.clone(), other.map(|d| d.len()))),
+        }
+    }
+    assert!(lost.is_empty(), "confirmed uploads lost: {lost:?}");
+    let report = store.verify().await.unwrap();
+    assert!(
+        report.missing.is_empty(),
+        "versions refer to chunks that are gone: {report:?}"
+    );
+    summary(
+        "scale-out",
+        "cluster failover: master killed → cluster ok",
+        "s",
+        promoted.as_secs_f64(),
+        "uploads succeeding again",
+        recovered.as_secs_f64(),
+    );
+    eprintln!(
+        "failover: {} uploads confirmed, all intact; promoted after {promoted:?}, uploads \
+         flowing again after {recovered:?}",
+        confirmed.len()
+    );
+    drop(gw);
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sentinel_failover_during_uploads() {
+    let mut setup = RedisSentinel::start();
+    let dir = tempfile::tempdir().unwrap();
+    let urls = setup
+        .urls()
+        .iter()
+        .map(|u| format!("\"{u}\""))
+        .collect::<Vec<_>>()
+        .join(",");
+    let storage = format!(
+        "FILEGATE__STORAGE__REDIS__SENTINEL_URLS='[{urls}]' \
+         FILEGATE__STORAGE__REDIS__MASTER_NAME={SENTINEL_MASTER_NAME}"
+    );
+    let gw = gateway_on(dir.path(), "gw-s", &storage, None);
+    let store = Store::open(StoreConfig {
+        backend: BackendConfig::Redis(RedisConfig::sentinel(setup.urls(), SENTINEL_MASTER_NAME)),
+        ..StoreConfig::default()
+    })
+    .await
+    .unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let workers: Vec<_> = ["s1", "s2"]
+        .into_iter()
+        .map(|p| uploader(gw.ftp, dir.path(), p, stop.clone(), done.clone()))
+        .collect();
+    let until = |n: u64, limit: Duration| {
+        let done = done.clone();
+        async move {
+            let deadline = Instant::now() + limit;
+            while done.load(Ordering::Relaxed) < n {
+                assert!(Instant::now() < deadline, "uploads stalled at {n}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    until(30, Duration::from_secs(60)).await;
+    let old_master = setup.master.port();
+    setup.master.kill();
+    let killed_at = Instant::now();
+    let at_kill = done.load(Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while setup.master_port() != Some(setup.replica.port()) {
+        assert!(Instant::now() < deadline, "the sentinels did not fail over");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let promoted = killed_at.elapsed();
+    until(at_kill + 20, Duration::from_secs(60)).await;
+    let recovered = killed_at.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let confirmed: Vec<(String, Vec<u8>)> = workers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
+    let mut lost = Vec::new();
+    for (path, data) in &confirmed {
+        match store
+            .read_to_vec(&StorePath::parse(&format!("/ops{path}")).unwrap(), u64::MAX)
+            .await
+        {
+            Ok(d) if d == *data => {}
+            other => lost.push((path.clone(), other.map(|d| d.len()))),
+        }
+    }
+    assert!(lost.is_empty(), "confirmed uploads lost: {lost:?}");
+    assert!(store.verify().await.unwrap().missing.is_empty());
+    summary(
+        "scale-out",
+        "sentinel failover: master killed → replica named master",
+        "s",
+        promoted.as_secs_f64(),
+        "uploads succeeding again",
+        recovered.as_secs_f64(),
+    );
+    eprintln!(
+        "sentinel failover (old master :{old_master}): {} uploads confirmed, all intact; \
+         promoted after {promoted:?}, uploads flowing again after {recovered:?}",
+        confirmed.len()
+    );
+    drop(gw);
+    store.close().await;
+}
+
+/// The port of the master serving `slot`, from `CLUSTER NODES`.
+fn master_for_slot(nodes: &str, slot: u16) -> u16 {
+    for line in nodes.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 9 || !f[2].contains("master") {
+            continue;
+        }
+        for range in &f[8..] {
+            let (lo, hi) = match range.split_once('-') {
+                Some((lo, hi)) => (lo.parse().unwrap_or(1), hi.parse().unwrap_or(0)),
+                None => (range.parse().unwrap_or(1), range.parse().unwrap_or(0)),
+            };
+            if (lo..=hi).contains(&slot) {
+                let addr = f[1].split('@').next().unwrap();
+                return addr.rsplit_once(':').unwrap().1.parse().unwrap();
+            }
+        }
+    }
+    panic!("no master serves slot {slot}:\n{nodes}");
+}
