@@ -15,6 +15,7 @@ pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod password;
+pub mod proxy_protocol;
 pub mod serve;
 pub mod sftp;
 

@@ -226,6 +226,8 @@ pub struct FtpConfig {
     pub idle_timeout: Duration,
     /// Allow PORT/EPRT.
     pub active_mode: bool,
+    /// Every connection starts with a PROXY protocol header (v1 or v2) naming the real client.
+    pub proxy_protocol: bool,
     pub tls: FtpTlsConfig,
 }
 
@@ -238,6 +240,7 @@ impl Default for FtpConfig {
             passive_host: String::new(),
             idle_timeout: Duration::from_secs(600),
             active_mode: false,
+            proxy_protocol: false,
             tls: FtpTlsConfig::default(),
         }
     }
@@ -284,6 +287,8 @@ pub struct SftpConfig {
     /// An SSH connection with no traffic for this long is closed.
     #[serde(with = "de::duration")]
     pub idle_timeout: Duration,
+    /// Every connection starts with a PROXY protocol header (v1 or v2) naming the real client.
+    pub proxy_protocol: bool,
 }
 
 impl Default for SftpConfig {
@@ -296,6 +301,7 @@ impl Default for SftpConfig {
                 "data/ssh_host_rsa_key".into(),
             ],
             idle_timeout: Duration::from_secs(600),
+            proxy_protocol: false,
         }
     }
 }

@@ -77,10 +77,18 @@ impl FtpFrontend {
         abort: CancellationToken,
         tasks: TaskTracker,
     ) {
+        // Behind a proxy, each connection's header is read in a task of its own (a slow proxy
+        // must not hold up the accept loop), which hands the connection back here.
+        let (unwrapped, mut proxied) = tokio::sync::mpsc::channel(64);
         loop {
             let (stream, peer) = tokio::select! {
                 _ = shutdown.cancelled() => return,
+                Some(ready) = proxied.recv() => ready,
                 accepted = self.listener.accept() => match accepted {
+                    Ok((stream, proxy)) if self.config.proxy_protocol => {
+                        crate::proxy_protocol::unwrap_in_task(&tasks, stream, proxy, unwrapped.clone(), "ftp");
+                        continue;
+                    }
                     Ok(a) => a,
                     Err(e) => {
                         tracing::warn!(error = %e, "ftp: accept failed");

@@ -30,6 +30,7 @@ pub struct SftpFrontend {
     listener: TcpListener,
     config: Arc<russh::server::Config>,
     access: Arc<Access>,
+    proxy_protocol: bool,
 }
 
 impl SftpFrontend {
@@ -59,6 +60,7 @@ impl SftpFrontend {
             listener,
             config: Arc::new(ssh),
             access,
+            proxy_protocol: config.proxy_protocol,
         })
     }
 
@@ -73,10 +75,18 @@ impl SftpFrontend {
         abort: CancellationToken,
         tasks: TaskTracker,
     ) {
+        // Behind a proxy, each connection's header is read in a task of its own (a slow proxy
+        // must not hold up the accept loop), which hands the connection back here.
+        let (unwrapped, mut proxied) = tokio::sync::mpsc::channel(64);
         loop {
             let (stream, peer) = tokio::select! {
                 _ = shutdown.cancelled() => return,
+                Some(ready) = proxied.recv() => ready,
                 accepted = self.listener.accept() => match accepted {
+                    Ok((stream, proxy)) if self.proxy_protocol => {
+                        crate::proxy_protocol::unwrap_in_task(&tasks, stream, proxy, unwrapped.clone(), "sftp");
+                        continue;
+                    }
                     Ok(a) => a,
                     Err(e) => {
                         tracing::warn!(error = %e, "sftp: accept failed");

@@ -1,0 +1,131 @@
+//! Scale-out benchmark: upload throughput of one gateway on a standalone Redis, one gateway on a
+//! 3-master Redis Cluster, and two gateways sharing that cluster, in the same run, with the same
+//! clients (16 concurrent curl uploaders, 1 MiB files over FTP). Release gateway binaries.
+//! `cargo bench --bench scale` (or `scripts/bench`). `BENCH_FILES` sets files per client (default 24).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use common::binary::{Binary, SECRET};
+use common::{content, program, summary};
+use test_support::{RedisCluster, RedisServer};
+
+const CLIENTS: usize = 16;
+const FILE_BYTES: usize = 1 << 20;
+
+fn files_per_client() -> usize {
+    std::env::var("BENCH_FILES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(24)
+}
+
+fn start(dir: &Path, id: &str, storage: &str) -> Binary {
+    Binary::start_wrapped(
+        dir,
+        &format!("id = \"{id}\""),
+        None,
+        Some(&format!(
+            "export FILEGATE__STORAGE__BACKEND=redis {storage} FILEGATE__MQTT__MODE=off"
+        )),
+    )
+}
+
+/// Uploads `files_per_client` files from each of `CLIENTS` threads, client `i` to `targets[i % n]`;
+/// returns MiB/s over the whole run.
+fn load(targets: &[SocketAddr], source: &Path, tag: &str) -> f64 {
+    let n = files_per_client();
+    let started = Instant::now();
+    let threads: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let target = targets[c % targets.len()];
+            let source = source.to_path_buf();
+            let tag = tag.to_string();
+            std::thread::spawn(move || {
+                for f in 0..n {
+                    let ok = Command::new(program("curl"))
+                        .args(["-sS", "--ftp-create-dirs", "-T"])
+                        .arg(&source)
+                        .arg(format!("ftp://ops:{SECRET}@{target}/{tag}/c{c}/f{f}"))
+                        .stdout(Stdio::null())
+                        .status()
+                        .unwrap()
+                        .success();
+                    assert!(ok, "upload {tag}/c{c}/f{f} failed");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let mib = (CLIENTS * n * FILE_BYTES) as f64 / (1 << 20) as f64;
+    mib / started.elapsed().as_secs_f64()
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    let source = scratch.path().join("one.bin");
+    std::fs::write(&source, content(3, FILE_BYTES)).unwrap();
+
+    let redis = RedisServer::start();
+    let d0 = tempfile::tempdir().unwrap();
+    let single = start(
+        d0.path(),
+        "gw-0",
+        &format!("FILEGATE__STORAGE__REDIS__URL={}", redis.url()),
+    );
+    let standalone = load(&[single.ftp], &source, "standalone");
+    drop(single);
+    drop(redis);
+
+    let cluster = RedisCluster::start(3, 0);
+    let urls = cluster
+        .urls()
+        .iter()
+        .map(|u| format!("\"{u}\""))
+        .collect::<Vec<_>>()
+        .join(",");
+    let env =
+        format!("FILEGATE__STORAGE__REDIS__CLUSTER=true FILEGATE__STORAGE__REDIS__URLS='[{urls}]'");
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = start(da.path(), "gw-a", &env);
+    let one = load(&[a.ftp], &source, "one");
+    let b = start(db.path(), "gw-b", &env);
+    let two = load(&[a.ftp, b.ftp], &source, "two");
+    let keys = cluster.key_counts();
+
+    println!(
+        "scale: {CLIENTS} curl clients × {} × 1 MiB uploads over FTP",
+        files_per_client()
+    );
+    println!("| setup | MiB/s |\n|---|---|");
+    println!("| 1 gateway, standalone Redis | {standalone:.1} |");
+    println!("| 1 gateway, 3-master cluster | {one:.1} |");
+    println!("| 2 gateways, same cluster | {two:.1} |");
+    println!("keys per master after the run: {keys:?}");
+    summary(
+        "scale-out",
+        "1 gateway on a 3-master cluster, 16 clients",
+        "MiB/s",
+        one,
+        "1 gateway on standalone Redis",
+        standalone,
+    );
+    summary(
+        "scale-out",
+        "2 gateways on the cluster, 16 clients",
+        "MiB/s",
+        two,
+        "1 gateway on the same cluster",
+        one,
+    );
+}
