@@ -816,8 +816,15 @@ async fn connect_sentinel(config: &RedisConfig) -> Result<Links> {
     } else if let Some(p) = &config.password {
         node = node.set_password(p);
     }
-    let node_info =
+    let mut node_info =
         redis::sentinel::SentinelNodeConnectionInfo::default().set_redis_connection_info(node);
+    // TLS to the master when the sentinels (or storage.redis.url) are reached over TLS.
+    if std::iter::once(&config.url)
+        .chain(&config.sentinel_urls)
+        .any(|u| u.starts_with("rediss://"))
+    {
+        node_info = node_info.set_tls_mode(redis::TlsMode::Secure);
+    }
     let link_config = redis::AsyncConnectionConfig::new()
         .set_response_timeout(Some(config.command_timeout))
         .set_connection_timeout(Some(config.command_timeout.min(Duration::from_secs(5))));
