@@ -23,6 +23,25 @@ pub struct FileReader {
     version: Arc<Version>,
     metadata: Metadata,
     _pin: Option<Arc<PinGuard>>,
+    cache: std::sync::Mutex<ReadCache>,
+}
+
+/// The chunk [`FileReader::read_at`] fetched last, and a fetch of the one after it already under
+/// way: a client reading in pieces smaller than a chunk (libssh2, WinSCP: 30–32 KiB at a time)
+/// then costs one fetch per chunk instead of one per piece, and the next chunk arrives while it
+/// reads this one.
+#[derive(Default)]
+struct ReadCache {
+    last: Option<(u64, Bytes)>,
+    ahead: Option<(u64, tokio::task::JoinHandle<Result<Bytes>>)>,
+}
+
+impl Drop for ReadCache {
+    fn drop(&mut self) {
+        if let Some((_, fetch)) = self.ahead.take() {
+            fetch.abort();
+        }
+    }
 }
 
 /// Keeps a version's chunks alive while a reader needs them; unpins in the background when dropped.
@@ -67,6 +86,7 @@ impl FileReader {
             version: Arc::new(v),
             metadata,
             _pin: pin,
+            cache: Default::default(),
         })
     }
 
@@ -93,18 +113,62 @@ impl FileReader {
         let first = offset / cs;
         let last = (end - 1) / cs;
         if first == last {
-            let chunk = chunk_content(&self.inner, &self.path, v, first as usize).await?;
+            let chunk = self.chunk(first).await?;
             let start = (offset - first * cs) as usize;
             return Ok(chunk.slice(start..start + (end - offset) as usize));
         }
         let mut out = BytesMut::with_capacity((end - offset) as usize);
         for idx in first..=last {
-            let chunk = chunk_content(&self.inner, &self.path, v, idx as usize).await?;
+            let chunk = self.chunk(idx).await?;
             let from = offset.saturating_sub(idx * cs) as usize;
             let to = ((end - idx * cs) as usize).min(chunk.len());
             out.extend_from_slice(&chunk[from..to]);
         }
         Ok(out.freeze())
+    }
+
+    /// Chunk `idx` of this version, from the cache when it is the last one read or the one being
+    /// fetched ahead; starts fetching the next one.
+    async fn chunk(&self, idx: u64) -> Result<Bytes> {
+        let ahead = {
+            let mut cache = self.cache.lock().expect("read cache lock");
+            if let Some((i, data)) = &cache.last {
+                if *i == idx {
+                    return Ok(data.clone());
+                }
+            }
+            match cache.ahead.take() {
+                Some((i, fetch)) if i == idx => Some(fetch),
+                Some((_, fetch)) => {
+                    fetch.abort();
+                    None
+                }
+                None => None,
+            }
+        };
+        let data = match ahead {
+            Some(fetch) => match fetch.await {
+                Ok(result) => result?,
+                // Aborted or panicked: fetch it here instead.
+                Err(_) => {
+                    chunk_content(&self.inner, &self.path, &self.version, idx as usize).await?
+                }
+            },
+            None => chunk_content(&self.inner, &self.path, &self.version, idx as usize).await?,
+        };
+        let next = idx + 1;
+        let mut cache = self.cache.lock().expect("read cache lock");
+        cache.last = Some((idx, data.clone()));
+        if next < self.version.chunks.len() as u64 && cache.ahead.is_none() {
+            let (inner, path, version) =
+                (self.inner.clone(), self.path.clone(), self.version.clone());
+            let fetch = self
+                .inner
+                .tasks
+                .spawn(async move { chunk_content(&inner, &path, &version, next as usize).await });
+            cache.ahead = Some((next, fetch));
+        }
+        Ok(data)
     }
 
     /// Streams the file from `offset` to its end, one chunk-sized piece at a time, fetching ahead.
