@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use common::binary::{Binary, SECRET};
+use common::binary::{cluster_env, start_with_env, Binary, SECRET};
 use common::{content, program, summary};
 use storage_backend::{BackendConfig, ChangeContext, RedisConfig, Store, StoreConfig, StorePath};
 use test_support::{RedisCluster, RedisServer};
@@ -29,14 +29,7 @@ fn files_per_client() -> usize {
 }
 
 fn start(dir: &Path, id: &str, storage: &str) -> Binary {
-    Binary::start_wrapped(
-        dir,
-        &format!("id = \"{id}\""),
-        None,
-        Some(&format!(
-            "export FILEGATE__STORAGE__BACKEND=redis {storage} FILEGATE__MQTT__MODE=off"
-        )),
-    )
+    start_with_env(dir, id, &format!("{storage} FILEGATE__MQTT__MODE=off"))
 }
 
 /// Uploads `files_per_client` files from each of `CLIENTS` threads, client `i` to `targets[i % n]`;
@@ -126,7 +119,10 @@ fn main() {
     let single = start(
         d0.path(),
         "gw-0",
-        &format!("FILEGATE__STORAGE__REDIS__URL={}", redis.url()),
+        &format!(
+            "FILEGATE__STORAGE__BACKEND=redis FILEGATE__STORAGE__REDIS__URL={}",
+            redis.url()
+        ),
     );
     let standalone = load(&[single.ftp], &source, "standalone");
     drop(single);
@@ -134,14 +130,7 @@ fn main() {
     drop(redis);
 
     let cluster = RedisCluster::start(3, 0);
-    let urls = cluster
-        .urls()
-        .iter()
-        .map(|u| format!("\"{u}\""))
-        .collect::<Vec<_>>()
-        .join(",");
-    let env =
-        format!("FILEGATE__STORAGE__REDIS__CLUSTER=true FILEGATE__STORAGE__REDIS__URLS='[{urls}]'");
+    let env = cluster_env(&cluster.urls());
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let a = start(da.path(), "gw-a", &env);
     let one = load(&[a.ftp], &source, "one");

@@ -149,15 +149,7 @@ fn exec_commands() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scp_uploads() {
     let t = start(Kind::Embedded, |_| {}).await;
-    let access = t.gw().access.clone();
-    let fs = access
-        .session_for(
-            "alice",
-            filegate::access::Protocol::Sftp,
-            "127.0.0.1:9".parse().unwrap(),
-        )
-        .await
-        .unwrap();
+    let fs = alice_session(&t).await;
     let seeds = corpus("scp_upload");
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let started = Instant::now();
@@ -176,25 +168,32 @@ async fn scp_uploads() {
     }
     eprintln!("scp_upload: {n} inputs");
     // Whatever arrived, nothing landed outside alice's home.
-    let root = t
-        .store()
-        .list(&storage_backend::StorePath::root(), None, 100)
-        .await
-        .unwrap();
-    let names: Vec<_> = root.entries.iter().map(|e| e.name.as_str()).collect();
-    assert_eq!(names, ["home"], "{names:?}");
-    let home = t
-        .store()
-        .list(
-            &storage_backend::StorePath::parse("/home").unwrap(),
-            None,
-            100,
+    assert_eq!(names_in(&t, "/").await, ["home"]);
+    assert_eq!(names_in(&t, "/home").await, ["alice"]);
+    t.stop().await;
+}
+
+/// alice's view of the store, as an SFTP session has it.
+async fn alice_session(t: &common::TestGateway) -> filegate::access::UserFs {
+    t.gw()
+        .access
+        .session_for(
+            "alice",
+            filegate::access::Protocol::Sftp,
+            "127.0.0.1:9".parse().unwrap(),
         )
         .await
+        .unwrap()
+}
+
+/// The names in a store directory (first 100).
+async fn names_in(t: &common::TestGateway, dir: &str) -> Vec<String> {
+    let page = t
+        .store()
+        .list(&storage_backend::StorePath::parse(dir).unwrap(), None, 100)
+        .await
         .unwrap();
-    let names: Vec<_> = home.entries.iter().map(|e| e.name.as_str()).collect();
-    assert_eq!(names, ["alice"], "{names:?}");
-    t.stop().await;
+    page.entries.into_iter().map(|e| e.name).collect()
 }
 
 /// An FTP control connection, logged in, with its replies read line by line.
@@ -359,26 +358,15 @@ async fn mqtt_packets_over_the_limit_are_refused_without_harm() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sftp_packets() {
     let t = start(Kind::Embedded, |_| {}).await;
-    let access = t.gw().access.clone();
-    let fs = access
-        .session_for(
-            "alice",
-            filegate::access::Protocol::Sftp,
-            "127.0.0.1:9".parse().unwrap(),
-        )
-        .await
-        .unwrap();
+    let fs = alice_session(&t).await;
     let seeds = corpus("sftp_packets");
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
     let started = Instant::now();
     let mut n = 0;
-    let mut inputs: Vec<Vec<u8>> = seeds.clone();
-    while started.elapsed() < budget() || n < seeds.len() {
-        let input = if n < inputs.len() {
-            std::mem::take(&mut inputs[n])
-        } else {
-            mutate(&mut rng, &seeds)
-        };
+    let seeds_then_mutations = seeds.iter().cloned().chain(std::iter::from_fn(|| {
+        (started.elapsed() < budget()).then(|| mutate(&mut rng, &seeds))
+    }));
+    for input in seeds_then_mutations {
         tokio::time::timeout(
             Duration::from_secs(10),
             filegate::fuzz::sftp_packets(&fs, &input),
@@ -388,12 +376,6 @@ async fn sftp_packets() {
         n += 1;
     }
     eprintln!("sftp_packets: {n} inputs");
-    let root = t
-        .store()
-        .list(&storage_backend::StorePath::root(), None, 100)
-        .await
-        .unwrap();
-    let names: Vec<_> = root.entries.iter().map(|e| e.name.as_str()).collect();
-    assert_eq!(names, ["home"], "{names:?}");
+    assert_eq!(names_in(&t, "/").await, ["home"]);
     t.stop().await;
 }

@@ -15,26 +15,17 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::binary::{Binary, SECRET};
+use common::binary::{cluster_env, list_env, start_with_env, Binary, SECRET};
 use common::{content, metrics, program, sha256_hex, summary};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use storage_backend::{BackendConfig, RedisConfig, Store, StoreConfig, StorePath};
 use test_support::{Mosquitto, RedisCluster, RedisSentinel, SENTINEL_MASTER_NAME};
 
-fn cluster_env(cluster: &RedisCluster) -> String {
-    let urls = cluster
-        .urls()
-        .iter()
-        .map(|u| format!("\"{u}\""))
-        .collect::<Vec<_>>()
-        .join(",");
-    format!("FILEGATE__STORAGE__REDIS__CLUSTER=true FILEGATE__STORAGE__REDIS__URLS='[{urls}]'")
-}
-
 fn gateway(dir: &Path, id: &str, cluster: &RedisCluster, broker: Option<&Mosquitto>) -> Binary {
-    gateway_on(dir, id, &cluster_env(cluster), broker)
+    gateway_on(dir, id, &cluster_env(&cluster.urls()), broker)
 }
 
+/// A gateway binary on Redis as `storage` says, publishing to `broker` when there is one.
 fn gateway_on(dir: &Path, id: &str, storage: &str, broker: Option<&Mosquitto>) -> Binary {
     let mqtt = match broker {
         Some(b) => format!(
@@ -43,14 +34,13 @@ fn gateway_on(dir: &Path, id: &str, storage: &str, broker: Option<&Mosquitto>) -
         ),
         None => "FILEGATE__MQTT__MODE=off".into(),
     };
-    Binary::start_wrapped(
+    start_with_env(
         dir,
-        &format!("id = \"{id}\""),
-        None,
-        Some(&format!(
-            "export FILEGATE__STORAGE__BACKEND=redis {storage} FILEGATE__STORAGE__CHUNK_SIZE=64KiB \
+        id,
+        &format!(
+            "{storage} FILEGATE__STORAGE__CHUNK_SIZE=64KiB \
              FILEGATE__STORAGE__REDIS__COMMAND_TIMEOUT=5s {mqtt}"
-        )),
+        ),
     )
 }
 
@@ -159,30 +149,95 @@ impl Subscriber {
     }
 }
 
-/// Uploads small files through `ftp` one after another until stopped; returns the confirmed ones.
-fn uploader(
-    ftp: SocketAddr,
-    dir: &Path,
-    prefix: &'static str,
+/// A confirmed upload: its path under the user's home, and its content.
+type Upload = (String, Vec<u8>);
+
+/// Uploaders, one thread each, putting small files through FTP one after another until
+/// [`Load::finish`]; an upload counts once curl says it succeeded.
+struct Load {
     stop: Arc<AtomicBool>,
     done: Arc<AtomicU64>,
-) -> std::thread::JoinHandle<Vec<(String, Vec<u8>)>> {
-    let scratch = dir.join(format!("{prefix}.bin"));
-    std::thread::spawn(move || {
-        let mut confirmed = Vec::new();
-        let mut i = 0u32;
-        while !stop.load(Ordering::Relaxed) {
-            let data = content((i % 250) as u8, 1000 + (i as usize * 7919) % 150_000);
-            std::fs::write(&scratch, &data).unwrap();
-            let path = format!("/{prefix}/f{i:05}");
-            if curl_put(ftp, &path, &scratch) {
-                confirmed.push((path, data));
-                done.fetch_add(1, Ordering::Relaxed);
-            }
-            i += 1;
+    workers: Vec<std::thread::JoinHandle<Vec<Upload>>>,
+}
+
+impl Load {
+    fn start(ftp: SocketAddr, dir: &Path, prefixes: &[&'static str]) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicU64::new(0));
+        let workers = prefixes
+            .iter()
+            .map(|&prefix| {
+                let (stop, done) = (stop.clone(), done.clone());
+                let scratch = dir.join(format!("{prefix}.bin"));
+                std::thread::spawn(move || {
+                    let mut confirmed = Vec::new();
+                    let mut i = 0u32;
+                    while !stop.load(Ordering::Relaxed) {
+                        let data = content((i % 250) as u8, 1000 + (i as usize * 7919) % 150_000);
+                        std::fs::write(&scratch, &data).unwrap();
+                        let path = format!("/{prefix}/f{i:05}");
+                        if curl_put(ftp, &path, &scratch) {
+                            confirmed.push((path, data));
+                            done.fetch_add(1, Ordering::Relaxed);
+                        }
+                        i += 1;
+                    }
+                    confirmed
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            done,
+            workers,
         }
-        confirmed
-    })
+    }
+
+    fn done(&self) -> u64 {
+        self.done.load(Ordering::Relaxed)
+    }
+
+    /// Waits until `n` uploads succeeded in all, failing after a minute.
+    async fn until(&self, n: u64) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.done() < n {
+            assert!(
+                Instant::now() < deadline,
+                "uploads stalled at {}",
+                self.done()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops the uploaders; returns every confirmed upload (path under the user's home, content).
+    fn finish(self) -> Vec<Upload> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
+    }
+}
+
+/// Every confirmed upload of user `ops` is in `store`, byte-exact, and no version lacks a chunk.
+async fn assert_intact(store: &Store, confirmed: &[Upload]) {
+    let mut lost = Vec::new();
+    for (path, data) in confirmed {
+        match store
+            .read_to_vec(&StorePath::parse(&format!("/ops{path}")).unwrap(), u64::MAX)
+            .await
+        {
+            Ok(d) if d == *data => {}
+            other => lost.push((path.clone(), other.map(|d| d.len()))),
+        }
+    }
+    assert!(lost.is_empty(), "confirmed uploads lost: {lost:?}");
+    let report = store.verify().await.unwrap();
+    assert!(
+        report.missing.is_empty(),
+        "versions refer to chunks that are gone: {report:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -226,21 +281,9 @@ async fn two_gateways_share_a_cluster_and_hand_over_publishing() {
     let survivor = gateways[1 - active].as_ref().unwrap().ftp;
 
     // Uploads keep going through the survivor while the publisher is killed.
-    let stop = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicU64::new(0));
-    let worker = uploader(survivor, dirs[1].path(), "load", stop.clone(), done.clone());
+    let load = Load::start(survivor, dirs[1].path(), &["load"]);
     let store = observer(&cluster).await;
-    let until = |n: u64| {
-        let done = done.clone();
-        async move {
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while done.load(Ordering::Relaxed) < n {
-                assert!(Instant::now() < deadline, "uploads stalled");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    };
-    until(20).await;
+    load.until(20).await;
     let mut killed = gateways[active].take().unwrap();
     killed.child.kill().unwrap();
     let killed_at = Instant::now();
@@ -256,10 +299,8 @@ async fn two_gateways_share_a_cluster_and_hand_over_publishing() {
         assert!(Instant::now() < deadline, "nobody took over publishing");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    let n = done.load(Ordering::Relaxed);
-    until(n + 10).await;
-    stop.store(true, Ordering::Relaxed);
-    let confirmed = worker.join().unwrap();
+    load.until(load.done() + 10).await;
+    let confirmed = load.finish();
     let last = store.outbox_status().await.unwrap().last_seq;
     let duplicates = sub.until_complete(last, Duration::from_secs(60)).await;
 
@@ -305,23 +346,8 @@ async fn a_cluster_master_fails_over_during_uploads() {
     let gw = gateway(dir.path(), "gw-f", &cluster, None);
     let store = observer(&cluster).await;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicU64::new(0));
-    let workers: Vec<_> = ["w1", "w2"]
-        .into_iter()
-        .map(|p| uploader(gw.ftp, dir.path(), p, stop.clone(), done.clone()))
-        .collect();
-    let until = |n: u64, limit: Duration| {
-        let done = done.clone();
-        async move {
-            let deadline = Instant::now() + limit;
-            while done.load(Ordering::Relaxed) < n {
-                assert!(Instant::now() < deadline, "uploads stalled at {n}");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    };
-    until(30, Duration::from_secs(60)).await;
+    let load = Load::start(gw.ftp, dir.path(), &["w1", "w2"]);
+    load.until(30).await;
 
     // Kill the master that holds the metadata slot: the hardest case.
     let meta_port = {
@@ -337,7 +363,7 @@ async fn a_cluster_master_fails_over_during_uploads() {
         .unwrap();
     cluster.nodes[victim].kill();
     let killed_at = Instant::now();
-    let at_kill = done.load(Ordering::Relaxed);
+    let at_kill = load.done();
     // Promoted when three masters are running again and the cluster is whole.
     let deadline = Instant::now() + Duration::from_secs(60);
     while cluster.masters().len() < 3 {
@@ -347,31 +373,12 @@ async fn a_cluster_master_fails_over_during_uploads() {
     cluster.wait_until_ok();
     let promoted = killed_at.elapsed();
     // Uploads succeed again without restarting the gateway.
-    until(at_kill + 20, Duration::from_secs(60)).await;
+    load.until(at_kill + 20).await;
     let recovered = killed_at.elapsed();
-    stop.store(true, Ordering::Relaxed);
-    let confirmed: Vec<(String, Vec<u8>)> = workers
-        .into_iter()
-        .flat_map(|w| w.join().unwrap())
-        .collect();
+    let confirmed = load.finish();
 
     // Nothing a client was told succeeded is lost or torn.
-    let mut lost = Vec::new();
-    for (path, data) in &confirmed {
-        let got = store
-            .read_to_vec(&StorePath::parse(&format!("/ops{path}")).unwrap(), u64::MAX)
-            .await;
-        match got {
-            Ok(d) if d == *data => {}
-            other => lost.push((path.clone(), other.map(|d| d.len()))),
-        }
-    }
-    assert!(lost.is_empty(), "confirmed uploads lost: {lost:?}");
-    let report = store.verify().await.unwrap();
-    assert!(
-        report.missing.is_empty(),
-        "versions refer to chunks that are gone: {report:?}"
-    );
+    assert_intact(&store, &confirmed).await;
     summary(
         "scale-out",
         "cluster failover: master killed → cluster ok",
@@ -393,15 +400,10 @@ async fn a_cluster_master_fails_over_during_uploads() {
 async fn a_sentinel_failover_during_uploads() {
     let mut setup = RedisSentinel::start();
     let dir = tempfile::tempdir().unwrap();
-    let urls = setup
-        .urls()
-        .iter()
-        .map(|u| format!("\"{u}\""))
-        .collect::<Vec<_>>()
-        .join(",");
     let storage = format!(
-        "FILEGATE__STORAGE__REDIS__SENTINEL_URLS='[{urls}]' \
-         FILEGATE__STORAGE__REDIS__MASTER_NAME={SENTINEL_MASTER_NAME}"
+        "FILEGATE__STORAGE__BACKEND=redis FILEGATE__STORAGE__REDIS__SENTINEL_URLS={} \
+         FILEGATE__STORAGE__REDIS__MASTER_NAME={SENTINEL_MASTER_NAME}",
+        list_env(&setup.urls())
     );
     let gw = gateway_on(dir.path(), "gw-s", &storage, None);
     let store = Store::open(StoreConfig {
@@ -411,52 +413,22 @@ async fn a_sentinel_failover_during_uploads() {
     .await
     .unwrap();
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicU64::new(0));
-    let workers: Vec<_> = ["s1", "s2"]
-        .into_iter()
-        .map(|p| uploader(gw.ftp, dir.path(), p, stop.clone(), done.clone()))
-        .collect();
-    let until = |n: u64, limit: Duration| {
-        let done = done.clone();
-        async move {
-            let deadline = Instant::now() + limit;
-            while done.load(Ordering::Relaxed) < n {
-                assert!(Instant::now() < deadline, "uploads stalled at {n}");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    };
-    until(30, Duration::from_secs(60)).await;
+    let load = Load::start(gw.ftp, dir.path(), &["s1", "s2"]);
+    load.until(30).await;
     let old_master = setup.master.port();
     setup.master.kill();
     let killed_at = Instant::now();
-    let at_kill = done.load(Ordering::Relaxed);
+    let at_kill = load.done();
     let deadline = Instant::now() + Duration::from_secs(60);
     while setup.master_port() != Some(setup.replica.port()) {
         assert!(Instant::now() < deadline, "the sentinels did not fail over");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let promoted = killed_at.elapsed();
-    until(at_kill + 20, Duration::from_secs(60)).await;
+    load.until(at_kill + 20).await;
     let recovered = killed_at.elapsed();
-    stop.store(true, Ordering::Relaxed);
-    let confirmed: Vec<(String, Vec<u8>)> = workers
-        .into_iter()
-        .flat_map(|w| w.join().unwrap())
-        .collect();
-    let mut lost = Vec::new();
-    for (path, data) in &confirmed {
-        match store
-            .read_to_vec(&StorePath::parse(&format!("/ops{path}")).unwrap(), u64::MAX)
-            .await
-        {
-            Ok(d) if d == *data => {}
-            other => lost.push((path.clone(), other.map(|d| d.len()))),
-        }
-    }
-    assert!(lost.is_empty(), "confirmed uploads lost: {lost:?}");
-    assert!(store.verify().await.unwrap().missing.is_empty());
+    let confirmed = load.finish();
+    assert_intact(&store, &confirmed).await;
     summary(
         "scale-out",
         "sentinel failover: master killed → replica named master",

@@ -592,23 +592,13 @@ impl Config {
             ),
             StorageBackend::Redis if s.redis.cluster => format!(
                 "storage redis cluster at {} (namespace {})",
-                s.redis
-                    .urls
-                    .iter()
-                    .map(|u| mask_url_password(u))
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                masked_list(&s.redis.urls),
                 s.namespace
             ),
             StorageBackend::Redis if !s.redis.sentinel_urls.is_empty() => format!(
                 "storage redis master {:?} of sentinels {} (namespace {})",
                 s.redis.master_name,
-                s.redis
-                    .sentinel_urls
-                    .iter()
-                    .map(|u| mask_url_password(u))
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                masked_list(&s.redis.sentinel_urls),
                 s.namespace
             ),
             StorageBackend::Redis => format!(
@@ -618,6 +608,14 @@ impl Config {
             ),
         }
     }
+}
+
+/// URLs for the startup line, passwords masked.
+fn masked_list(urls: &[String]) -> String {
+    urls.iter()
+        .map(|u| mask_url_password(u))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The process's `FILEGATE__…` environment variables, for [`Config::load`]. Names and values that

@@ -353,7 +353,7 @@ impl WriteSession {
                 ErrorKind::FileTooLarge,
                 format!(
                     "{} would have {total} bytes that were never written (a hole of zeros); \
-                     at most {MAX_HOLE_BYTES} are allowed: write the data instead of skipping past the end",
+                     at most {MAX_HOLE_BYTES} are allowed: send the bytes in between instead of a gap past the end",
                     self.path
                 ),
             ));

@@ -82,12 +82,7 @@ impl RedisServer {
 
     /// Runs `redis-cli` against this server and returns its output (for tests that poke at keys).
     pub fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new("redis-cli")
-            .args(["-p", &self.port.to_string()])
-            .args(args)
-            .output()
-            .expect("redis-cli not found on PATH: run scripts/test, which installs redis-tools");
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        redis_cli(self.port, args)
     }
 
     fn launch(&mut self, fixed_port: Option<u16>) {
@@ -137,6 +132,16 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// `redis-cli -p <port> <args…>`'s output.
+fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli not found on PATH: run scripts/test, which installs redis-tools");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// A private Redis Cluster: `masters` masters (and `replicas` replicas of each) on free loopback
@@ -355,12 +360,7 @@ impl Sentinel {
     }
 
     pub fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new("redis-cli")
-            .args(["-p", &self.port.to_string()])
-            .args(args)
-            .output()
-            .expect("redis-cli not found on PATH: run scripts/test, which installs redis-tools");
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        redis_cli(self.port, args)
     }
 }
 

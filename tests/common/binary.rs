@@ -174,6 +174,31 @@ impl Drop for Binary {
     }
 }
 
+/// A list as a `FILEGATE__…` variable's value (`'["a","b"]'`, quoted for the shell).
+pub fn list_env(values: &[String]) -> String {
+    let items: Vec<String> = values.iter().map(|v| format!("\"{v}\"")).collect();
+    format!("'[{}]'", items.join(","))
+}
+
+/// The settings that put a gateway on the Redis Cluster reached through `urls`.
+pub fn cluster_env(urls: &[String]) -> String {
+    format!(
+        "FILEGATE__STORAGE__BACKEND=redis FILEGATE__STORAGE__REDIS__CLUSTER=true \
+         FILEGATE__STORAGE__REDIS__URLS={}",
+        list_env(urls)
+    )
+}
+
+/// A gateway binary with `server.id = id` and `env` (`FILEGATE__…=…` settings) exported.
+pub fn start_with_env(dir: &Path, id: &str, env: &str) -> Binary {
+    Binary::start_wrapped(
+        dir,
+        &format!("id = \"{id}\""),
+        None,
+        Some(&format!("export {env}")),
+    )
+}
+
 /// Reads a file from the store a stopped gateway binary used (its config in `dir`).
 pub async fn read_store(dir: &Path, file: &str) -> Vec<u8> {
     let config = filegate::cli::load_config(&dir.join("filegate.toml")).unwrap();

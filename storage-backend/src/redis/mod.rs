@@ -721,6 +721,20 @@ fn connection_info(key: &str, url: &str, password: Option<&str>) -> Result<redis
     })
 }
 
+fn connection_infos(key: &str, urls: &[String]) -> Result<Vec<redis::ConnectionInfo>> {
+    urls.iter()
+        .map(|url| connection_info(key, url, None))
+        .collect()
+}
+
+/// URLs for messages, passwords masked.
+fn mask_urls(urls: &[String]) -> String {
+    urls.iter()
+        .map(|u| mask_url(u))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// One server: a metadata connection and `data_connections` for chunks, each a connection manager.
 async fn connect_direct(config: &RedisConfig) -> Result<Links> {
     let shown = mask_url(&config.url);
@@ -752,19 +766,8 @@ async fn connect_direct(config: &RedisConfig) -> Result<Links> {
 /// A Redis Cluster: the cluster connection keeps one connection per node and routes each command
 /// by its key's slot, so one handle serves metadata and another (own connections) serves chunks.
 async fn connect_cluster(config: &RedisConfig) -> Result<Links> {
-    let shown = format!(
-        "cluster {}",
-        config
-            .cluster_urls
-            .iter()
-            .map(|u| mask_url(u))
-            .collect::<Vec<_>>()
-            .join(",")
-    );
-    let mut nodes = Vec::new();
-    for url in &config.cluster_urls {
-        nodes.push(connection_info("storage.redis.urls", url, None)?);
-    }
+    let shown = format!("cluster {}", mask_urls(&config.cluster_urls));
+    let nodes = connection_infos("storage.redis.urls", &config.cluster_urls)?;
     let mut builder = redis::cluster::ClusterClientBuilder::new(nodes)
         .response_timeout(config.command_timeout)
         .connection_timeout(config.command_timeout.min(Duration::from_secs(5)))
@@ -796,17 +799,9 @@ async fn connect_sentinel(config: &RedisConfig) -> Result<Links> {
     let shown = format!(
         "master {:?} of sentinels {}",
         config.master_name,
-        config
-            .sentinel_urls
-            .iter()
-            .map(|u| mask_url(u))
-            .collect::<Vec<_>>()
-            .join(",")
+        mask_urls(&config.sentinel_urls)
     );
-    let mut sentinels = Vec::new();
-    for url in &config.sentinel_urls {
-        sentinels.push(connection_info("storage.redis.sentinel_urls", url, None)?);
-    }
+    let sentinels = connection_infos("storage.redis.sentinel_urls", &config.sentinel_urls)?;
     // The master's password and database: from storage.redis.url's, or the password file.
     let mut node = redis::RedisConnectionInfo::default();
     if !config.url.is_empty() {
