@@ -28,6 +28,61 @@ pub struct RedisServer {
     port: u16,
     dir: tempfile::TempDir,
     extra: Vec<String>,
+    tls: Option<RedisTls>,
+}
+
+/// TLS and a password for private Redis servers: the certificate (PEM, also the CA clients
+/// trust) and key the servers present, and the password they require of clients and of each other.
+#[derive(Clone, Debug)]
+pub struct RedisTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub password: String,
+}
+
+impl RedisTls {
+    /// `redis-server` arguments: TLS only (no plain port), clients need no certificate,
+    /// replication over TLS, the password required and used towards a master.
+    fn server_args(&self, tls_port: u16) -> Vec<String> {
+        let mut args: Vec<String> = vec!["--port".into(), "0".into()];
+        args.extend(self.listener_args(tls_port));
+        args.extend([
+            "--requirepass".into(),
+            self.password.clone(),
+            "--masterauth".into(),
+            self.password.clone(),
+        ]);
+        args
+    }
+
+    fn listener_args(&self, tls_port: u16) -> Vec<String> {
+        vec![
+            "--tls-port".into(),
+            tls_port.to_string(),
+            "--tls-cert-file".into(),
+            self.cert.display().to_string(),
+            "--tls-key-file".into(),
+            self.key.display().to_string(),
+            "--tls-ca-cert-file".into(),
+            self.cert.display().to_string(),
+            "--tls-auth-clients".into(),
+            "no".into(),
+            "--tls-replication".into(),
+            "yes".into(),
+        ]
+    }
+
+    /// `redis-cli` arguments to reach a server started with these settings.
+    fn cli_args(&self) -> Vec<String> {
+        vec![
+            "--tls".into(),
+            "--cacert".into(),
+            self.cert.display().to_string(),
+            "-a".into(),
+            self.password.clone(),
+            "--no-auth-warning".into(),
+        ]
+    }
 }
 
 impl RedisServer {
@@ -38,12 +93,18 @@ impl RedisServer {
 
     /// Starts a server with extra `redis-server` arguments (e.g. `["--appendonly", "yes"]`).
     pub fn start_with(extra: &[&str]) -> RedisServer {
+        Self::start_tls(None, extra)
+    }
+
+    /// Starts a server that speaks TLS only and requires a password when `tls` is given.
+    pub fn start_tls(tls: Option<&RedisTls>, extra: &[&str]) -> RedisServer {
         let dir = tempfile::tempdir().expect("temp dir for redis");
         let mut server = RedisServer {
             child: None,
             port: 0,
             dir,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            tls: tls.cloned(),
         };
         server.launch(None);
         server
@@ -53,8 +114,14 @@ impl RedisServer {
         self.port
     }
 
+    /// `redis://` (or `rediss://` for TLS) on 127.0.0.1, database 0, without the password.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}/0", self.port)
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -82,7 +149,7 @@ impl RedisServer {
 
     /// Runs `redis-cli` against this server and returns its output (for tests that poke at keys).
     pub fn cli(&self, args: &[&str]) -> String {
-        redis_cli(self.port, args)
+        redis_cli(self.port, self.tls.as_ref(), args)
     }
 
     fn launch(&mut self, fixed_port: Option<u16>) {
@@ -92,10 +159,13 @@ impl RedisServer {
         let mut last_error = String::new();
         for _ in 0..5 {
             let port = fixed_port.unwrap_or_else(free_port);
+            let listener = match &self.tls {
+                Some(tls) => tls.server_args(port),
+                None => vec!["--port".into(), port.to_string()],
+            };
             let mut child = Command::new(&binary)
+                .args(&listener)
                 .args([
-                    "--port",
-                    &port.to_string(),
                     "--bind",
                     "127.0.0.1",
                     "--save",
@@ -135,8 +205,9 @@ impl Drop for RedisServer {
 }
 
 /// `redis-cli -p <port> <args…>`'s output.
-fn redis_cli(port: u16, args: &[&str]) -> String {
+fn redis_cli(port: u16, tls: Option<&RedisTls>, args: &[&str]) -> String {
     let out = Command::new("redis-cli")
+        .args(tls.map(RedisTls::cli_args).unwrap_or_default())
         .args(["-p", &port.to_string()])
         .args(args)
         .output()
@@ -152,25 +223,37 @@ pub struct RedisCluster {
 
 impl RedisCluster {
     pub fn start(masters: usize, replicas: usize) -> RedisCluster {
+        Self::start_tls(masters, replicas, None)
+    }
+
+    /// A cluster whose nodes speak TLS only (clients, replication and the cluster bus) and
+    /// require a password, when `tls` is given.
+    pub fn start_tls(masters: usize, replicas: usize, tls: Option<&RedisTls>) -> RedisCluster {
         let mut nodes = Vec::new();
+        let tls_cluster = if tls.is_some() { "yes" } else { "no" };
         for _ in 0..masters * (1 + replicas) {
             // The cluster bus port is set explicitly: port + 10000 may not exist.
             let bus = free_port().to_string();
-            nodes.push(RedisServer::start_with(&[
-                "--cluster-enabled",
-                "yes",
-                "--cluster-port",
-                &bus,
-                "--cluster-node-timeout",
-                "1500",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                // Replicas sync at once (the default waits 5 s for more replicas to share it).
-                "--repl-diskless-sync-delay",
-                "0",
-            ]));
+            nodes.push(RedisServer::start_tls(
+                tls,
+                &[
+                    "--tls-cluster",
+                    tls_cluster,
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-port",
+                    &bus,
+                    "--cluster-node-timeout",
+                    "1500",
+                    "--appendonly",
+                    "yes",
+                    "--appendfsync",
+                    "always",
+                    // Replicas sync at once (the default waits 5 s for more replicas to share it).
+                    "--repl-diskless-sync-delay",
+                    "0",
+                ],
+            ));
         }
         let mut args: Vec<String> = vec!["--cluster".into(), "create".into()];
         args.extend(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port())));
@@ -180,6 +263,7 @@ impl RedisCluster {
             "--cluster-yes".into(),
         ]);
         let out = Command::new("redis-cli")
+            .args(tls.map(RedisTls::cli_args).unwrap_or_default())
             .args(&args)
             .output()
             .expect("redis-cli not found on PATH: run scripts/test, which installs redis-tools");
@@ -251,18 +335,31 @@ pub const SENTINEL_MASTER_NAME: &str = "mymaster";
 
 impl RedisSentinel {
     pub fn start() -> RedisSentinel {
-        let master = RedisServer::start_with(&[
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "always",
-            "--repl-diskless-sync-delay",
-            "0",
-        ]);
+        Self::start_tls(None)
+    }
+
+    /// A setup where every server and sentinel speaks TLS only and the data servers require a
+    /// password, when `tls` is given.
+    pub fn start_tls(tls: Option<&RedisTls>) -> RedisSentinel {
+        let master = RedisServer::start_tls(
+            tls,
+            &[
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--repl-diskless-sync-delay",
+                "0",
+            ],
+        );
         let mport = master.port().to_string();
-        let replica =
-            RedisServer::start_with(&["--replicaof", "127.0.0.1", &mport, "--appendonly", "yes"]);
-        let sentinels = (0..3).map(|_| Sentinel::start(master.port())).collect();
+        let replica = RedisServer::start_tls(
+            tls,
+            &["--replicaof", "127.0.0.1", &mport, "--appendonly", "yes"],
+        );
+        let sentinels = (0..3)
+            .map(|_| Sentinel::start(master.port(), tls))
+            .collect();
         let setup = RedisSentinel {
             master,
             replica,
@@ -306,11 +403,12 @@ impl RedisSentinel {
 pub struct Sentinel {
     child: Option<Child>,
     port: u16,
+    tls: Option<RedisTls>,
     _dir: tempfile::TempDir,
 }
 
 impl Sentinel {
-    fn start(master_port: u16) -> Sentinel {
+    fn start(master_port: u16, tls: Option<&RedisTls>) -> Sentinel {
         let binary = which("redis-server").unwrap_or_else(|| {
             panic!("redis-server not found on PATH: run scripts/test (it installs it) or `apt-get install redis-server`")
         });
@@ -319,13 +417,30 @@ impl Sentinel {
         for _ in 0..5 {
             let port = free_port();
             let conf = dir.path().join("sentinel.conf");
+            // Sentinel reads the same options from its file as redis-server from its arguments.
+            let listener = match tls {
+                Some(tls) => {
+                    let mut lines = vec!["port 0".to_string()];
+                    let args = tls.listener_args(port);
+                    lines.extend(
+                        args.chunks(2)
+                            .map(|kv| format!("{} {}", kv[0].trim_start_matches("--"), kv[1])),
+                    );
+                    lines.push(format!(
+                        "sentinel auth-pass {SENTINEL_MASTER_NAME} {}",
+                        tls.password
+                    ));
+                    lines.join("\n")
+                }
+                None => format!("port {port}"),
+            };
             std::fs::write(
                 &conf,
                 format!(
-                    "port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {}\n\
+                    "bind 127.0.0.1\nprotected-mode no\ndir {}\n\
                      sentinel monitor {SENTINEL_MASTER_NAME} 127.0.0.1 {master_port} 2\n\
                      sentinel down-after-milliseconds {SENTINEL_MASTER_NAME} 1000\n\
-                     sentinel failover-timeout {SENTINEL_MASTER_NAME} 5000\n",
+                     sentinel failover-timeout {SENTINEL_MASTER_NAME} 5000\n{listener}\n",
                     dir.path().display()
                 ),
             )
@@ -342,6 +457,7 @@ impl Sentinel {
                     return Sentinel {
                         child: Some(child),
                         port,
+                        tls: tls.cloned(),
                         _dir: dir,
                     }
                 }
@@ -356,11 +472,16 @@ impl Sentinel {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     pub fn cli(&self, args: &[&str]) -> String {
-        redis_cli(self.port, args)
+        redis_cli(self.port, self.tls.as_ref(), args)
     }
 }
 
