@@ -6,6 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{content, program, sha256_hex, start, Kind, PASSWORD};
+use filegate::config::FtpType;
 use storage_backend::EventKind;
 use suppaftp::tokio::AsyncFtpStream;
 use suppaftp::types::FileType;
@@ -247,7 +248,7 @@ async fn scheduler_job_with_temp_name(kind: Kind) {
     let t = start(kind, |_| {}).await;
     let mut ftp = AsyncFtpStream::connect(t.ftp_addr()).await.unwrap();
     ftp.login("alice", PASSWORD).await.unwrap();
-    // Old clients send TYPE A N; it is accepted (filegate transfers ASCII as binary, see docs/ftp.md).
+    // Old clients send TYPE A N first (ASCII mode, see ascii_mode_converts_line_endings), then TYPE I.
     ftp.custom_command("TYPE A N", &[suppaftp::Status::CommandOk])
         .await
         .unwrap();
@@ -347,6 +348,106 @@ async fn jail_permissions_quota_and_size_limits() {
     assert_eq!(small.nlst(None).await.unwrap(), ["a"]);
     // Names the store never accepts: 553.
     assert_eq!(code(alice.mkdir(&"n".repeat(300)).await), 553);
+    t.stop().await;
+}
+
+/// TYPE A converts line endings as RFC 959 says (CRLF on the wire, LF stored), with a client
+/// crate, curl (`-B`) and lftp (`put -a`, `get -a`); sessions start in ASCII mode unless
+/// `ftp.default_type = "binary"`; TYPE I moves bytes as they are; SIZE is the stored size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ascii_mode_converts_line_endings() {
+    let t = start(Kind::Redis, |_| {}).await;
+    let wire: &[u8] = b"a;b\r\n1;2\r\nlone\rcr\r\n";
+    let stored: &[u8] = b"a;b\n1;2\nlone\rcr\n";
+
+    let mut ftp = connect(t.ftp_addr(), "alice").await;
+    ftp.transfer_type(FileType::Ascii(suppaftp::types::FormatControl::NonPrint))
+        .await
+        .unwrap();
+    put(&mut ftp, "report.csv", wire).await;
+    assert_eq!(t.store_bytes("/home/alice/report.csv").await, stored);
+    assert_eq!(get(&mut ftp, "report.csv").await, wire);
+    assert_eq!(ftp.size("report.csv").await.unwrap(), stored.len());
+    ftp.transfer_type(FileType::Binary).await.unwrap();
+    assert_eq!(get(&mut ftp, "report.csv").await, stored);
+    assert_eq!(
+        code(
+            ftp.custom_command("TYPE E", &[suppaftp::Status::CommandOk])
+                .await
+        ),
+        504
+    );
+    // A session that never sends TYPE is in ASCII mode, as RFC 959 says.
+    let mut raw = AsyncFtpStream::connect(t.ftp_addr()).await.unwrap();
+    raw.login("alice", PASSWORD).await.unwrap();
+    put(&mut raw, "untyped.csv", wire).await;
+    assert_eq!(t.store_bytes("/home/alice/untyped.csv").await, stored);
+    let events = t.events().await;
+    let created = events
+        .iter()
+        .find(|e| e.path == "/home/alice/report.csv")
+        .unwrap();
+    assert_eq!(created.size, Some(stored.len() as u64));
+
+    // curl: -B asks for ASCII; curl sends the local LF file with CRLF line endings and turns them
+    // back into LF when it downloads.
+    let curl = program("curl");
+    let local = t.temp_path("unix.txt");
+    std::fs::write(&local, b"one\ntwo\n").unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(&curl)
+            .args(["-sS", "--fail"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "curl {args:?}: {out:?}");
+        out.stdout
+    };
+    let url = t.ftp_url("alice", "curl.txt");
+    run(&["-B", "-T", local.to_str().unwrap(), &url]);
+    assert_eq!(t.store_bytes("/home/alice/curl.txt").await, b"one\ntwo\n");
+    assert_eq!(run(&["-B", &url]), b"one\ntwo\n");
+    assert_eq!(run(&[&url]), b"one\ntwo\n");
+
+    // lftp's ASCII mode (-a) relies on the session starting in ASCII (it sends no TYPE): a local
+    // LF file goes up with CRLF, is stored with LF, and comes back with LF.
+    let back = t.temp_path("back.txt");
+    let a = t.ftp_addr();
+    let script = format!(
+        "set net:max-retries 1; set net:timeout 10; set ftp:passive-mode true; \
+         open -u alice,{PASSWORD} ftp://{}:{}; put -a {} -o lftp.txt; get -a lftp.txt -o {}; \
+         get lftp.txt -o {}.bin; bye",
+        a.ip(),
+        a.port(),
+        local.display(),
+        back.display(),
+        back.display()
+    );
+    let out = std::process::Command::new(program("lftp"))
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "lftp: {out:?}");
+    assert_eq!(t.store_bytes("/home/alice/lftp.txt").await, b"one\ntwo\n");
+    assert_eq!(std::fs::read(&back).unwrap(), b"one\ntwo\n");
+    // Without -a lftp sends TYPE I: the stored bytes as they are.
+    assert_eq!(
+        std::fs::read(format!("{}.bin", back.display())).unwrap(),
+        b"one\ntwo\n"
+    );
+    t.stop().await;
+
+    // ftp.default_type = "binary": bytes as they are until the client asks for TYPE A.
+    let t = start(Kind::Embedded, |c| c.ftp.default_type = FtpType::Binary).await;
+    let mut raw = AsyncFtpStream::connect(t.ftp_addr()).await.unwrap();
+    raw.login("alice", PASSWORD).await.unwrap();
+    put(&mut raw, "untyped.csv", wire).await;
+    assert_eq!(t.store_bytes("/home/alice/untyped.csv").await, wire);
+    raw.transfer_type(FileType::Ascii(suppaftp::types::FormatControl::NonPrint))
+        .await
+        .unwrap();
+    put(&mut raw, "typed.csv", wire).await;
+    assert_eq!(t.store_bytes("/home/alice/typed.csv").await, stored);
     t.stop().await;
 }
 

@@ -228,7 +228,20 @@ pub struct FtpConfig {
     pub active_mode: bool,
     /// Every connection starts with a PROXY protocol header (v1 or v2) naming the real client.
     pub proxy_protocol: bool,
+    /// The type a session is in until the client sends `TYPE`.
+    pub default_type: FtpType,
     pub tls: FtpTlsConfig,
+}
+
+/// `ftp.default_type`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FtpType {
+    /// RFC 959's default: line endings are converted (CRLF on the wire, LF stored).
+    Ascii,
+    /// Bytes move as they are until the client sends `TYPE A` (vsftpd-like for clients that
+    /// never send `TYPE I`).
+    Binary,
 }
 
 impl Default for FtpConfig {
@@ -241,6 +254,7 @@ impl Default for FtpConfig {
             idle_timeout: Duration::from_secs(600),
             active_mode: false,
             proxy_protocol: false,
+            default_type: FtpType::Ascii,
             tls: FtpTlsConfig::default(),
         }
     }

@@ -617,3 +617,11 @@ fn tls_needs_certificate_files() {
     );
     assert_eq!(keys(&p), ["ftp.tls.cert", "ftp.tls.key"]);
 }
+
+#[test]
+fn an_unknown_ftp_type_names_the_key_and_the_choices() {
+    let p = problems("[ftp]\ndefault_type = \"ebcdic\"\n", &[]);
+    assert_eq!(keys(&p), ["ftp.default_type"], "{p:?}");
+    let text = format!("{p:?}");
+    assert!(text.contains("ascii") && text.contains("binary"), "{text}");
+}

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::access::Access;
-use crate::config::FtpConfig;
+use crate::config::{FtpConfig, FtpType};
 use auth::ConnectionAuth;
 use backend::FtpBackend;
 
@@ -152,6 +152,7 @@ impl FtpFrontend {
         .passive_ports(self.config.passive_ports.clone())
         .passive_host(passive_host(&self.config.passive_host))
         .idle_session_timeout(self.config.idle_timeout.as_secs().max(1))
+        .ascii_by_default(self.config.default_type == FtpType::Ascii)
         .active_passive_mode(if self.config.active_mode {
             ActivePassiveMode::ActiveAndPassive
         } else {
