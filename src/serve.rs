@@ -23,6 +23,8 @@ pub struct Gateway {
     pub access: Arc<Access>,
     /// The FTP listener's address (with the real port when `ftp.listen` asked for port 0).
     pub ftp_addr: Option<SocketAddr>,
+    /// The implicit-FTPS listener's address (`ftp.tls.implicit_listen`).
+    pub ftps_implicit_addr: Option<SocketAddr>,
     /// The SSH (SFTP/SCP) listener's address.
     pub sftp_addr: Option<SocketAddr>,
     /// `/healthz`, `/readyz`, `/metrics`.
@@ -71,10 +73,11 @@ impl Gateway {
         let stop_accepting = CancellationToken::new();
         let abort_sessions = CancellationToken::new();
         let tasks = TaskTracker::new();
-        let mut ftp_addr = None;
+        let (mut ftp_addr, mut ftps_implicit_addr) = (None, None);
         if config.ftp.enabled {
             let ftp = FtpFrontend::bind(&config.ftp, access.clone()).await?;
             ftp_addr = Some(ftp.local_addr());
+            ftps_implicit_addr = ftp.implicit_addr();
             tasks.spawn(ftp.run(
                 stop_accepting.clone(),
                 abort_sessions.clone(),
@@ -108,6 +111,7 @@ impl Gateway {
             store,
             access,
             ftp_addr,
+            ftps_implicit_addr,
             sftp_addr,
             http_addr,
             probes,
@@ -135,6 +139,11 @@ impl Gateway {
                 ""
             };
             lines.push(format!("filegate: ftp listening on {addr}{tls}"));
+        }
+        if let Some(addr) = self.ftps_implicit_addr {
+            lines.push(format!(
+                "filegate: ftps listening on {addr} (implicit FTPS: TLS from the first byte)"
+            ));
         }
         if let Some(addr) = self.sftp_addr {
             lines.push(format!("filegate: sftp listening on {addr} (SFTP and scp)"));

@@ -1,4 +1,5 @@
-//! Explicit FTPS (RFC 4217: AUTH TLS, PBSZ, PROT P) with a self-signed certificate made for the test.
+//! Explicit FTPS (RFC 4217: AUTH TLS, PBSZ, PROT P) and implicit FTPS (TLS from the first byte)
+//! with a self-signed certificate made for the test.
 
 mod common;
 
@@ -110,18 +111,134 @@ async fn explicit_ftps_is_required_and_works() {
     t.stop().await;
 }
 
+/// Implicit FTPS (TLS from the first byte, as on port 990) on `ftp.tls.implicit_listen`, driven by
+/// curl (`ftps://`) and lftp (`ftps://`): uploads and downloads over protected control and data
+/// connections, events say "ftps"; a plaintext client gets no greeting; AUTH TLS inside TLS is 503.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn implicit_ftps_is_refused_with_the_reason() {
+async fn implicit_ftps_works_with_curl_and_lftp() {
     let certs = tempfile::tempdir().unwrap();
-    make_cert(certs.path());
+    let cert = make_cert(certs.path());
+    let t = start(Kind::Redis, |c| {
+        c.ftp.tls.enabled = true;
+        c.ftp.tls.cert = certs.path().join("ftp.crt");
+        c.ftp.tls.key = certs.path().join("ftp.key");
+        c.ftp.tls.implicit_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let port = t.gw().ftps_implicit_addr.expect("implicit listener").port();
+    assert_ne!(port, t.ftp_addr().port());
+
+    let data = content(5, 2_300_000);
+    let local = certs.path().join("up.bin");
+    std::fs::write(&local, &data).unwrap();
+    let url = format!("ftps://alice:{PASSWORD}@localhost:{port}/implicit.bin");
+    let curl = |args: &[&str]| {
+        let out = std::process::Command::new(program("curl"))
+            .args(["-sS", "--fail", "--cacert"])
+            .arg(&cert.cert_pem)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "curl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    curl(&["-T", local.to_str().unwrap(), &url]);
+    assert!(curl(&[&url]) == data);
+    let created = t
+        .events()
+        .await
+        .into_iter()
+        .find(|e| e.path.ends_with("/implicit.bin"))
+        .unwrap();
+    assert_eq!(created.protocol, "ftps");
+
+    // lftp: ftps:// is implicit; a listing, an upload and a download over TLS data connections.
+    let back = certs.path().join("back.bin");
+    let script = format!(
+        "set net:max-retries 1; set net:timeout 10; set ftp:passive-mode true; \
+         set ssl:ca-file {}; set ftp:ssl-protect-data true; \
+         open -u alice,{PASSWORD} ftps://localhost:{port}; put {} -o lftp.bin; cls -1; \
+         get lftp.bin -o {}; bye",
+        cert.cert_pem.display(),
+        local.display(),
+        back.display()
+    );
+    let out = std::process::Command::new(program("lftp"))
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "lftp: {out:?}");
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(listing.lines().any(|l| l == "lftp.bin"), "{listing}");
+    assert!(std::fs::read(&back).unwrap() == data);
+
+    // A plaintext client gets no greeting: the connection is closed after its bytes fail the
+    // handshake.
+    let mut raw = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut raw, b"USER alice\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        raw.read_to_end(&mut got),
+    )
+    .await
+    .expect("closed at once");
+    assert!(
+        read.is_err() || !String::from_utf8_lossy(&got).contains("220"),
+        "{got:?}"
+    );
+
+    // AUTH TLS inside the TLS session is refused instead of nesting a second handshake.
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.der.clone()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let tls = suppaftp::tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(tls);
+    let mut line = String::new();
+    tokio::io::AsyncBufReadExt::read_line(&mut lines, &mut line)
+        .await
+        .unwrap();
+    assert!(line.starts_with("220 "), "{line}");
+    tokio::io::AsyncWriteExt::write_all(lines.get_mut(), b"AUTH TLS\r\n")
+        .await
+        .unwrap();
+    line.clear();
+    tokio::io::AsyncBufReadExt::read_line(&mut lines, &mut line)
+        .await
+        .unwrap();
+    assert!(line.starts_with("503 "), "{line}");
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn implicit_ftps_without_tls_is_refused_with_the_key_named() {
+    let certs = tempfile::tempdir().unwrap();
     let mut config = filegate::Config::default();
     config.ftp.listen = "127.0.0.1:0".parse().unwrap();
     config.http.listen = "127.0.0.1:0".parse().unwrap();
-    config.ftp.tls.enabled = true;
-    config.ftp.tls.cert = certs.path().join("ftp.crt");
-    config.ftp.tls.key = certs.path().join("ftp.key");
     config.ftp.tls.implicit_listen = Some("127.0.0.1:0".parse().unwrap());
     config.sftp.enabled = false;
+    config.mqtt.mode = filegate::config::MqttMode::Off;
     config.server.data_dir = certs.path().join("data");
     config.storage.embedded.path = certs.path().join("data/f.redb");
     let err = filegate::serve::Gateway::start(&config)

@@ -30,9 +30,10 @@ pub use errors::ftp_kind;
 
 const GREETING: &str = "filegate FTP server ready";
 
-/// A bound FTP listener, ready to serve.
+/// The bound FTP listeners (plain/explicit FTPS, and implicit FTPS when configured), ready to serve.
 pub struct FtpFrontend {
     listener: TcpListener,
+    implicit: Option<TcpListener>,
     config: FtpConfig,
     tls: Option<Arc<rustls::ServerConfig>>,
     access: Arc<Access>,
@@ -51,15 +52,20 @@ impl FtpFrontend {
         } else {
             None
         };
-        if let Some(addr) = config.tls.implicit_listen {
-            anyhow::bail!(
-                "ftp.tls.implicit_listen = {addr}: implicit FTPS is not available: libunftp only upgrades a \
-                 plain control connection with AUTH TLS and offers no way to start a session on a TLS stream; \
-                 leave it empty and use explicit FTPS (AUTH TLS) on ftp.listen"
-            );
-        }
+        let implicit = match (config.tls.implicit_listen, &tls) {
+            (Some(addr), Some(_)) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("ftp.tls.implicit_listen: cannot listen on {addr}"))?,
+            ),
+            (Some(addr), None) => anyhow::bail!(
+                "ftp.tls.implicit_listen = {addr} needs ftp.tls.enabled = true and a certificate"
+            ),
+            (None, _) => None,
+        };
         Ok(FtpFrontend {
             listener,
+            implicit,
             config: config.clone(),
             tls,
             access,
@@ -70,9 +76,42 @@ impl FtpFrontend {
         self.listener.local_addr().expect("bound listener")
     }
 
+    /// The implicit-FTPS listener's address, when `ftp.tls.implicit_listen` is set.
+    pub fn implicit_addr(&self) -> Option<SocketAddr> {
+        self.implicit
+            .as_ref()
+            .map(|l| l.local_addr().expect("bound listener"))
+    }
+
     /// Accepts connections until `shutdown`; sessions are tracked by `tasks` and end when `abort` fires.
     pub async fn run(
         self,
+        shutdown: CancellationToken,
+        abort: CancellationToken,
+        tasks: TaskTracker,
+    ) {
+        let this = Arc::new(self);
+        let implicit = {
+            let (this, shutdown, abort, tasks) =
+                (this.clone(), shutdown.clone(), abort.clone(), tasks.clone());
+            async move {
+                if let Some(listener) = &this.implicit {
+                    this.accept_loop(listener, true, shutdown, abort, tasks)
+                        .await
+                }
+            }
+        };
+        tokio::join!(
+            this.accept_loop(&this.listener, false, shutdown, abort, tasks),
+            implicit
+        );
+    }
+
+    /// One listener's accept loop; `implicit`: its connections start with a TLS handshake.
+    async fn accept_loop(
+        &self,
+        listener: &TcpListener,
+        implicit: bool,
         shutdown: CancellationToken,
         abort: CancellationToken,
         tasks: TaskTracker,
@@ -84,7 +123,7 @@ impl FtpFrontend {
             let (stream, peer) = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 Some(ready) = proxied.recv() => ready,
-                accepted = self.listener.accept() => match accepted {
+                accepted = listener.accept() => match accepted {
                     Ok((stream, proxy)) if self.config.proxy_protocol => {
                         crate::proxy_protocol::unwrap_in_task(&tasks, stream, proxy, unwrapped.clone(), "ftp");
                         continue;
@@ -111,7 +150,7 @@ impl FtpFrontend {
                 }
             };
             let _ = stream.set_nodelay(true);
-            let server = match self.server_for(peer, &tasks, &abort) {
+            let server = match self.server_for(peer, implicit, &tasks, &abort) {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::error!(error = %e, "ftp: cannot set up a session");
@@ -134,6 +173,7 @@ impl FtpFrontend {
     fn server_for(
         &self,
         peer: SocketAddr,
+        implicit: bool,
         tasks: &TaskTracker,
         abort: &CancellationToken,
     ) -> anyhow::Result<libunftp::Server<FtpBackend, auth::FtpUser>> {
@@ -159,7 +199,9 @@ impl FtpFrontend {
             ActivePassiveMode::PassiveOnly
         });
         if let Some(tls) = &self.tls {
-            builder = builder.ftps_manual::<PathBuf>(tls.clone());
+            builder = builder
+                .ftps_manual::<PathBuf>(tls.clone())
+                .implicit_tls(implicit);
             if self.config.tls.required {
                 builder = builder.ftps_required(FtpsRequired::All, FtpsRequired::All);
             }

@@ -69,6 +69,8 @@ where
     collect_metrics: bool,
     // filegate patch: sessions start in TYPE A (RFC 959's default) unless false.
     ascii_by_default: bool,
+    // filegate patch: TLS from the first byte (implicit FTPS).
+    implicit_tls: bool,
     ftps_mode: FtpsConfig,
     ftps_required_control_chan: FtpsRequired,
     ftps_required_data_chan: FtpsRequired,
@@ -102,6 +104,8 @@ where
     collect_metrics: bool,
     // filegate patch: sessions start in TYPE A (RFC 959's default) unless false.
     ascii_by_default: bool,
+    // filegate patch: TLS from the first byte (implicit FTPS).
+    implicit_tls: bool,
     ftps_mode: FtpsConfig,
     ftps_required_control_chan: FtpsRequired,
     ftps_required_data_chan: FtpsRequired,
@@ -155,6 +159,7 @@ where
             ftps_mode: FtpsConfig::Off,
             collect_metrics: false,
             ascii_by_default: true,
+            implicit_tls: false,
             idle_session_timeout: Duration::from_secs(DEFAULT_IDLE_SESSION_TIMEOUT_SECS),
             listener_mode: ListenerMode::Legacy,
             logger: slog::Logger::root(slog_stdlog::StdLog {}.fuse(), slog::o!()),
@@ -230,6 +235,7 @@ where
             passive_host: self.passive_host,
             collect_metrics: self.collect_metrics,
             ascii_by_default: self.ascii_by_default,
+            implicit_tls: self.implicit_tls,
             ftps_mode: self.ftps_mode,
             ftps_required_control_chan: self.ftps_required_control_chan,
             ftps_required_data_chan: self.ftps_required_data_chan,
@@ -290,6 +296,7 @@ where
             ftps_mode: FtpsConfig::Off,
             collect_metrics: false,
             ascii_by_default: true,
+            implicit_tls: false,
             idle_session_timeout: Duration::from_secs(DEFAULT_IDLE_SESSION_TIMEOUT_SECS),
             listener_mode: ListenerMode::Legacy,
             logger: slog::Logger::root(slog_stdlog::StdLog {}.fuse(), slog::o!()),
@@ -376,6 +383,7 @@ where
             passive_host: self.passive_host,
             collect_metrics: self.collect_metrics,
             ascii_by_default: self.ascii_by_default,
+            implicit_tls: self.implicit_tls,
             ftps_mode,
             ftps_required_control_chan: self.ftps_required_control_chan,
             ftps_required_data_chan: self.ftps_required_data_chan,
@@ -679,6 +687,15 @@ where
     /// endings converted) or in binary mode until the client sends `TYPE A`. Default: ASCII.
     pub fn ascii_by_default(mut self, ascii: bool) -> Self {
         self.ascii_by_default = ascii;
+        self
+    }
+
+    /// filegate patch: implicit FTPS. Each connection starts with a TLS handshake (with the
+    /// configuration given to [`ftps_manual`](Self::ftps_manual) or [`ftps`](Self::ftps)) before
+    /// the greeting; the control channel is protected throughout and data connections are
+    /// protected unless the client sends `PROT C`. `AUTH TLS` is refused on such a session.
+    pub fn implicit_tls(mut self, implicit: bool) -> Self {
+        self.implicit_tls = implicit;
         self
     }
 
@@ -1077,6 +1094,7 @@ where
             ftps_config: server.ftps_mode.clone(),
             collect_metrics: server.collect_metrics,
             ascii_by_default: server.ascii_by_default,
+            implicit_tls: server.implicit_tls,
             greeting: server.greeting,
             idle_session_timeout: server.idle_session_timeout,
             passive_ports: server.passive_ports.clone(),

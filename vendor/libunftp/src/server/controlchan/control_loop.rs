@@ -63,6 +63,7 @@ where
     pub ftps_config: FtpsConfig,
     pub collect_metrics: bool,
     pub ascii_by_default: bool,
+    pub implicit_tls: bool,
     pub idle_session_timeout: Duration,
     pub logger: slog::Logger,
     pub ftps_required_control_chan: FtpsRequired,
@@ -100,6 +101,7 @@ where
         ftps_required_data_chan,
         collect_metrics,
         ascii_by_default,
+        implicit_tls,
         idle_session_timeout,
         logger,
         site_md5: sitemd5,
@@ -125,6 +127,33 @@ where
         session = session.binder(b);
     }
     session.ascii = ascii_by_default;
+
+    // filegate patch: implicit FTPS: the TLS handshake comes first, within the idle timeout.
+    let tcp_stream: Box<dyn AsyncReadAsyncWriteSendUnpin> = if implicit_tls {
+        let acceptor: tokio_rustls::TlsAcceptor = match ftps_config.clone() {
+            FtpsConfig::On { tls_config } => tls_config.into(),
+            _ => return Err(ControlChanError::new(ControlChanErrorKind::InternalServerError)),
+        };
+        let stream = match tokio::time::timeout(idle_session_timeout, acceptor.accept(tcp_stream)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(err)) => {
+                slog::info!(logger, "Implicit TLS handshake failed: {}", err);
+                return Err(ControlChanError::new(ControlChanErrorKind::IoError));
+            }
+            Err(_) => {
+                slog::info!(logger, "Implicit TLS handshake timed out");
+                return Err(ControlChanError::new(ControlChanErrorKind::ControlChannelTimeout));
+            }
+        };
+        if let Some(certs) = stream.get_ref().1.peer_certificates() {
+            session.cert_chain = Some(certs.iter().map(|c| unftp_core::auth::ClientCert(c.as_ref().to_vec())).collect());
+        }
+        session.cmd_tls = true;
+        session.data_tls = true;
+        Box::new(stream)
+    } else {
+        Box::new(tcp_stream)
+    };
 
     let mut logger = logger.new(
         slog::o!("trace-id" => format!("{}", session.trace_id), "source" => format!("{}", session.control_connection.map(|p| p.source).unwrap_or(session.source))),
@@ -183,7 +212,7 @@ where
     };
 
     let codec = FtpCodec::new();
-    let cmd_and_reply_stream: Framed<Box<dyn AsyncReadAsyncWriteSendUnpin>, FtpCodec> = codec.framed(Box::new(tcp_stream));
+    let cmd_and_reply_stream: Framed<Box<dyn AsyncReadAsyncWriteSendUnpin>, FtpCodec> = codec.framed(tcp_stream);
     let (mut reply_sink, mut command_source) = cmd_and_reply_stream.split();
 
     reply_sink.send(Reply::new(ReplyCode::ServiceReady, config.greeting)).await?;

@@ -47,6 +47,11 @@ where
     async fn handle(&self, args: CommandContext<Storage, User>) -> Result<Reply, ControlChanError> {
         let tx = args.tx_control_chan.clone();
         let logger = args.logger;
+        // filegate patch: a second handshake inside TLS (implicit FTPS, or AUTH TLS twice) would
+        // break the session.
+        if args.session.lock().await.cmd_tls {
+            return Ok(Reply::new(ReplyCode::BadCommandSequence, "The control connection is already protected by TLS"));
+        }
         match (args.tls_configured, self.protocol.clone()) {
             (true, AuthParam::Tls) => {
                 tokio::spawn(async move {
