@@ -82,6 +82,17 @@ async fn explicit_ftps_is_required_and_works() {
     stream.read_to_end(&mut back).await.unwrap();
     stream.finish().await.unwrap();
     assert!(back == data);
+    // With TLS required, a plaintext data connection cannot be opened by PASV, EPSV or PORT.
+    ftp.custom_command("PROT C", &[suppaftp::Status::CommandOk])
+        .await
+        .unwrap();
+    for command in ["PASV", "EPSV", "PORT 127,0,0,1,4,1"] {
+        let refused = reply(
+            ftp.custom_command(command, &[suppaftp::Status::PassiveMode])
+                .await,
+        );
+        assert!(refused.starts_with("534"), "{command}: {refused}");
+    }
     ftp.quit().await.unwrap();
 
     let created = t
@@ -109,6 +120,27 @@ async fn explicit_ftps_is_required_and_works() {
     );
     assert!(out.stdout == data);
     t.stop().await;
+}
+
+/// Sends one command on a raw control connection and reads its (one-line) reply.
+async fn send<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    control: &mut tokio::io::BufReader<S>,
+    command: &str,
+) -> String {
+    tokio::io::AsyncWriteExt::write_all(control.get_mut(), format!("{command}\r\n").as_bytes())
+        .await
+        .unwrap();
+    next_reply(control).await
+}
+
+async fn next_reply<S: tokio::io::AsyncRead + Unpin>(
+    control: &mut tokio::io::BufReader<S>,
+) -> String {
+    let mut reply = String::new();
+    tokio::io::AsyncBufReadExt::read_line(control, &mut reply)
+        .await
+        .unwrap();
+    reply
 }
 
 /// Implicit FTPS (TLS from the first byte, as on port 990) on `ftp.tls.implicit_listen`, driven by
@@ -213,20 +245,44 @@ async fn implicit_ftps_works_with_curl_and_lftp() {
         .connect("localhost".try_into().unwrap(), tcp)
         .await
         .unwrap();
-    let mut lines = tokio::io::BufReader::new(tls);
-    let mut line = String::new();
-    tokio::io::AsyncBufReadExt::read_line(&mut lines, &mut line)
+    let mut control = tokio::io::BufReader::new(tls);
+    let greeting = next_reply(&mut control).await;
+    assert!(greeting.starts_with("220 "), "{greeting}");
+    let reply = send(&mut control, "AUTH TLS").await;
+    assert!(reply.starts_with("503 "), "{reply}");
+
+    // A data connection that fails its TLS handshake (a plaintext client) fails that transfer
+    // with a reply, creates nothing, and the session goes on.
+    assert!(send(&mut control, "USER alice").await.starts_with("331"));
+    assert!(send(&mut control, &format!("PASS {PASSWORD}"))
+        .await
+        .starts_with("230"));
+    let reply = send(&mut control, "EPSV").await;
+    let data_port: u16 = reply
+        .split("|||")
+        .nth(1)
+        .and_then(|r| r.split('|').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{reply}"));
+    let mut plain = tokio::net::TcpStream::connect(("127.0.0.1", data_port))
         .await
         .unwrap();
-    assert!(line.starts_with("220 "), "{line}");
-    tokio::io::AsyncWriteExt::write_all(lines.get_mut(), b"AUTH TLS\r\n")
+    assert!(
+        send(&mut control, "STOR handshake.bin")
+            .await
+            .starts_with("150"),
+        "STOR"
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut plain, b"not a TLS client hello\r\n")
         .await
         .unwrap();
-    line.clear();
-    tokio::io::AsyncBufReadExt::read_line(&mut lines, &mut line)
+    drop(plain);
+    let reply = next_reply(&mut control).await;
+    assert!(reply.starts_with('4'), "{reply}");
+    assert!(send(&mut control, "NOOP").await.starts_with("200"));
+    assert!(send(&mut control, "SIZE handshake.bin")
         .await
-        .unwrap();
-    assert!(line.starts_with("503 "), "{line}");
+        .starts_with("550"));
     t.stop().await;
 }
 

@@ -228,24 +228,29 @@ impl StorageBackend<FtpUser> for FtpBackend {
             let mut buf = vec![0u8; UPLOAD_PIECE];
             let mut received = 0u64;
             loop {
-                let piece = tokio::select! {
-                    piece = fill(&mut input, &mut buf, idle) => piece,
-                    _ = abort.cancelled() => Err("the gateway is shutting down".to_string()),
-                };
-                match piece {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        if let Err(e) = upload.append(&buf[..n]).await {
-                            // Refused (quota, size limit, storage down): nothing of it is published.
-                            let _ = upload.abort().await;
-                            // Let the client finish sending (bounded) so that it reads the reply
-                            // saying why, instead of a reset data connection.
-                            drain(&mut input, &mut buf, idle).await;
-                            return Err(to_ftp(e));
-                        }
-                        received += n as u64;
+                let (n, failure) = fill(&mut input, &mut buf, idle, &abort).await;
+                if n > 0 {
+                    if let Err(e) = upload.append(&buf[..n]).await {
+                        // Refused (quota, size limit, storage down): nothing of it is published.
+                        let _ = upload.abort().await;
+                        // Let the client finish sending (bounded) so that it reads the reply
+                        // saying why, instead of a reset data connection.
+                        drain(&mut input, &mut buf, idle).await;
+                        return Err(to_ftp(e));
                     }
-                    Err(cut) => {
+                    received += n as u64;
+                }
+                match failure {
+                    None if n == 0 => break,
+                    None => {}
+                    Some(cut) if received == 0 => {
+                        // Nothing arrived (the data connection failed at once, or its TLS
+                        // handshake did): nothing to keep or resume, and the file stays as it was.
+                        let _ = upload.abort().await;
+                        tracing::info!(path = %p, "ftp: upload failed before any byte: {cut}");
+                        return Err(Error::new(FtpKind::ConnectionClosed, cut));
+                    }
+                    Some(cut) => {
                         // The client vanished mid-transfer: keep what arrived, flagged incomplete (or
                         // drop it, as storage.partial_uploads says), never as a complete file.
                         let kept = upload.cut_off().await;
@@ -323,21 +328,29 @@ async fn drain<R: AsyncRead + Unpin>(input: &mut R, buf: &mut [u8], idle: Durati
     }
 }
 
+/// Reads until `buf` is full or the client is done: the bytes read (0 at the end of the upload)
+/// and, if the transfer cannot go on, why. Bytes that arrived before a failure are returned with
+/// it, so that a cut-off upload keeps everything it received.
 async fn fill<R: AsyncRead + Unpin>(
     input: &mut R,
     buf: &mut [u8],
     idle: Duration,
-) -> std::result::Result<usize, String> {
+    abort: &tokio_util::sync::CancellationToken,
+) -> (usize, Option<String>) {
     let mut n = 0;
     while n < buf.len() {
-        match tokio::time::timeout(idle, input.read(&mut buf[n..])).await {
+        let read = tokio::select! {
+            read = tokio::time::timeout(idle, input.read(&mut buf[n..])) => read,
+            _ = abort.cancelled() => return (n, Some("the gateway is shutting down".into())),
+        };
+        match read {
             Ok(Ok(0)) => break,
             Ok(Ok(k)) => n += k,
-            Ok(Err(e)) => return Err(format!("data connection failed: {e}")),
-            Err(_) => return Err(format!("no data for {idle:?}")),
+            Ok(Err(e)) => return (n, Some(format!("data connection failed: {e}"))),
+            Err(_) => return (n, Some(format!("no data for {idle:?}"))),
         }
     }
-    Ok(n)
+    (n, None)
 }
 
 fn log_transfer(

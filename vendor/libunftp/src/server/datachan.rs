@@ -574,13 +574,13 @@ where
             FtpsConfig::Off => Box::new(MeasuringWriter::new(socket, command)) as Box<dyn AsyncWrite + Send + Unpin + Sync>,
             FtpsConfig::Building { .. } => panic!("Illegal state"),
             FtpsConfig::On { tls_config } => {
-                let io = async move {
-                    let acceptor: TlsAcceptor = tls_config.into();
-                    let tls_stream = acceptor.accept(socket).await.unwrap();
-                    MeasuringWriter::new(tls_stream, command)
+                // filegate patch: a failed handshake fails the transfer instead of panicking the
+                // data task (bolcom/libunftp#375).
+                let acceptor: TlsAcceptor = tls_config.into();
+                match acceptor.accept(socket).await {
+                    Ok(tls_stream) => Box::new(MeasuringWriter::new(tls_stream, command)) as Box<dyn AsyncWrite + Send + Unpin + Sync>,
+                    Err(e) => Box::new(FailedHandshake(e.kind(), e.to_string())),
                 }
-                .await;
-                Box::new(io) as Box<dyn AsyncWrite + Send + Unpin + Sync>
             }
         }
     }
@@ -600,13 +600,11 @@ where
             FtpsConfig::Off => Box::new(MeasuringReader::new(socket, command)) as Box<dyn AsyncRead + Send + Unpin + Sync>,
             FtpsConfig::Building { .. } => panic!("Illegal state"),
             FtpsConfig::On { tls_config } => {
-                let io = async move {
-                    let acceptor: TlsAcceptor = tls_config.into();
-                    let tls_stream = acceptor.accept(socket).await.unwrap();
-                    MeasuringReader::new(tls_stream, command)
+                let acceptor: TlsAcceptor = tls_config.into();
+                match acceptor.accept(socket).await {
+                    Ok(tls_stream) => Box::new(MeasuringReader::new(tls_stream, command)) as Box<dyn AsyncRead + Send + Unpin + Sync>,
+                    Err(e) => Box::new(FailedHandshake(e.kind(), e.to_string())),
                 }
-                .await;
-                Box::new(io) as Box<dyn AsyncRead + Send + Unpin + Sync>
             }
         }
     }
@@ -843,5 +841,34 @@ impl ListCommand {
             ListCommand::List => "list",
             ListCommand::Nlst => "nlst",
         }
+    }
+}
+
+/// filegate patch: the data connection whose TLS handshake failed; every read and write reports it.
+struct FailedHandshake(std::io::ErrorKind, String);
+
+impl FailedHandshake {
+    fn error(&self) -> std::io::Error {
+        std::io::Error::new(self.0, format!("TLS handshake on the data connection failed: {}", self.1))
+    }
+}
+
+impl AsyncRead for FailedHandshake {
+    fn poll_read(self: Pin<&mut Self>, _: &mut Context<'_>, _: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Err(self.error()))
+    }
+}
+
+impl AsyncWrite for FailedHandshake {
+    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, _: &[u8]) -> Poll<std::io::Result<usize>> {
+        Poll::Ready(Err(self.error()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Err(self.error()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
     }
 }

@@ -110,7 +110,8 @@ where
         match (self.ftps_requirement, event) {
             (FtpsRequired::None, event) => self.next.handle(event).await,
             (FtpsRequired::All, event) => match event {
-                Event::Command(Command::Pasv) => {
+                // filegate patch: EPSV and PORT open data connections too.
+                Event::Command(Command::Pasv | Command::Epsv | Command::Port { .. }) => {
                     let is_tls = async {
                         let session = self.session.lock().await;
                         session.data_tls
@@ -124,7 +125,8 @@ where
                 _ => self.next.handle(event).await,
             },
             (FtpsRequired::Accounts, event) => match event {
-                Event::Command(Command::Pasv) => {
+                // filegate patch: EPSV and PORT open data connections too.
+                Event::Command(Command::Pasv | Command::Epsv | Command::Port { .. }) => {
                     let (is_tls, username_opt) = async {
                         let session = self.session.lock().await;
                         (session.cmd_tls, session.username.clone())
