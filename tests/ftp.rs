@@ -351,6 +351,94 @@ async fn jail_permissions_quota_and_size_limits() {
     t.stop().await;
 }
 
+/// An FTP session from the local address `ip` (control and data connections), like a client on
+/// another machine: any 127.x.y.z is this host.
+async fn connect_from(addr: std::net::SocketAddr, ip: [u8; 4], mode: Mode) -> AsyncFtpStream {
+    let source = std::net::SocketAddr::from((ip, 0));
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(source).unwrap();
+    let stream = socket.connect(addr).await.unwrap();
+    let mut ftp = AsyncFtpStream::connect_with_stream(stream)
+        .await
+        .unwrap()
+        .passive_stream_builder(move |to| {
+            Box::pin(async move {
+                let socket = tokio::net::TcpSocket::new_v4().map_err(FtpError::ConnectionError)?;
+                socket.bind(source).map_err(FtpError::ConnectionError)?;
+                socket.connect(to).await.map_err(FtpError::ConnectionError)
+            })
+        });
+    ftp.login("alice", PASSWORD).await.unwrap();
+    ftp.transfer_type(FileType::Binary).await.unwrap();
+    ftp.set_mode(mode);
+    ftp
+}
+
+/// `ftp.shared_passive_ports`: a range of one port serves clients of different addresses at the
+/// same time (PASV and EPSV); two sessions of one address waiting for a data connection at once
+/// need two ports, and the second is told so (425).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_shared_passive_port_serves_clients_of_different_addresses() {
+    let port = test_support::free_port();
+    let t = start(Kind::Redis, |c| {
+        c.ftp.passive_ports = port..=port;
+        c.ftp.shared_passive_ports = true;
+    })
+    .await;
+    let data = content(6, 3_000_000);
+    let mut first = connect_from(t.ftp_addr(), [127, 0, 0, 2], Mode::Passive).await;
+    put(&mut first, "shared.bin", &data).await;
+    // The first client's download keeps its data connection to the one port open...
+    let mut held = first.retr_as_stream("shared.bin").await.unwrap();
+    let mut head = vec![0u8; 64 * 1024];
+    held.read_exact(&mut head).await.unwrap();
+    // ...a client of another address has the port reserved (PASV sent, not yet connected)...
+    let mut waiting = connect_from(t.ftp_addr(), [127, 0, 0, 3], Mode::Passive).await;
+    waiting
+        .custom_command("PASV", &[suppaftp::Status::PassiveMode])
+        .await
+        .unwrap();
+    // ...and a third one uploads and downloads through the same port meanwhile (EPSV).
+    let mut third = connect_from(t.ftp_addr(), [127, 0, 0, 4], Mode::ExtendedPassive).await;
+    put(&mut third, "from-4.bin", &data[..200_000]).await;
+    assert!(get(&mut third, "from-4.bin").await == data[..200_000]);
+    third.quit().await.unwrap();
+    // The waiting client asks again (PASV once more) and transfers too.
+    put(&mut waiting, "from-3.bin", &data[..300_000]).await;
+    assert!(get(&mut waiting, "from-3.bin").await == data[..300_000]);
+    waiting.quit().await.unwrap();
+    let mut rest = Vec::new();
+    held.read_to_end(&mut rest).await.unwrap();
+    held.finish().await.unwrap();
+    assert!(head.len() + rest.len() == data.len() && [head, rest].concat() == data);
+
+    // Two sessions of one address, both between PASV and their data connection: the second
+    // finds the port taken until the first session is gone.
+    let mut a = connect_from(t.ftp_addr(), [127, 0, 0, 5], Mode::Passive).await;
+    let mut b = connect_from(t.ftp_addr(), [127, 0, 0, 5], Mode::Passive).await;
+    a.custom_command("PASV", &[suppaftp::Status::PassiveMode])
+        .await
+        .unwrap();
+    let refused = b
+        .custom_command("PASV", &[suppaftp::Status::PassiveMode])
+        .await;
+    assert_eq!(code(refused), 425);
+    a.quit().await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while b
+        .custom_command("PASV", &[suppaftp::Status::PassiveMode])
+        .await
+        .is_err()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the port stayed reserved after its session ended"
+        );
+        tokio::task::yield_now().await;
+    }
+    t.stop().await;
+}
+
 /// TYPE A converts line endings as RFC 959 says (CRLF on the wire, LF stored), with a client
 /// crate, curl (`-B`) and lftp (`put -a`, `get -a`); sessions start in ASCII mode unless
 /// `ftp.default_type = "binary"`; TYPE I moves bytes as they are; SIZE is the stored size.

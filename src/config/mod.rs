@@ -219,6 +219,8 @@ pub struct FtpConfig {
     /// Ports for passive data connections, both ends included.
     #[serde(with = "de::port_range")]
     pub passive_ports: RangeInclusive<u16>,
+    /// Bind every passive port at startup and share each among clients of different addresses.
+    pub shared_passive_ports: bool,
     /// Address announced in PASV replies; empty = the control connection's local address.
     #[serde(deserialize_with = "de::text::deserialize")]
     pub passive_host: String,
@@ -251,6 +253,7 @@ impl Default for FtpConfig {
             listen: loopback(2121),
             passive_ports: 30000..=30100,
             passive_host: String::new(),
+            shared_passive_ports: false,
             idle_timeout: Duration::from_secs(600),
             active_mode: false,
             proxy_protocol: false,

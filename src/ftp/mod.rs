@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use libunftp::options::{ActivePassiveMode, FtpsRequired, PassiveHost};
-use libunftp::ServerBuilder;
+use libunftp::{PassivePool, ServerBuilder};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -34,6 +34,9 @@ const GREETING: &str = "filegate FTP server ready";
 pub struct FtpFrontend {
     listener: TcpListener,
     implicit: Option<TcpListener>,
+    /// `ftp.shared_passive_ports`: every passive port, bound at startup, until `run` serves them.
+    shared_ports: Option<Vec<std::net::TcpListener>>,
+    pool: Option<PassivePool<FtpBackend, auth::FtpUser>>,
     config: FtpConfig,
     tls: Option<Arc<rustls::ServerConfig>>,
     access: Arc<Access>,
@@ -46,7 +49,21 @@ impl FtpFrontend {
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("ftp.listen: cannot listen on {}", config.listen))?;
-        check_passive_ports(config, listener.local_addr()?.ip())?;
+        let ip = listener.local_addr()?.ip();
+        let shared_ports = if config.shared_passive_ports {
+            let range = &config.passive_ports;
+            Some(PassivePool::<FtpBackend, auth::FtpUser>::bind_ports(ip, range.clone()).with_context(|| {
+                format!(
+                    "ftp.passive_ports = \"{}-{}\" with ftp.shared_passive_ports = true: every port of the \
+                     range must be free on {ip}; choose a range of free ports above 1024",
+                    range.start(),
+                    range.end()
+                )
+            })?)
+        } else {
+            check_passive_ports(config, ip)?;
+            None
+        };
         let tls = if config.tls.enabled {
             Some(tls::server_config(&config.tls.cert, &config.tls.key)?)
         } else {
@@ -66,6 +83,8 @@ impl FtpFrontend {
         Ok(FtpFrontend {
             listener,
             implicit,
+            shared_ports,
+            pool: None,
             config: config.clone(),
             tls,
             access,
@@ -85,11 +104,19 @@ impl FtpFrontend {
 
     /// Accepts connections until `shutdown`; sessions are tracked by `tasks` and end when `abort` fires.
     pub async fn run(
-        self,
+        mut self,
         shutdown: CancellationToken,
         abort: CancellationToken,
         tasks: TaskTracker,
     ) {
+        // The pool serves until sessions are cut, or until this loop and every session are gone.
+        if let Some(listeners) = self.shared_ports.take() {
+            let range = self.config.passive_ports.clone();
+            match PassivePool::start(listeners, range, None, abort.child_token()) {
+                Ok(pool) => self.pool = Some(pool),
+                Err(e) => tracing::error!(error = %e, "ftp: shared passive ports unusable"),
+            }
+        }
         let this = Arc::new(self);
         let implicit = {
             let (this, shutdown, abort, tasks) =
@@ -198,6 +225,9 @@ impl FtpFrontend {
         } else {
             ActivePassiveMode::PassiveOnly
         });
+        if let Some(pool) = &self.pool {
+            builder = builder.passive_pool(pool.clone());
+        }
         if let Some(tls) = &self.tls {
             builder = builder
                 .ftps_manual::<PathBuf>(tls.clone())

@@ -50,6 +50,7 @@ pub mod notification;
 pub(crate) mod server;
 pub mod storage;
 
+pub use crate::server::PassivePool;
 pub use crate::server::ftpserver::{Server, ServerBuilder, error::ServerError, options};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;

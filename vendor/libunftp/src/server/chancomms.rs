@@ -157,7 +157,8 @@ where
     User: UserDetail,
 {
     /// Command to assign a data port to a session
-    AssignDataPortCommand(SharedSession<Storage, User>, oneshot::Sender<Result<Reply, PortAllocationError>>),
+    // filegate patch: answered with the port; PASV and EPSV build their own replies.
+    AssignDataPortCommand(SharedSession<Storage, User>, oneshot::Sender<Result<u16, PortAllocationError>>),
     /// Command to clean up an active data channel (used when exiting the control loop)
     CloseDataPortCommand(SharedSession<Storage, User>),
 }

@@ -71,6 +71,8 @@ where
     ascii_by_default: bool,
     // filegate patch: TLS from the first byte (implicit FTPS).
     implicit_tls: bool,
+    // filegate patch: passive ports shared with other servers' sessions.
+    passive_pool: Option<crate::server::PassivePool<Storage, User>>,
     ftps_mode: FtpsConfig,
     ftps_required_control_chan: FtpsRequired,
     ftps_required_data_chan: FtpsRequired,
@@ -106,6 +108,7 @@ where
     ascii_by_default: bool,
     // filegate patch: TLS from the first byte (implicit FTPS).
     implicit_tls: bool,
+    passive_pool: Option<crate::server::PassivePool<Storage, User>>,
     ftps_mode: FtpsConfig,
     ftps_required_control_chan: FtpsRequired,
     ftps_required_data_chan: FtpsRequired,
@@ -160,6 +163,7 @@ where
             collect_metrics: false,
             ascii_by_default: true,
             implicit_tls: false,
+            passive_pool: None,
             idle_session_timeout: Duration::from_secs(DEFAULT_IDLE_SESSION_TIMEOUT_SECS),
             listener_mode: ListenerMode::Legacy,
             logger: slog::Logger::root(slog_stdlog::StdLog {}.fuse(), slog::o!()),
@@ -236,6 +240,7 @@ where
             collect_metrics: self.collect_metrics,
             ascii_by_default: self.ascii_by_default,
             implicit_tls: self.implicit_tls,
+            passive_pool: None,
             ftps_mode: self.ftps_mode,
             ftps_required_control_chan: self.ftps_required_control_chan,
             ftps_required_data_chan: self.ftps_required_data_chan,
@@ -297,6 +302,7 @@ where
             collect_metrics: false,
             ascii_by_default: true,
             implicit_tls: false,
+            passive_pool: None,
             idle_session_timeout: Duration::from_secs(DEFAULT_IDLE_SESSION_TIMEOUT_SECS),
             listener_mode: ListenerMode::Legacy,
             logger: slog::Logger::root(slog_stdlog::StdLog {}.fuse(), slog::o!()),
@@ -384,6 +390,7 @@ where
             collect_metrics: self.collect_metrics,
             ascii_by_default: self.ascii_by_default,
             implicit_tls: self.implicit_tls,
+            passive_pool: self.passive_pool,
             ftps_mode,
             ftps_required_control_chan: self.ftps_required_control_chan,
             ftps_required_data_chan: self.ftps_required_data_chan,
@@ -696,6 +703,14 @@ where
     /// protected unless the client sends `PROT C`. `AUTH TLS` is refused on such a session.
     pub fn implicit_tls(mut self, implicit: bool) -> Self {
         self.implicit_tls = implicit;
+        self
+    }
+
+    /// filegate patch: passive data connections use the ports of `pool`, shared with every other
+    /// session given the same pool, instead of a listener of their own per transfer. For servers
+    /// whose sessions are started with [`service`](Server::service).
+    pub fn passive_pool(mut self, pool: crate::server::PassivePool<Storage, User>) -> Self {
+        self.passive_pool = Some(pool);
         self
     }
 
@@ -1050,7 +1065,18 @@ where
         let shutdown_notifier = Arc::new(shutdown::Notifier::new());
         let shutdown_listener = shutdown_notifier.subscribe().await;
         slog::debug!(self.logger, "Servicing control connection from");
-        let result = controlchan::spawn_loop::<Storage, User>((&options).into(), tcp_stream, None, None, shutdown_listener, failed_logins.clone()).await;
+        // filegate patch: with a passive pool, the session takes its data ports from it.
+        let (connection, pool) = match &self.passive_pool {
+            Some(pool) => (
+                Some(crate::server::switchboard::SocketAddrPair {
+                    source: tcp_stream.peer_addr()?,
+                    destination: tcp_stream.local_addr()?,
+                }),
+                Some(pool.requests.clone()),
+            ),
+            None => (None, None),
+        };
+        let result = controlchan::spawn_loop::<Storage, User>((&options).into(), tcp_stream, connection, pool, shutdown_listener, failed_logins.clone()).await;
         match result {
             Err(err) => {
                 slog::error!(self.logger, "Could not spawn control channel loop: {:?}", err);

@@ -6,6 +6,7 @@ pub(crate) mod controlchan;
 mod datachan;
 mod failed_logins;
 pub(crate) mod ftpserver;
+mod passive_pool;
 mod password;
 #[cfg(feature = "proxy_protocol")]
 mod proxy_protocol;
@@ -20,5 +21,6 @@ pub(crate) use controlchan::Event;
 pub(crate) use controlchan::command::Command;
 pub(crate) use controlchan::reply::{Reply, ReplyCode};
 pub(crate) use controlchan::{ControlChanError, ControlChanErrorKind};
+pub use passive_pool::PassivePool;
 
 use session::{Session, SessionState};

@@ -34,7 +34,7 @@ type SessionHandle<S, U> = Weak<Mutex<Session<S, U>>>;
 
 /// Connect clients to the right data channel
 #[derive(Debug)]
-pub(in crate::server) struct Switchboard<S, U>
+pub(crate) struct Switchboard<S, U>
 where
     S: StorageBackend<U>,
     U: UserDetail,
@@ -52,6 +52,21 @@ pub(in crate::server) enum SwitchboardError {
     MaxRetriesError,
 }
 
+// filegate patch: clones share the board (the passive pool hands one to each task).
+impl<S, U> Clone for Switchboard<S, U>
+where
+    S: StorageBackend<U>,
+    U: UserDetail,
+{
+    fn clone(&self) -> Self {
+        Switchboard {
+            switchboard: self.switchboard.clone(),
+            port_range: self.port_range.clone(),
+            logger: self.logger.clone(),
+        }
+    }
+}
+
 impl<S, U> Switchboard<S, U>
 where
     S: StorageBackend<U> + 'static,
@@ -64,6 +79,11 @@ where
             port_range: passive_ports,
             logger,
         }
+    }
+
+    // filegate patch: what the scavenger does, for the passive pool's own scavenger.
+    pub fn retain_live(&self) {
+        self.switchboard.retain(|_, session| session.upgrade().is_some());
     }
 
     pub fn start_scavenger(&self, shutdown_topic: Arc<Notifier>) {
@@ -95,6 +115,8 @@ where
     pub async fn try_and_claim(&mut self, key: SwitchboardKey, session_arc: SharedSession<S, U>) -> Result<(), SwitchboardError> {
         // Atomically insert the key and value into the switchboard hashmap
         match self.switchboard.entry(key) {
+            // filegate patch: a session that sends PASV again before connecting keeps its port.
+            Entry::Occupied(entry) if entry.get().ptr_eq(&Arc::downgrade(&session_arc)) => Ok(()),
             Entry::Occupied(_) => Err(SwitchboardError::EntryNotAvailable),
             Entry::Vacant(entry) => {
                 entry.insert(Arc::downgrade(&session_arc));
@@ -127,12 +149,14 @@ where
     ///
     //#[tracing_attributes::instrument]
     pub async fn reserve(&mut self, session_arc: SharedSession<S, U>) -> Result<u16, SwitchboardError> {
-        let range_size = self.port_range.end() - self.port_range.start();
+        // filegate patch: every port of the range, the last included; a range of one port no
+        // longer divides by zero.
+        let range_size = u32::from(*self.port_range.end()) - u32::from(*self.port_range.start()) + 1;
 
         let randomized_initial_port = {
             let mut data = [0; 2];
             getrandom::fill(&mut data).expect("Error generating random free port to reserve");
-            u16::from_ne_bytes(data)
+            u32::from(u16::from_ne_bytes(data))
         };
 
         // Claims the next available listening port
@@ -146,8 +170,8 @@ where
                 .expect("BUG: reserve() called on a session with no control_connection details");
             control_connection.source.ip()
         };
-        for i in 0..=range_size {
-            let port = self.port_range.start() + ((randomized_initial_port + i) % range_size);
+        for i in 0..range_size {
+            let port = self.port_range.start() + ((randomized_initial_port + i) % range_size) as u16;
             slog::debug!(self.logger, "Trying if port {} is available", port);
             let key = SwitchboardKey::new(control_ip, port);
 

@@ -6,7 +6,6 @@ use crate::server::switchboard::{SocketAddrPair, Switchboard};
 use crate::{
     auth::UserDetail,
     server::{
-        Reply,
         chancomms::{PortAllocationError, SwitchboardMessage},
         datachan::spawn_processing,
         ftpserver::chosen::OptionsHolder,
@@ -14,10 +13,7 @@ use crate::{
     },
     storage::StorageBackend,
 };
-use std::{
-    net::{IpAddr, SocketAddr},
-    sync::Arc,
-};
+use std::{net::SocketAddr, sync::Arc};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::oneshot;
 
@@ -81,7 +77,7 @@ where
         }
     }
 
-    async fn select_and_register_passive_port(&mut self, session_arc: SharedSession<Storage, User>, tx: oneshot::Sender<Result<Reply, PortAllocationError>>) {
+    async fn select_and_register_passive_port(&mut self, session_arc: SharedSession<Storage, User>, tx: oneshot::Sender<Result<u16, PortAllocationError>>) {
         slog::info!(self.logger, "Received internal message to allocate data port");
         // 1. reserve a port
         // 2. put the session_arc and tx in the hashmap with srcip+dstport as key
@@ -90,16 +86,8 @@ where
 
         let port = self.switchboard.reserve(session_arc.clone()).await;
         let session = session_arc.lock().await;
-        if let Some(connection) = session.control_connection {
-            let destination_ip = match connection.destination.ip() {
-                IpAddr::V4(ip) => ip,
-                IpAddr::V6(_) => panic!("Won't happen since PASV only does IP V4."),
-            };
-
-            let result = match port {
-                Ok(port) => Ok(super::controlchan::commands::make_pasv_reply(&self.logger, self.options.passive_host.clone(), &destination_ip, port).await),
-                Err(_) => Err(PortAllocationError),
-            };
+        if session.control_connection.is_some() {
+            let result = port.map_err(|_| PortAllocationError);
 
             if tx.send(result).is_err() {
                 slog::error!(self.logger, "Could not send port allocation reply to PASV handler");

@@ -52,7 +52,8 @@ where
     async fn handle(&self, args: CommandContext<Storage, User>) -> Result<Reply, ControlChanError> {
         let sender: Option<SwitchboardSender<Storage, User>> = args.tx_prebound_loop.clone();
         match sender {
-            Some(_) => Ok(Reply::new(ReplyCode::CommandNotImplemented, "EPSV not supported in this mode")),
+            // filegate patch: EPSV works with shared passive ports too.
+            Some(tx) => passive_common::handle_delegated_mode(self, args, tx).await,
             None => passive_common::handle_legacy_mode(self, args).await,
         }
     }

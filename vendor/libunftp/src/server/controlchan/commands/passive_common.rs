@@ -123,22 +123,24 @@ where
 // For delegated mode, we prepare the session and let the listener loop know (via channel) that it
 // should choose a data port and check for connections on it.
 #[tracing_attributes::instrument]
-pub(crate) async fn handle_delegated_mode<S, U>(args: CommandContext<S, U>, tx: SwitchboardSender<S, U>) -> Result<Reply, ControlChanError>
+pub(crate) async fn handle_delegated_mode<S, U, T>(cmd: &T, args: CommandContext<S, U>, tx: SwitchboardSender<S, U>) -> Result<Reply, ControlChanError>
 where
     U: UserDetail + 'static,
     S: StorageBackend<U> + 'static,
     S::Metadata: Metadata,
+    T: LegacyReplyProducer<S, U>,
 {
-    setup_inter_loop_comms(args.session.clone(), args.tx_control_chan).await;
+    setup_inter_loop_comms(args.session.clone(), args.tx_control_chan.clone()).await;
 
-    let (oneshot_tx, oneshot_rx) = oneshot::channel::<Result<Reply, PortAllocationError>>();
+    let (oneshot_tx, oneshot_rx) = oneshot::channel::<Result<u16, PortAllocationError>>();
 
     tx.send(SwitchboardMessage::AssignDataPortCommand(args.session.clone(), oneshot_tx))
         .await
         .map_err(|_| ControlChanErrorKind::InternalServerError)?;
 
     match oneshot_rx.await {
-        Ok(Ok(reply)) => Ok(reply),
+        // filegate patch: the reply is built as in legacy mode (PASV or EPSV form).
+        Ok(Ok(port)) => cmd.build_reply(&args, port).await,
         Ok(Err(_)) => Ok(Reply::new(ReplyCode::CantOpenDataConnection, "Could not allocate passive port")),
         Err(_) => Ok(Reply::new(ReplyCode::CantOpenDataConnection, "Internal error: Channel closed")),
     }

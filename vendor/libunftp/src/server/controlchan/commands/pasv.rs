@@ -63,7 +63,7 @@ where
     async fn handle(&self, args: CommandContext<Storage, User>) -> Result<Reply, ControlChanError> {
         let sender: Option<SwitchboardSender<Storage, User>> = args.tx_prebound_loop.clone();
         match sender {
-            Some(tx) => passive_common::handle_delegated_mode(args, tx).await,
+            Some(tx) => passive_common::handle_delegated_mode(self, args, tx).await,
             None => passive_common::handle_legacy_mode(self, args).await,
         }
     }
