@@ -412,6 +412,51 @@ async fn one_shared_passive_port_serves_clients_of_different_addresses() {
     held.finish().await.unwrap();
     assert!(head.len() + rest.len() == data.len() && [head, rest].concat() == data);
 
+    // Two sessions of one address: the port one of them already used is free for the other,
+    // and nothing the first does afterwards (PASV again, QUIT) takes the other's reservation.
+    let mut used = connect_from(t.ftp_addr(), [127, 0, 0, 6], Mode::Passive).await;
+    put(&mut used, "used.bin", &data[..1000]).await;
+    let mut next = connect_from(t.ftp_addr(), [127, 0, 0, 6], Mode::Passive).await;
+    let reserved = next
+        .custom_command("PASV", &[suppaftp::Status::PassiveMode])
+        .await
+        .unwrap()
+        .as_string()
+        .unwrap();
+    let numbers: Vec<u16> = reserved
+        .rsplit_once('(')
+        .and_then(|(_, r)| r.split_once(')'))
+        .map(|(n, _)| n.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .unwrap_or_default();
+    assert_eq!(numbers.len(), 6, "{reserved}");
+    assert_eq!(numbers[4] * 256 + numbers[5], port);
+    assert_eq!(
+        code(
+            used.custom_command("PASV", &[suppaftp::Status::PassiveMode])
+                .await
+        ),
+        425
+    );
+    used.quit().await.unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(std::net::SocketAddr::from(([127, 0, 0, 6], 0)))
+        .unwrap();
+    let mut data_connection = socket
+        .connect(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+        .await
+        .unwrap();
+    next.custom_command("STOR next.bin", &[suppaftp::Status::AboutToSend])
+        .await
+        .unwrap();
+    data_connection.write_all(&data[..5000]).await.unwrap();
+    drop(data_connection);
+    next.read_response(suppaftp::Status::ClosingDataConnection)
+        .await
+        .unwrap();
+    assert!(t.store_bytes("/home/alice/next.bin").await == data[..5000]);
+    next.quit().await.unwrap();
+
     // Two sessions of one address, both between PASV and their data connection: the second
     // finds the port taken until the first session is gone.
     let mut a = connect_from(t.ftp_addr(), [127, 0, 0, 5], Mode::Passive).await;
@@ -456,6 +501,14 @@ async fn ascii_mode_converts_line_endings() {
     assert_eq!(t.store_bytes("/home/alice/report.csv").await, stored);
     assert_eq!(get(&mut ftp, "report.csv").await, wire);
     assert_eq!(ftp.size("report.csv").await.unwrap(), stored.len());
+    // Offsets count stored bytes: resuming is for binary mode only.
+    assert_eq!(
+        code(
+            ftp.custom_command("REST 5", &[suppaftp::Status::RequestFilePending])
+                .await
+        ),
+        504
+    );
     ftp.transfer_type(FileType::Binary).await.unwrap();
     assert_eq!(get(&mut ftp, "report.csv").await, stored);
     assert_eq!(
@@ -476,6 +529,8 @@ async fn ascii_mode_converts_line_endings() {
         .find(|e| e.path == "/home/alice/report.csv")
         .unwrap();
     assert_eq!(created.size, Some(stored.len() as u64));
+    ftp.quit().await.unwrap();
+    raw.quit().await.unwrap();
 
     // curl: -B asks for ASCII; curl sends the local LF file with CRLF line endings and turns them
     // back into LF when it downloads.
@@ -536,6 +591,7 @@ async fn ascii_mode_converts_line_endings() {
         .unwrap();
     put(&mut raw, "typed.csv", wire).await;
     assert_eq!(t.store_bytes("/home/alice/typed.csv").await, stored);
+    raw.quit().await.unwrap();
     t.stop().await;
 }
 

@@ -28,17 +28,25 @@ fn make_cert(dir: &std::path::Path) -> Cert {
     }
 }
 
-fn connector(cert: &Cert) -> AsyncRustlsConnector {
+/// A TLS client configuration that trusts only the test certificate.
+fn client_config(cert: &Cert) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(cert.der.clone()).unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    AsyncRustlsConnector::from(suppaftp::tokio_rustls::TlsConnector::from(Arc::new(config)))
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
+    )
+}
+
+fn connector(cert: &Cert) -> AsyncRustlsConnector {
+    AsyncRustlsConnector::from(suppaftp::tokio_rustls::TlsConnector::from(client_config(
+        cert,
+    )))
 }
 
 /// The reply line of a refused command.
@@ -83,16 +91,12 @@ async fn explicit_ftps_is_required_and_works() {
     stream.finish().await.unwrap();
     assert!(back == data);
     // With TLS required, a plaintext data connection cannot be opened by PASV, EPSV or PORT.
-    ftp.custom_command("PROT C", &[suppaftp::Status::CommandOk])
-        .await
-        .unwrap();
-    for command in ["PASV", "EPSV", "PORT 127,0,0,1,4,1"] {
-        let refused = reply(
-            ftp.custom_command(command, &[suppaftp::Status::PassiveMode])
-                .await,
-        );
-        assert!(refused.starts_with("534"), "{command}: {refused}");
-    }
+    // With TLS required, the data channel cannot be switched to plaintext.
+    let refused = reply(
+        ftp.custom_command("PROT C", &[suppaftp::Status::CommandOk])
+            .await,
+    );
+    assert!(refused.starts_with("534"), "PROT C: {refused}");
     ftp.quit().await.unwrap();
 
     let created = t
@@ -102,6 +106,26 @@ async fn explicit_ftps_is_required_and_works() {
         .find(|e| e.path.ends_with("/secret.bin"))
         .unwrap();
     assert_eq!(created.protocol, "ftps");
+
+    // A session protected by AUTH TLS that never sent PROT P cannot open a data connection, by
+    // PASV, EPSV or PORT.
+    let tcp = tokio::net::TcpStream::connect(t.ftp_addr()).await.unwrap();
+    let mut control = tokio::io::BufReader::new(tcp);
+    assert!(next_reply(&mut control).await.starts_with("220"));
+    assert!(send(&mut control, "AUTH TLS").await.starts_with("234"));
+    let tls = suppaftp::tokio_rustls::TlsConnector::from(client_config(&cert))
+        .connect("localhost".try_into().unwrap(), control.into_inner())
+        .await
+        .unwrap();
+    let mut control = tokio::io::BufReader::new(tls);
+    assert!(send(&mut control, "USER alice").await.starts_with("331"));
+    assert!(send(&mut control, &format!("PASS {PASSWORD}"))
+        .await
+        .starts_with("230"));
+    for command in ["PASV", "EPSV", "PORT 127,0,0,1,4,1"] {
+        let refused = send(&mut control, command).await;
+        assert!(refused.starts_with("534"), "{command}: {refused}");
+    }
 
     // curl with --ssl-reqd: explicit TLS on control and data connections.
     let out = std::process::Command::new(program("curl"))
@@ -229,19 +253,10 @@ async fn implicit_ftps_works_with_curl_and_lftp() {
     );
 
     // AUTH TLS inside the TLS session is refused instead of nesting a second handshake.
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.der.clone()).unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .unwrap();
-    let tls = suppaftp::tokio_rustls::TlsConnector::from(Arc::new(config))
+    let tls = suppaftp::tokio_rustls::TlsConnector::from(client_config(&cert))
         .connect("localhost".try_into().unwrap(), tcp)
         .await
         .unwrap();

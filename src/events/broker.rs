@@ -82,12 +82,9 @@ pub fn start(config: &MqttConfig, access: Arc<Access>) -> anyhow::Result<Embedde
             }
         })
         .context("starting the embedded MQTT broker")?;
-    // Ready once both listeners accept connections.
+    // Ready once both listeners answer an MQTT login.
     for _ in 0..500 {
-        let up = |a: &SocketAddr| {
-            std::net::TcpStream::connect_timeout(a, Duration::from_millis(100)).is_ok()
-        };
-        if up(&addr) && up(&addr_v5) {
+        if answers(&addr, 4, &user, &password) && answers(&addr_v5, 5, &user, &password) {
             return Ok(EmbeddedBroker {
                 addr,
                 addr_v5,
@@ -100,6 +97,60 @@ pub fn start(config: &MqttConfig, access: Arc<Access>) -> anyhow::Result<Embedde
     anyhow::bail!(
         "mqtt.listen: the embedded broker did not start listening on {addr} and {addr_v5}"
     )
+}
+
+/// Whether the broker at `addr` answers a CONNECT (MQTT `level` 4 or 5) with a CONNACK; the probe
+/// then says DISCONNECT. A bare TCP connect would do as a probe, but rumqttd logs every connection
+/// that closes before its CONNECT as an error.
+fn answers(addr: &SocketAddr, level: u8, user: &str, password: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect_timeout(addr, Duration::from_millis(100))
+    else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut connack = [0u8; 2];
+    let answered = stream
+        .write_all(&connect_packet(level, user, password))
+        .and_then(|()| stream.read_exact(&mut connack))
+        .is_ok()
+        && connack[0] == 0x20;
+    let mut rest = vec![0u8; usize::from(connack[1])];
+    if answered && stream.read_exact(&mut rest).is_ok() {
+        let _ = stream.write_all(&[0xE0, 0x00]);
+    }
+    answered
+}
+
+/// An MQTT CONNECT with a user name and password, a clean session and no properties (MQTT 5).
+fn connect_packet(level: u8, user: &str, password: &str) -> Vec<u8> {
+    fn field(out: &mut Vec<u8>, bytes: &[u8]) {
+        out.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
+        out.extend_from_slice(bytes);
+    }
+    let mut body = Vec::new();
+    field(&mut body, b"MQTT");
+    body.push(level);
+    body.push(0b1100_0010); // user name, password, clean session
+    body.extend_from_slice(&30u16.to_be_bytes()); // keep-alive seconds
+    if level == 5 {
+        body.push(0); // no properties
+    }
+    field(&mut body, format!("filegate-readiness-{level}").as_bytes());
+    field(&mut body, user.as_bytes());
+    field(&mut body, password.as_bytes());
+    let mut packet = vec![0x10];
+    let mut left = body.len();
+    loop {
+        let byte = (left % 128) as u8;
+        left /= 128;
+        packet.push(if left > 0 { byte | 0x80 } else { byte });
+        if left == 0 {
+            break;
+        }
+    }
+    packet.extend_from_slice(&body);
+    packet
 }
 
 /// Binds `wanted` once to check it is free (rumqttd only logs a failed bind) and to learn the

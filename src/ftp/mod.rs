@@ -34,8 +34,8 @@ const GREETING: &str = "filegate FTP server ready";
 pub struct FtpFrontend {
     listener: TcpListener,
     implicit: Option<TcpListener>,
-    /// `ftp.shared_passive_ports`: every passive port, bound at startup, until `run` serves them.
-    shared_ports: Option<Vec<std::net::TcpListener>>,
+    /// `ftp.shared_passive_ports`: the whole range, bound at startup. Its tasks end when this and
+    /// every session that used it are gone.
     pool: Option<PassivePool<FtpBackend, auth::FtpUser>>,
     config: FtpConfig,
     tls: Option<Arc<rustls::ServerConfig>>,
@@ -50,16 +50,8 @@ impl FtpFrontend {
             .await
             .with_context(|| format!("ftp.listen: cannot listen on {}", config.listen))?;
         let ip = listener.local_addr()?.ip();
-        let shared_ports = if config.shared_passive_ports {
-            let range = &config.passive_ports;
-            Some(PassivePool::<FtpBackend, auth::FtpUser>::bind_ports(ip, range.clone()).with_context(|| {
-                format!(
-                    "ftp.passive_ports = \"{}-{}\" with ftp.shared_passive_ports = true: every port of the \
-                     range must be free on {ip}; choose a range of free ports above 1024",
-                    range.start(),
-                    range.end()
-                )
-            })?)
+        let pool = if config.shared_passive_ports {
+            Some(shared_pool(config, ip)?)
         } else {
             check_passive_ports(config, ip)?;
             None
@@ -83,8 +75,7 @@ impl FtpFrontend {
         Ok(FtpFrontend {
             listener,
             implicit,
-            shared_ports,
-            pool: None,
+            pool,
             config: config.clone(),
             tls,
             access,
@@ -104,19 +95,11 @@ impl FtpFrontend {
 
     /// Accepts connections until `shutdown`; sessions are tracked by `tasks` and end when `abort` fires.
     pub async fn run(
-        mut self,
+        self,
         shutdown: CancellationToken,
         abort: CancellationToken,
         tasks: TaskTracker,
     ) {
-        // The pool serves until sessions are cut, or until this loop and every session are gone.
-        if let Some(listeners) = self.shared_ports.take() {
-            let range = self.config.passive_ports.clone();
-            match PassivePool::start(listeners, range, None, abort.child_token()) {
-                Ok(pool) => self.pool = Some(pool),
-                Err(e) => tracing::error!(error = %e, "ftp: shared passive ports unusable"),
-            }
-        }
         let this = Arc::new(self);
         let implicit = {
             let (this, shutdown, abort, tasks) =
@@ -189,7 +172,7 @@ impl FtpFrontend {
                 let _permit = permit;
                 tracing::debug!(%peer, "ftp: session start");
                 tokio::select! {
-                    _ = server.service(stream) => {}
+                    _ = server.service_as(stream, peer) => {}
                     _ = abort.cancelled() => tracing::info!(%peer, "ftp: session cut by shutdown"),
                 }
                 tracing::debug!(%peer, "ftp: session end");
@@ -246,6 +229,38 @@ fn passive_host(setting: &str) -> PassiveHost {
     } else {
         PassiveHost::from(setting)
     }
+}
+
+/// `ftp.shared_passive_ports`: binds the whole range on `ip` and serves it.
+fn shared_pool(
+    config: &FtpConfig,
+    ip: IpAddr,
+) -> anyhow::Result<PassivePool<FtpBackend, auth::FtpUser>> {
+    let range = config.passive_ports.clone();
+    if let Some(implicit) = config.tls.implicit_listen {
+        if implicit.ip() != ip {
+            anyhow::bail!(
+                "ftp.shared_passive_ports = true needs ftp.tls.implicit_listen ({implicit}) on the \
+                 address of ftp.listen ({ip}): the shared ports are bound on that one address"
+            );
+        }
+    }
+    let listeners = PassivePool::<FtpBackend, auth::FtpUser>::bind_ports(ip, range.clone())
+        .with_context(|| {
+            format!(
+                "ftp.passive_ports = \"{}-{}\" with ftp.shared_passive_ports = true: every port of \
+                 the range must be free on {ip}; choose a range of free ports above 1024",
+                range.start(),
+                range.end()
+            )
+        })?;
+    // Stopped by dropping: when the front-end and its sessions are gone.
+    Ok(PassivePool::start(
+        listeners,
+        range,
+        None,
+        CancellationToken::new(),
+    )?)
 }
 
 /// Fails at startup when no port of `ftp.passive_ports` can be bound, instead of at the first PASV.

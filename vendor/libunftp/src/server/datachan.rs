@@ -184,7 +184,7 @@ where
             .get_into((*self.user).as_ref().unwrap(), path.clone(), start_pos, &mut output)
             .await;
 
-        if let Err(err) = output.shutdown().await {
+        if let Err(err) = within(output.shutdown()).await {
             match err.kind() {
                 std::io::ErrorKind::BrokenPipe => {
                     slog::debug!(self.logger, "Output stream was already closed by peer after RETR: {:?}", err);
@@ -408,7 +408,7 @@ where
                 let mut input = cursor;
                 let result = tokio::io::copy(&mut input, &mut output).await;
 
-                if let Err(err) = output.shutdown().await {
+                if let Err(err) = within(output.shutdown()).await {
                     match err.kind() {
                         std::io::ErrorKind::BrokenPipe => {
                             slog::debug!(self.logger, "Output stream was already closed by peer after {}: {:?}", command.as_str(), err);
@@ -449,6 +449,10 @@ where
 
                         let err = Error::from(e);
                         categorize_and_register_error(&self.logger, &err, command.as_lower_str());
+                        // filegate patch: the client waits for a reply after 150.
+                        if let Err(err) = tx.send(ControlChanMsg::WriteFailed).await {
+                            slog::error!(self.logger, "Could not notify control channel of error with {}: {:?}", command.as_str(), err);
+                        }
                     }
                 }
             }
@@ -505,7 +509,7 @@ where
                 let mut input = std::io::Cursor::new(buffer.into_bytes());
                 let result = tokio::io::copy(&mut input, &mut output).await;
 
-                if let Err(err) = output.shutdown().await {
+                if let Err(err) = within(output.shutdown()).await {
                     match err.kind() {
                         std::io::ErrorKind::BrokenPipe => {
                             slog::debug!(self.logger, "Output stream was already closed by peer after MLSD: {:?}", err);
@@ -577,7 +581,7 @@ where
                 // filegate patch: a failed handshake fails the transfer instead of panicking the
                 // data task (bolcom/libunftp#375).
                 let acceptor: TlsAcceptor = tls_config.into();
-                match acceptor.accept(socket).await {
+                match within(acceptor.accept(socket)).await {
                     Ok(tls_stream) => Box::new(MeasuringWriter::new(tls_stream, command)) as Box<dyn AsyncWrite + Send + Unpin + Sync>,
                     Err(e) => Box::new(FailedHandshake(e.kind(), e.to_string())),
                 }
@@ -601,7 +605,7 @@ where
             FtpsConfig::Building { .. } => panic!("Illegal state"),
             FtpsConfig::On { tls_config } => {
                 let acceptor: TlsAcceptor = tls_config.into();
-                match acceptor.accept(socket).await {
+                match within(acceptor.accept(socket)).await {
                     Ok(tls_stream) => Box::new(MeasuringReader::new(tls_stream, command)) as Box<dyn AsyncRead + Send + Unpin + Sync>,
                     Err(e) => Box::new(FailedHandshake(e.kind(), e.to_string())),
                 }
@@ -871,4 +875,17 @@ impl AsyncWrite for FailedHandshake {
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Poll::Ready(Ok(()))
     }
+}
+
+/// filegate patch: how long closing a data connection, or its TLS handshake, may wait for a client
+/// that stopped reading or never answers; upstream waited for ever, holding the session's lock.
+const DATA_STALL_LIMIT: Duration = Duration::from_secs(30);
+
+async fn within<T>(io: impl std::future::Future<Output = std::io::Result<T>>) -> std::io::Result<T> {
+    tokio::time::timeout(DATA_STALL_LIMIT, io).await.unwrap_or_else(|_| {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the client did not answer on the data connection",
+        ))
+    })
 }

@@ -1060,6 +1060,14 @@ where
     /// Use this method instead of [`listen`](Server::listen) if you want to listen for and accept
     /// new connections yourself, instead of using libunftp to do it.
     pub async fn service(self, tcp_stream: tokio::net::TcpStream) -> std::result::Result<(), crate::server::ControlChanError> {
+        let client = tcp_stream.peer_addr()?;
+        self.service_as(tcp_stream, client).await
+    }
+
+    /// filegate patch: as [`service`](Self::service), for a connection whose client is `client`
+    /// rather than its TCP peer (a proxy that said who the client is, e.g. with the PROXY
+    /// protocol): shared passive ports expect data connections from `client`.
+    pub async fn service_as(self, tcp_stream: tokio::net::TcpStream, client: std::net::SocketAddr) -> std::result::Result<(), crate::server::ControlChanError> {
         let failed_logins = self.failed_logins_policy.as_ref().map(|policy| FailedLoginsCache::new(policy.clone()));
         let options: chosen::OptionsHolder<Storage, User> = (&self).into();
         let shutdown_notifier = Arc::new(shutdown::Notifier::new());
@@ -1069,7 +1077,7 @@ where
         let (connection, pool) = match &self.passive_pool {
             Some(pool) => (
                 Some(crate::server::switchboard::SocketAddrPair {
-                    source: tcp_stream.peer_addr()?,
+                    source: client,
                     destination: tcp_stream.local_addr()?,
                 }),
                 Some(pool.requests.clone()),

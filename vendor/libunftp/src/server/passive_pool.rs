@@ -117,7 +117,7 @@ where
         let pair = SocketAddrPair { source, destination };
         match board.get_session_by_connection_pair(&pair).await {
             Some(session) => {
-                board.unregister_by_connection_pair(&pair);
+                board.unregister_if_owned(&(&pair).into(), &session);
                 tokio::spawn(spawn_processing(logger.clone(), session, stream));
             }
             // Nobody of that address reserved this port: refused by closing it.
@@ -157,7 +157,7 @@ where
                 SwitchboardMessage::CloseDataPortCommand(session) => {
                     let key = session.lock().await.switchboard_active_datachan.take();
                     if let Some(key) = key {
-                        board.unregister_by_key(&key);
+                        board.unregister_if_owned(&key, &session);
                     }
                 }
             }

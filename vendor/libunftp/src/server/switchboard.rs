@@ -115,8 +115,13 @@ where
     pub async fn try_and_claim(&mut self, key: SwitchboardKey, session_arc: SharedSession<S, U>) -> Result<(), SwitchboardError> {
         // Atomically insert the key and value into the switchboard hashmap
         match self.switchboard.entry(key) {
-            // filegate patch: a session that sends PASV again before connecting keeps its port.
+            // filegate patch: a session that sends PASV again before connecting may keep its port,
+            // and the reservation of a session that is gone is free.
             Entry::Occupied(entry) if entry.get().ptr_eq(&Arc::downgrade(&session_arc)) => Ok(()),
+            Entry::Occupied(mut entry) if entry.get().upgrade().is_none() => {
+                entry.insert(Arc::downgrade(&session_arc));
+                Ok(())
+            }
             Entry::Occupied(_) => Err(SwitchboardError::EntryNotAvailable),
             Entry::Vacant(entry) => {
                 entry.insert(Arc::downgrade(&session_arc));
@@ -129,6 +134,13 @@ where
         let hash = connection.into();
 
         self.unregister_by_key(&hash)
+    }
+
+    /// filegate patch: removes `key` only while it is `session`'s: a port its session already
+    /// used may have been reserved by another session of the same address since.
+    pub fn unregister_if_owned(&self, key: &SwitchboardKey, session: &SharedSession<S, U>) {
+        let owner = Arc::downgrade(session);
+        self.switchboard.remove_if(key, |_, held| held.ptr_eq(&owner));
     }
 
     pub fn unregister_by_key(&mut self, key: &SwitchboardKey) {
@@ -183,7 +195,7 @@ where
                         && active_datachan_key != &key
                     {
                         slog::info!(self.logger, "Removing stale session data channel {:?}", &active_datachan_key);
-                        self.unregister_by_key(active_datachan_key);
+                        self.unregister_if_owned(active_datachan_key, &session_arc);
                     }
 
                     // Associate the new port with the session,

@@ -3,8 +3,8 @@ use async_trait::async_trait;
 use crate::{
     auth::UserDetail,
     server::{
-        Command, ControlChanErrorKind, Event, Reply, ReplyCode, controlchan::error::ControlChanError, controlchan::middleware::ControlChanMiddleware,
-        ftpserver::options::FtpsRequired, session::SharedSession,
+        Command, ControlChanErrorKind, Event, Reply, ReplyCode, controlchan::commands::ProtParam, controlchan::error::ControlChanError,
+        controlchan::middleware::ControlChanMiddleware, ftpserver::options::FtpsRequired, session::SharedSession,
     },
     storage::{Metadata, StorageBackend},
 };
@@ -110,6 +110,10 @@ where
         match (self.ftps_requirement, event) {
             (FtpsRequired::None, event) => self.next.handle(event).await,
             (FtpsRequired::All, event) => match event {
+                // filegate patch: PROT C after PASV would open the data connection in plaintext.
+                Event::Command(Command::Prot { param: ProtParam::Clear }) => {
+                    Ok(Reply::new(ReplyCode::FtpsRequired, "A TLS connection is required on the data channel"))
+                }
                 // filegate patch: EPSV and PORT open data connections too.
                 Event::Command(Command::Pasv | Command::Epsv | Command::Port { .. }) => {
                     let is_tls = async {

@@ -41,6 +41,13 @@ where
             return Ok(Reply::new(ReplyCode::CommandNotImplemented, "Not supported by the selected storage back-end."));
         }
         let mut session = args.session.lock().await;
+        // filegate patch: offsets count stored bytes, which ASCII mode changes on the way.
+        if session.ascii && self.offset > 0 {
+            return Ok(Reply::new(
+                ReplyCode::CommandNotImplementedForParameter,
+                "Resuming is only possible in binary mode: send TYPE I first",
+            ));
+        }
         session.start_pos = self.offset;
         let msg = format!("Restarting at {}. Now send STORE or RETRIEVE.", self.offset);
         Ok(Reply::new(ReplyCode::FileActionPending, &msg))
