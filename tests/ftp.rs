@@ -274,6 +274,31 @@ async fn scheduler_job_with_temp_name(kind: Kind) {
     t.stop().await;
 }
 
+/// A home that disappeared while the gateway runs (removed by an operator, or lost with the last
+/// writes of a Redis master that failed over) is made again at the next login.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vanished_home_is_made_again_at_login() {
+    let t = start(Kind::Redis, |_| {}).await;
+    let mut ftp = connect(t.ftp_addr(), "alice").await;
+    put(&mut ftp, "before.txt", b"x").await;
+    ftp.quit().await.unwrap();
+    let system = storage_backend::ChangeContext::new("operator", "system", "");
+    let path = |p: &str| storage_backend::StorePath::parse(p).unwrap();
+    t.store()
+        .delete(&path("/home/alice/before.txt"), &system)
+        .await
+        .unwrap();
+    t.store()
+        .rmdir(&path("/home/alice"), &system)
+        .await
+        .unwrap();
+    let mut ftp = connect(t.ftp_addr(), "alice").await;
+    put(&mut ftp, "after.txt", b"y").await;
+    assert_eq!(t.store_bytes("/home/alice/after.txt").await, b"y");
+    ftp.quit().await.unwrap();
+    t.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logins_are_checked_and_brute_force_is_banned() {
     let t = start(Kind::Embedded, |c| c.limits.login_failures_per_ip = 3).await;

@@ -19,7 +19,7 @@ pub struct Account {
     pub quota: Quota,
     pub upload: Option<Throttle>,
     pub download: Option<Throttle>,
-    /// Set once the home directory is known to exist.
+    /// Set once the quota's usage was counted (at the first login).
     pub(super) home_ready: tokio::sync::OnceCell<()>,
 }
 

@@ -224,12 +224,19 @@ impl Access {
         protocol: Protocol,
     ) -> Result<UserFs, Refusal> {
         let ctx = ChangeContext::new(account.name.clone(), protocol.as_str(), peer.to_string());
+        // The home is made at the first login, and again at any login that finds it gone (removed
+        // by an operator, or lost with the last writes of a Redis master that failed over): a
+        // session must never start in a home that does not exist.
+        match self.store.stat(&account.home).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => ensure_dir(&self.store, &account.home)
+                .await
+                .map_err(|e| Refusal::Home(e.to_string()))?,
+            Err(e) => return Err(Refusal::Home(e.to_string())),
+        }
         account
             .home_ready
-            .get_or_try_init(|| async {
-                ensure_dir(&self.store, &account.home).await?;
-                account.quota.refresh(&self.store, &account.home).await
-            })
+            .get_or_try_init(|| account.quota.refresh(&self.store, &account.home))
             .await
             .map_err(|e| Refusal::Home(e.to_string()))?;
         Ok(UserFs::new(
