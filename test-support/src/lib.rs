@@ -339,15 +339,14 @@ impl RedisSentinel {
     }
 
     /// A setup where every server and sentinel speaks TLS only and the data servers require a
-    /// password, when `tls` is given. A setup whose replica does not receive the master's writes
-    /// (seen now and then on this 2-core machine: the replica loses its master link right after
-    /// the first sync and the sentinels fail over before any test began) is started again.
+    /// password, when `tls` is given. A setup whose replica does not come up or does not receive
+    /// the master's writes (seen now and then on this 2-core machine: the replica loses its master
+    /// link right after the first sync) is started again.
     pub fn start_tls(tls: Option<&RedisTls>) -> RedisSentinel {
         let mut last = String::new();
         for _ in 0..3 {
-            let setup = Self::launch(tls);
-            match setup.replicating() {
-                Ok(()) => return setup,
+            match Self::launch(tls).and_then(|setup| setup.replicating().map(|()| setup)) {
+                Ok(setup) => return setup,
                 Err(why) => {
                     eprintln!("test-support: the Sentinel setup does not replicate; starting it again: {why}");
                     last = why;
@@ -404,7 +403,7 @@ impl RedisSentinel {
         true
     }
 
-    fn launch(tls: Option<&RedisTls>) -> RedisSentinel {
+    fn launch(tls: Option<&RedisTls>) -> Result<RedisSentinel, String> {
         let master = RedisServer::start_tls(
             tls,
             &[
@@ -441,13 +440,15 @@ impl RedisSentinel {
                     .contains(&setup.replica.port().to_string())
             })
         {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the sentinels did not find the replica"
-            );
+            if std::time::Instant::now() > deadline {
+                return Err(format!(
+                    "the replica's link or the sentinels' view of it did not come up: {}",
+                    setup.replica.cli(&["INFO", "replication"])
+                ));
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
-        setup
+        Ok(setup)
     }
 
     pub fn urls(&self) -> Vec<String> {
