@@ -8,11 +8,10 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use common::binary::{cluster_env, start_with_env, Binary, SECRET};
-use common::{content, program, summary};
+use common::binary::{cluster_env, curl_put, start_with_env, Binary};
+use common::{content, summary};
 use storage_backend::{BackendConfig, ChangeContext, RedisConfig, Store, StoreConfig, StorePath};
 use test_support::{RedisCluster, RedisServer};
 
@@ -44,15 +43,8 @@ fn load(targets: &[SocketAddr], source: &Path, tag: &str) -> f64 {
             let tag = tag.to_string();
             std::thread::spawn(move || {
                 for f in 0..n {
-                    let ok = Command::new(program("curl"))
-                        .args(["-sS", "--ftp-create-dirs", "-T"])
-                        .arg(&source)
-                        .arg(format!("ftp://ops:{SECRET}@{target}/{tag}/c{c}/f{f}"))
-                        .stdout(Stdio::null())
-                        .status()
-                        .unwrap()
-                        .success();
-                    assert!(ok, "upload {tag}/c{c}/f{f} failed");
+                    let path = format!("/{tag}/c{c}/f{f}");
+                    assert!(curl_put(target, &path, &source), "upload {path} failed");
                 }
             })
         })

@@ -9,7 +9,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_util::task::TaskTracker;
 
 /// How long a proxy may take to send the header.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -30,14 +32,65 @@ pub enum ProxyHeaderError {
     Io(#[from] std::io::Error),
 }
 
+/// A listener's connections, each with its client's address: the peer's, or behind a proxy
+/// (`proxy_protocol`) the one its PROXY header names. Headers are read in tasks of their own, so a
+/// slow proxy connection never holds up the others.
+pub struct Incoming<'a> {
+    listener: &'a TcpListener,
+    proxy_protocol: bool,
+    tasks: TaskTracker,
+    protocol: &'static str,
+    unwrapped: mpsc::Sender<(TcpStream, SocketAddr)>,
+    ready: mpsc::Receiver<(TcpStream, SocketAddr)>,
+}
+
+impl<'a> Incoming<'a> {
+    pub fn new(
+        listener: &'a TcpListener,
+        proxy_protocol: bool,
+        tasks: &TaskTracker,
+        protocol: &'static str,
+    ) -> Self {
+        let (unwrapped, ready) = mpsc::channel(64);
+        Incoming {
+            listener,
+            proxy_protocol,
+            tasks: tasks.clone(),
+            protocol,
+            unwrapped,
+            ready,
+        }
+    }
+
+    /// The next connection and its client. Cancel-safe (for `select!` with a shutdown signal).
+    pub async fn next(&mut self) -> (TcpStream, SocketAddr) {
+        loop {
+            tokio::select! {
+                Some(ready) = self.ready.recv() => return ready,
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, proxy)) if self.proxy_protocol => unwrap_in_task(
+                        &self.tasks, stream, proxy, self.unwrapped.clone(), self.protocol,
+                    ),
+                    Ok(connection) => return connection,
+                    Err(e) => {
+                        // Out of file descriptors, say: retrying at once would only spin.
+                        tracing::warn!(error = %e, "{}: accept failed", self.protocol);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+            }
+        }
+    }
+}
+
 /// Reads the header of a connection that came through the proxy in a task tracked by `tasks`, then
 /// hands the connection, with the client's address, to `ready` (the accept loop). A connection
 /// without a valid header is closed and logged.
-pub fn unwrap_in_task(
-    tasks: &tokio_util::task::TaskTracker,
+fn unwrap_in_task(
+    tasks: &TaskTracker,
     mut stream: TcpStream,
     proxy: SocketAddr,
-    ready: tokio::sync::mpsc::Sender<(TcpStream, SocketAddr)>,
+    ready: mpsc::Sender<(TcpStream, SocketAddr)>,
     protocol: &'static str,
 ) {
     tasks.spawn(async move {

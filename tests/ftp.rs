@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{content, program, sha256_hex, start, Kind, PASSWORD};
+use common::{client, content, sha256_hex, start, Kind, PASSWORD};
 use filegate::config::FtpType;
 use storage_backend::EventKind;
 use suppaftp::tokio::AsyncFtpStream;
@@ -559,23 +559,19 @@ async fn ascii_mode_converts_line_endings() {
 
     // curl: -B asks for ASCII; curl sends the local LF file with CRLF line endings and turns them
     // back into LF when it downloads.
-    let curl = program("curl");
     let local = t.temp_path("unix.txt");
     std::fs::write(&local, b"one\ntwo\n").unwrap();
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new(&curl)
-            .args(["-sS", "--fail"])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "curl {args:?}: {out:?}");
-        out.stdout
-    };
     let url = t.ftp_url("alice", "curl.txt");
-    run(&["-B", "-T", local.to_str().unwrap(), &url]);
+    client(
+        "curl",
+        &["-sS", "--fail", "-B", "-T", local.to_str().unwrap(), &url],
+    );
     assert_eq!(t.store_bytes("/home/alice/curl.txt").await, b"one\ntwo\n");
-    assert_eq!(run(&["-B", &url]), b"one\ntwo\n");
-    assert_eq!(run(&[&url]), b"one\ntwo\n");
+    assert_eq!(
+        client("curl", &["-sS", "--fail", "-B", &url]),
+        b"one\ntwo\n"
+    );
+    assert_eq!(client("curl", &["-sS", "--fail", &url]), b"one\ntwo\n");
 
     // lftp's ASCII mode (-a) relies on the session starting in ASCII (it sends no TYPE): a local
     // LF file goes up with CRLF, is stored with LF, and comes back with LF.
@@ -591,11 +587,7 @@ async fn ascii_mode_converts_line_endings() {
         back.display(),
         back.display()
     );
-    let out = std::process::Command::new(program("lftp"))
-        .args(["-c", &script])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "lftp: {out:?}");
+    client("lftp", &["-c", &script]);
     assert_eq!(t.store_bytes("/home/alice/lftp.txt").await, b"one\ntwo\n");
     assert_eq!(std::fs::read(&back).unwrap(), b"one\ntwo\n");
     // Without -a lftp sends TYPE I: the stored bytes as they are.
@@ -622,23 +614,15 @@ async fn ascii_mode_converts_line_endings() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_uploads_downloads_and_resumes() {
-    let curl = program("curl");
     let t = start(Kind::Redis, |_| {}).await;
     let file = t.temp_path("up.bin");
     let data = content(9, 3_000_000);
     std::fs::write(&file, &data).unwrap();
     let run = |args: Vec<String>| {
-        let out = std::process::Command::new(&curl)
-            .args(["-sS", "--fail"])
-            .args(&args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "curl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out.stdout
+        client(
+            "curl",
+            &[&["-sS".to_string(), "--fail".to_string()], &args[..]].concat(),
+        )
     };
     run(vec![
         "-T".into(),
@@ -681,7 +665,6 @@ async fn curl_uploads_downloads_and_resumes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lftp_mirror_and_resume() {
-    let lftp = program("lftp");
     let t = start(Kind::Embedded, |_| {}).await;
     let local = t.temp_path("local");
     std::fs::create_dir_all(local.join("sub")).unwrap();
@@ -702,16 +685,7 @@ async fn lftp_mirror_and_resume() {
     let mut ftp = connect(t.ftp_addr(), "alice").await;
     ftp.mkdir("up").await.unwrap();
     put(&mut ftp, "up/resumed.bin", &big[..700_000]).await;
-    let out = std::process::Command::new(&lftp)
-        .args(["-c", &script])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "lftp: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    client("lftp", &["-c", &script]);
     assert!(t.store_bytes("/home/alice/up/big.bin").await == big);
     assert_eq!(
         t.store_bytes("/home/alice/up/sub/small.txt").await,

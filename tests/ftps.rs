@@ -5,7 +5,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{content, program, start, Kind, PASSWORD};
+use common::{client, content, program, start, Kind, PASSWORD};
 use suppaftp::tokio::{AsyncFtpStream, AsyncRustlsConnector, AsyncRustlsFtpStream};
 use suppaftp::tokio_rustls::rustls;
 use suppaftp::types::FileType;
@@ -188,20 +188,8 @@ async fn implicit_ftps_works_with_curl_and_lftp() {
     let local = certs.path().join("up.bin");
     std::fs::write(&local, &data).unwrap();
     let url = format!("ftps://alice:{PASSWORD}@localhost:{port}/implicit.bin");
-    let curl = |args: &[&str]| {
-        let out = std::process::Command::new(program("curl"))
-            .args(["-sS", "--fail", "--cacert"])
-            .arg(&cert.cert_pem)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "curl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out.stdout
-    };
+    let ca = cert.cert_pem.to_str().unwrap();
+    let curl = |args: &[&str]| client("curl", &[&["-sS", "--fail", "--cacert", ca], args].concat());
     curl(&["-T", local.to_str().unwrap(), &url]);
     assert!(curl(&[&url]) == data);
     let created = t
@@ -223,12 +211,8 @@ async fn implicit_ftps_works_with_curl_and_lftp() {
         local.display(),
         back.display()
     );
-    let out = std::process::Command::new(program("lftp"))
-        .args(["-c", &script])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "lftp: {out:?}");
-    let listing = String::from_utf8_lossy(&out.stdout);
+    let out = client("lftp", &["-c", &script]);
+    let listing = String::from_utf8_lossy(&out);
     assert!(listing.lines().any(|l| l == "lftp.bin"), "{listing}");
     assert!(std::fs::read(&back).unwrap() == data);
 

@@ -12,8 +12,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::binary::{cluster_env, list_env, Binary, BIN, SECRET};
-use common::{content, program};
+use common::binary::{cluster_env, curl_get, curl_put, list_env, Binary, BIN};
+use common::content;
 use test_support::{RedisCluster, RedisSentinel, RedisServer, RedisTls, SENTINEL_MASTER_NAME};
 
 const PASSWORD: &str = "redis-pass";
@@ -56,22 +56,7 @@ fn gateway(dir: &Path, tls: &RedisTls, storage: &str) -> Binary {
 
 fn put(ftp: SocketAddr, path: &str, data: &[u8], scratch: &Path) -> bool {
     std::fs::write(scratch, data).unwrap();
-    Command::new(program("curl"))
-        .args(["-sS", "--max-time", "30", "-T"])
-        .arg(scratch)
-        .arg(format!("ftp://ops:{SECRET}@{ftp}{path}"))
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
-fn get(ftp: SocketAddr, path: &str) -> Option<Vec<u8>> {
-    let out = Command::new(program("curl"))
-        .args(["-sS", "--max-time", "30"])
-        .arg(format!("ftp://ops:{SECRET}@{ftp}{path}"))
-        .output()
-        .ok()?;
-    out.status.success().then_some(out.stdout)
+    curl_put(ftp, path, scratch)
 }
 
 /// Uploads files of several chunks and checks each comes back byte for byte.
@@ -87,7 +72,7 @@ fn round_trips(ftp: SocketAddr, scratch: &Path, prefix: &str) -> Vec<(String, Ve
     }
     for (path, data) in &files {
         assert!(
-            get(ftp, path).as_deref() == Some(data.as_slice()),
+            curl_get(ftp, path).as_deref() == Some(data.as_slice()),
             "{path} did not come back intact"
         );
     }
@@ -108,12 +93,12 @@ fn serves_again(ftp: SocketAddr, scratch: &Path, before: &[(String, Vec<u8>)]) -
         attempt += 1;
     }
     assert_eq!(
-        get(ftp, &format!("/after-{attempt}.bin")).as_deref(),
+        curl_get(ftp, &format!("/after-{attempt}.bin")).as_deref(),
         Some(data.as_slice())
     );
     for (path, data) in before {
         assert!(
-            get(ftp, path).as_deref() == Some(data.as_slice()),
+            curl_get(ftp, path).as_deref() == Some(data.as_slice()),
             "{path} was damaged by the failover"
         );
     }

@@ -10,13 +10,12 @@ mod common;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::binary::{cluster_env, list_env, start_with_env, Binary, SECRET};
-use common::{content, metrics, program, sha256_hex, summary};
+use common::binary::{cluster_env, curl_get, curl_put, list_env, start_with_env, Binary};
+use common::{content, metrics, sha256_hex, summary};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use storage_backend::{BackendConfig, RedisConfig, Store, StoreConfig, StorePath};
 use test_support::{Mosquitto, RedisCluster, RedisSentinel, SENTINEL_MASTER_NAME};
@@ -58,27 +57,6 @@ async fn observer(cluster: &RedisCluster) -> Store {
     })
     .await
     .unwrap()
-}
-
-fn curl_put(ftp: SocketAddr, path: &str, file: &Path) -> bool {
-    Command::new(program("curl"))
-        .args(["-sS", "--max-time", "30", "--ftp-create-dirs", "-T"])
-        .arg(file)
-        .arg(format!("ftp://ops:{SECRET}@{ftp}{path}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
-fn curl_get(ftp: SocketAddr, path: &str) -> Option<Vec<u8>> {
-    let out = Command::new(program("curl"))
-        .args(["-sS", "--max-time", "30"])
-        .arg(format!("ftp://ops:{SECRET}@{ftp}{path}"))
-        .output()
-        .ok()?;
-    out.status.success().then_some(out.stdout)
 }
 
 /// Every event's `seq` a QoS 1 subscription to `filegate/events/#` receives, with arrival times.

@@ -450,17 +450,20 @@ impl Upload {
     }
 
     /// The client went away mid-transfer: keep what arrived, flagged incomplete, or drop it, as
-    /// `storage.partial_uploads` says. Returns the commit when one was made.
+    /// `storage.partial_uploads` says. An upload that received nothing (its connection failed at
+    /// once, or a TLS handshake did) changes nothing: there is nothing to keep or resume, and the
+    /// file stays as it was. Returns the commit when one was made.
     pub async fn cut_off(mut self) -> Result<Option<CommitInfo>> {
+        let received = self.log.bytes.load(Ordering::Relaxed);
         match self.fs.partial_uploads {
-            PartialUploads::Keep => {
+            PartialUploads::Keep if received > 0 => {
                 let opts = CommitOptions {
                     complete: false,
                     mtime: None,
                 };
                 self.finish(opts, "incomplete").await.map(Some)
             }
-            PartialUploads::Discard => {
+            _ => {
                 self.abort().await?;
                 Ok(None)
             }

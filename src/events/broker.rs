@@ -109,48 +109,43 @@ fn answers(addr: &SocketAddr, level: u8, user: &str, password: &str) -> bool {
         return false;
     };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let Some(connect) = connect_packet(level, user, password) else {
+        return false;
+    };
     let mut connack = [0u8; 2];
     let answered = stream
-        .write_all(&connect_packet(level, user, password))
+        .write_all(&connect)
         .and_then(|()| stream.read_exact(&mut connack))
         .is_ok()
         && connack[0] == 0x20;
     let mut rest = vec![0u8; usize::from(connack[1])];
     if answered && stream.read_exact(&mut rest).is_ok() {
-        let _ = stream.write_all(&[0xE0, 0x00]);
+        let _ = stream.write_all(&[0xE0, 0x00]); // DISCONNECT
     }
     answered
 }
 
-/// An MQTT CONNECT with a user name and password, a clean session and no properties (MQTT 5).
-fn connect_packet(level: u8, user: &str, password: &str) -> Vec<u8> {
-    fn field(out: &mut Vec<u8>, bytes: &[u8]) {
-        out.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
-        out.extend_from_slice(bytes);
-    }
-    let mut body = Vec::new();
-    field(&mut body, b"MQTT");
-    body.push(level);
-    body.push(0b1100_0010); // user name, password, clean session
-    body.extend_from_slice(&30u16.to_be_bytes()); // keep-alive seconds
-    if level == 5 {
-        body.push(0); // no properties
-    }
-    field(&mut body, format!("filegate-readiness-{level}").as_bytes());
-    field(&mut body, user.as_bytes());
-    field(&mut body, password.as_bytes());
-    let mut packet = vec![0x10];
-    let mut left = body.len();
-    loop {
-        let byte = (left % 128) as u8;
-        left /= 128;
-        packet.push(if left > 0 { byte | 0x80 } else { byte });
-        if left == 0 {
-            break;
-        }
-    }
-    packet.extend_from_slice(&body);
-    packet
+/// A CONNECT with a user name and password and a clean session, written by rumqttc.
+fn connect_packet(level: u8, user: &str, password: &str) -> Option<bytes::BytesMut> {
+    let id = format!("filegate-readiness-{level}");
+    let mut packet = bytes::BytesMut::new();
+    let written = if level == 5 {
+        use rumqttc::v5::mqttbytes::v5::{Connect, Login};
+        let connect = Connect {
+            keep_alive: 30,
+            client_id: id,
+            clean_start: true,
+            properties: None,
+        };
+        connect
+            .write(&None, &Some(Login::new(user, password)), &mut packet)
+            .is_ok()
+    } else {
+        let mut connect = rumqttc::Connect::new(id);
+        connect.set_login(user, password);
+        connect.write(&mut packet).is_ok()
+    };
+    written.then_some(packet)
 }
 
 /// Binds `wanted` once to check it is free (rumqttd only logs a failed bind) and to learn the

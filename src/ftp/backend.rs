@@ -243,13 +243,6 @@ impl StorageBackend<FtpUser> for FtpBackend {
                 match failure {
                     None if n == 0 => break,
                     None => {}
-                    Some(cut) if received == 0 => {
-                        // Nothing arrived (the data connection failed at once, or its TLS
-                        // handshake did): nothing to keep or resume, and the file stays as it was.
-                        let _ = upload.abort().await;
-                        tracing::info!(path = %p, "ftp: upload failed before any byte: {cut}");
-                        return Err(Error::new(FtpKind::ConnectionClosed, cut));
-                    }
                     Some(cut) => {
                         // The client vanished mid-transfer: keep what arrived, flagged incomplete (or
                         // drop it, as storage.partial_uploads says), never as a complete file.

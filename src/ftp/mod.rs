@@ -23,6 +23,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::access::Access;
 use crate::config::{FtpConfig, FtpType};
+use crate::proxy_protocol::Incoming;
 use auth::ConnectionAuth;
 use backend::FtpBackend;
 
@@ -126,24 +127,11 @@ impl FtpFrontend {
         abort: CancellationToken,
         tasks: TaskTracker,
     ) {
-        // Behind a proxy, each connection's header is read in a task of its own (a slow proxy
-        // must not hold up the accept loop), which hands the connection back here.
-        let (unwrapped, mut proxied) = tokio::sync::mpsc::channel(64);
+        let mut incoming = Incoming::new(listener, self.config.proxy_protocol, &tasks, "ftp");
         loop {
             let (stream, peer) = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                Some(ready) = proxied.recv() => ready,
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, proxy)) if self.config.proxy_protocol => {
-                        crate::proxy_protocol::unwrap_in_task(&tasks, stream, proxy, unwrapped.clone(), "ftp");
-                        continue;
-                    }
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "ftp: accept failed");
-                        continue;
-                    }
-                },
+                next = incoming.next() => next,
             };
             let mut stream = stream;
             let permit = match self.access.admit(peer.ip()) {

@@ -75,24 +75,16 @@ impl SftpFrontend {
         abort: CancellationToken,
         tasks: TaskTracker,
     ) {
-        // Behind a proxy, each connection's header is read in a task of its own (a slow proxy
-        // must not hold up the accept loop), which hands the connection back here.
-        let (unwrapped, mut proxied) = tokio::sync::mpsc::channel(64);
+        let mut incoming = crate::proxy_protocol::Incoming::new(
+            &self.listener,
+            self.proxy_protocol,
+            &tasks,
+            "sftp",
+        );
         loop {
             let (stream, peer) = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                Some(ready) = proxied.recv() => ready,
-                accepted = self.listener.accept() => match accepted {
-                    Ok((stream, proxy)) if self.proxy_protocol => {
-                        crate::proxy_protocol::unwrap_in_task(&tasks, stream, proxy, unwrapped.clone(), "sftp");
-                        continue;
-                    }
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "sftp: accept failed");
-                        continue;
-                    }
-                },
+                next = incoming.next() => next,
             };
             let permit = match self.access.admit(peer.ip()) {
                 Ok(p) => p,

@@ -215,6 +215,17 @@ fn redis_cli(port: u16, tls: Option<&RedisTls>, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A master that loses nothing it confirmed when it is killed (every write fsynced), and whose
+/// replicas sync at once (the default waits 5 s for more replicas to share one transfer).
+const DURABLE_MASTER: [&str; 6] = [
+    "--appendonly",
+    "yes",
+    "--appendfsync",
+    "always",
+    "--repl-diskless-sync-delay",
+    "0",
+];
+
 /// A private Redis Cluster: `masters` masters (and `replicas` replicas of each) on free loopback
 /// ports, joined with `redis-cli --cluster create`; every node is killed on drop.
 pub struct RedisCluster {
@@ -234,26 +245,18 @@ impl RedisCluster {
         for _ in 0..masters * (1 + replicas) {
             // The cluster bus port is set explicitly: port + 10000 may not exist.
             let bus = free_port().to_string();
-            nodes.push(RedisServer::start_tls(
-                tls,
-                &[
-                    "--tls-cluster",
-                    tls_cluster,
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-port",
-                    &bus,
-                    "--cluster-node-timeout",
-                    "1500",
-                    "--appendonly",
-                    "yes",
-                    "--appendfsync",
-                    "always",
-                    // Replicas sync at once (the default waits 5 s for more replicas to share it).
-                    "--repl-diskless-sync-delay",
-                    "0",
-                ],
-            ));
+            let mut args = vec![
+                "--tls-cluster",
+                tls_cluster,
+                "--cluster-enabled",
+                "yes",
+                "--cluster-port",
+                &bus,
+                "--cluster-node-timeout",
+                "1500",
+            ];
+            args.extend(DURABLE_MASTER);
+            nodes.push(RedisServer::start_tls(tls, &args));
         }
         let mut args: Vec<String> = vec!["--cluster".into(), "create".into()];
         args.extend(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port())));
@@ -404,17 +407,7 @@ impl RedisSentinel {
     }
 
     fn launch(tls: Option<&RedisTls>) -> Result<RedisSentinel, String> {
-        let master = RedisServer::start_tls(
-            tls,
-            &[
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--repl-diskless-sync-delay",
-                "0",
-            ],
-        );
+        let master = RedisServer::start_tls(tls, &DURABLE_MASTER);
         let mport = master.port().to_string();
         let replica = RedisServer::start_tls(
             tls,

@@ -212,3 +212,27 @@ pub async fn read_store(dir: &Path, file: &str) -> Vec<u8> {
     store.close().await;
     data
 }
+
+/// Uploads `file` to `path` as the binary gateway's `ops` user with curl (directories made as
+/// needed); whether it was confirmed.
+pub fn curl_put(ftp: SocketAddr, path: &str, file: &Path) -> bool {
+    Command::new(super::program("curl"))
+        .args(["-sS", "--max-time", "30", "--ftp-create-dirs", "-T"])
+        .arg(file)
+        .arg(format!("ftp://ops:{SECRET}@{ftp}{path}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// Downloads `path` (or lists it, for a directory) as `ops` with curl.
+pub fn curl_get(ftp: SocketAddr, path: &str) -> Option<Vec<u8>> {
+    let out = Command::new(super::program("curl"))
+        .args(["-sS", "--max-time", "30"])
+        .arg(format!("ftp://ops:{SECRET}@{ftp}{path}"))
+        .output()
+        .ok()?;
+    out.status.success().then_some(out.stdout)
+}

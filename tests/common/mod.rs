@@ -221,6 +221,21 @@ pub fn program(name: &str) -> PathBuf {
         .unwrap_or_else(|| panic!("{name} not found on PATH: run scripts/test, which installs it"))
 }
 
+/// Runs the client program `name` (curl, lftp, …) with `args`; it must succeed. Its standard output.
+pub fn client<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(name: &str, args: &[S]) -> Vec<u8> {
+    let out = std::process::Command::new(program(name))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert!(
+        out.status.success(),
+        "{name} {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 /// Turns the SSH front-end on: a free port, an ed25519 host key generated in the test's data dir.
 pub fn sftp_on(c: &mut Config) {
     c.sftp.enabled = true;
