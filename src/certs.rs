@@ -1,11 +1,41 @@
-//! `filegate gen-cert`: a self-signed certificate and key for trying FTPS without openssl.
+//! Certificates: `filegate gen-cert` (a self-signed certificate and key for trying FTPS and MQTT
+//! over TLS without openssl), and reading a configured PEM pair.
 
 use std::io::Write as _;
 use std::path::Path;
 
 use anyhow::Context as _;
 
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
 use crate::cli::GenCertArgs;
+
+/// Reads a PEM certificate chain and private key; errors name `{section}.cert` / `{section}.key`.
+pub fn load_pair(
+    cert: &Path,
+    key: &Path,
+    section: &str,
+) -> anyhow::Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("{section}.cert: cannot read {}", cert.display()))?
+        .collect::<Result<_, _>>()
+        .with_context(|| {
+            format!(
+                "{section}.cert: {} is not a PEM certificate chain",
+                cert.display()
+            )
+        })?;
+    if certs.is_empty() {
+        anyhow::bail!(
+            "{section}.cert: {} holds no certificate; `filegate gen-cert` can make one",
+            cert.display()
+        );
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("{section}.key: {} holds no PEM private key", key.display()))?;
+    Ok((certs, key))
+}
 
 pub fn gen_cert(args: &GenCertArgs) -> anyhow::Result<()> {
     for path in [&args.cert, &args.key] {

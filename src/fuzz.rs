@@ -135,3 +135,9 @@ pub async fn sftp_packets(fs: &UserFs, input: &[u8]) {
     tasks.close();
     tasks.wait().await;
 }
+
+/// Raw bytes on an MQTT connection (both versions: a CONNECT picks one, else the first byte's low
+/// bit): the broker's decoder, ACL and answers never panic, whatever arrives.
+pub fn mqtt_packets(input: &[u8]) {
+    crate::mqtt::fuzz_packets(input);
+}

@@ -14,6 +14,7 @@ pub mod fuzz;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod mqtt;
 pub mod password;
 pub mod proxy_protocol;
 pub mod serve;

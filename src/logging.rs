@@ -6,10 +6,7 @@ use crate::config::LogFormat;
 
 /// The filter used when `RUST_LOG` is unset.
 /// The protocol libraries log routine client trouble (failed logins, resets) as errors: quieter.
-/// rumqttd 0.20 logs every client that disconnects, even cleanly, as an error from its link and
-/// router modules: those two are off (the broker's failures are logged by filegate itself).
-pub const DEFAULT_FILTER: &str = "info,rumqttd=warn,rumqttd::server::broker=off,\
-     rumqttd::router::routing=off,libunftp=warn,russh=warn";
+pub const DEFAULT_FILTER: &str = "info,libunftp=warn,russh=warn";
 
 /// Installs the global subscriber. `RUST_LOG` (e.g. `filegate=debug,info`) overrides the default
 /// `info`; an unparsable `RUST_LOG` falls back to `info` with a warning. Calling it again (tests) is

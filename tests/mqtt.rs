@@ -479,10 +479,18 @@ async fn the_embedded_broker_serves_logged_in_subscribers() {
         .unwrap();
     let mut ftp = ftp(&t).await;
     ftp.put_file("hello.txt", &mut &b"hello"[..]).await.unwrap();
-    let events = sub.collect(3, Duration::from_secs(20)).await;
-    let last = events.values().last().unwrap();
-    assert_eq!(last.0, "filegate/events/home/alice/hello.txt");
-    assert_eq!(last.1["type"], "io.filegate.file.created");
+    // (The home itself was made at alice's MQTT login, maybe before her subscription.)
+    loop {
+        let (topic, v) = tokio::time::timeout(Duration::from_secs(20), sub.rx.recv())
+            .await
+            .expect("hello.txt's event")
+            .unwrap();
+        if topic == "filegate/events/home/alice/hello.txt" {
+            assert_eq!(v["type"], "io.filegate.file.created");
+            break;
+        }
+        assert_eq!(topic, "filegate/events/home/alice");
+    }
     t.stop().await;
 }
 
@@ -496,11 +504,12 @@ mod commands {
     type Reply = (Option<bytes::Bytes>, Vec<(String, String)>, bytes::Bytes);
 
     /// An MQTT 5 requester: publishes commands with a response topic and correlation data.
-    struct Requester {
+    pub struct Requester {
         client: Client5,
         replies: mpsc::UnboundedReceiver<Reply>,
         task: tokio::task::JoinHandle<()>,
         next: u32,
+        reply_topic: String,
     }
 
     impl Drop for Requester {
@@ -509,8 +518,14 @@ mod commands {
         }
     }
 
-    async fn requester(port: u16, login: Option<(&str, &str)>) -> Requester {
-        let mut o = Options5::new("requester", "127.0.0.1", port);
+    /// `reply_topic`: where replies should go (on the embedded broker, under
+    /// `filegate/replies/{user}/`).
+    pub async fn requester(port: u16, login: Option<(&str, &str)>, reply_topic: &str) -> Requester {
+        let mut o = Options5::new(
+            format!("requester-{}", login.map(|l| l.0).unwrap_or("anon")),
+            "127.0.0.1",
+            port,
+        );
         o.set_keep_alive(Duration::from_secs(10))
             .set_max_packet_size(Some(64 << 20));
         if let Some((u, p)) = login {
@@ -520,12 +535,18 @@ mod commands {
         let (tx, replies) = mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let c = client.clone();
+        // On the embedded broker a refused response topic is answered on the user's default reply
+        // topic: listen to the whole reply space there.
+        let subscribe_to = match reply_topic.strip_prefix("filegate/replies/") {
+            Some(rest) => format!("filegate/replies/{}/#", rest.split('/').next().unwrap()),
+            None => reply_topic.to_string(),
+        };
         let task = tokio::spawn(async move {
             let mut ready = Some(ready_tx);
             loop {
                 match el.poll().await {
                     Ok(Event5::Incoming(P5::ConnAck(_))) => {
-                        let _ = c.try_subscribe("me/replies", Q5::AtLeastOnce);
+                        let _ = c.try_subscribe(subscribe_to.clone(), Q5::AtLeastOnce);
                     }
                     Ok(Event5::Incoming(P5::SubAck(_))) => {
                         if let Some(r) = ready.take() {
@@ -550,18 +571,19 @@ mod commands {
             replies,
             task,
             next: 0,
+            reply_topic: reply_topic.to_string(),
         }
     }
 
     impl Requester {
         /// Waits until the gateway answers (its command subscription may still be on its way).
-        async fn wait_ready(&mut self) {
+        pub async fn wait_ready(&mut self) {
             let deadline = Instant::now() + Duration::from_secs(20);
             loop {
                 self.next += 1;
                 let id = bytes::Bytes::from(format!("probe-{}", self.next));
                 let props = PublishProperties {
-                    response_topic: Some("me/replies".into()),
+                    response_topic: Some(self.reply_topic.clone()),
                     correlation_data: Some(id.clone()),
                     ..Default::default()
                 };
@@ -593,11 +615,22 @@ mod commands {
         }
 
         /// Sends one command; returns (status user property, payload) of its reply.
-        async fn ask(&mut self, topic: &str, payload: Vec<u8>) -> (String, bytes::Bytes) {
+        pub async fn ask(&mut self, topic: &str, payload: Vec<u8>) -> (String, bytes::Bytes) {
+            let reply_topic = self.reply_topic.clone();
+            self.ask_to(topic, payload, &reply_topic).await
+        }
+
+        /// Sends one command naming `response_topic`; returns its reply (status, payload).
+        pub async fn ask_to(
+            &mut self,
+            topic: &str,
+            payload: Vec<u8>,
+            response_topic: &str,
+        ) -> (String, bytes::Bytes) {
             self.next += 1;
             let id = bytes::Bytes::from(format!("req-{}", self.next));
             let props = PublishProperties {
-                response_topic: Some("me/replies".into()),
+                response_topic: Some(response_topic.into()),
                 correlation_data: Some(id.clone()),
                 ..Default::default()
             };
@@ -627,8 +660,18 @@ mod commands {
         serde_json::from_slice(b).unwrap()
     }
 
-    async fn exercise(port: u16, login: Option<(&str, &str)>) {
-        let mut r = requester(port, login).await;
+    /// `exercise` on the embedded broker as `user`, replies on `filegate/replies/{user}/r`.
+    pub async fn exercise_at(port: u16, user: &str) {
+        exercise(
+            port,
+            Some((user, PASSWORD)),
+            &format!("filegate/replies/{user}/r"),
+        )
+        .await;
+    }
+
+    async fn exercise(port: u16, login: Option<(&str, &str)>, reply_topic: &str) {
+        let mut r = requester(port, login, reply_topic).await;
         r.wait_ready().await;
         let data = common::content(4, 100_000);
         let (status, body) = r
@@ -685,7 +728,7 @@ mod commands {
             c.mqtt.commands_user = "alice".into();
         })
         .await;
-        exercise(broker.port(), None).await;
+        exercise(broker.port(), None, "me/replies").await;
         // An MQTT 3.1.1 client has no response topic: replies go to filegate/replies/{op}/{path}.
         let mut o = MqttOptions::new("old-client", "127.0.0.1", broker.port());
         o.set_max_packet_size(1 << 20, 1 << 20);
@@ -779,35 +822,669 @@ mod commands {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn commands_on_the_embedded_broker_obey_permissions() {
-        let (v4, v5) = (test_support::free_port(), test_support::free_port());
+    async fn commands_on_the_embedded_broker_act_as_their_sender() {
+        let port = test_support::free_port();
         let t = start(Kind::Redis, |c| {
             c.mqtt.mode = filegate::config::MqttMode::Embedded;
-            c.mqtt.listen = format!("127.0.0.1:{v4}").parse().unwrap();
-            c.mqtt.listen_v5 = format!("127.0.0.1:{v5}").parse().unwrap();
+            c.mqtt.listen = format!("127.0.0.1:{port}").parse().unwrap();
             c.mqtt.commands = true;
-            c.mqtt.commands_user = "alice".into();
         })
         .await;
-        exercise(v5, Some(("alice", PASSWORD))).await;
-        t.stop().await;
-        // A read-only commands user cannot put or delete.
-        let (v4, v5) = (test_support::free_port(), test_support::free_port());
-        let t = start(Kind::Embedded, |c| {
-            c.mqtt.mode = filegate::config::MqttMode::Embedded;
-            c.mqtt.listen = format!("127.0.0.1:{v4}").parse().unwrap();
-            c.mqtt.listen_v5 = format!("127.0.0.1:{v5}").parse().unwrap();
-            c.mqtt.commands = true;
-            c.mqtt.commands_user = "reader".into();
-        })
+        exercise_at(port, "alice").await;
+        // A read-only user's commands run with its own permissions: no put.
+        let mut r = requester(
+            port,
+            Some(("reader", PASSWORD)),
+            "filegate/replies/reader/r",
+        )
         .await;
-        let mut r = requester(v5, Some(("alice", PASSWORD))).await;
         r.wait_ready().await;
         let (status, body) = r.ask("filegate/commands/put/x.txt", b"x".to_vec()).await;
         assert_eq!(status, "error");
         assert_eq!(json(&body)["error"], "permission_denied");
         let (status, _) = r.ask("filegate/commands/list", vec![]).await;
         assert_eq!(status, "ok");
+        t.stop().await;
+    }
+}
+
+/// The embedded broker: one port for MQTT 3.1.1 and 5, each user sees and commands only their own
+/// files, persistent sessions, bans, bounded clients — checked by what real clients receive.
+mod broker {
+    use super::*;
+    use rumqttc::SubscribeReasonCode;
+
+    /// An MQTT 3.1.1 client (rumqttc) that reports every packet it receives.
+    struct Probe {
+        client: AsyncClient,
+        rx: mpsc::UnboundedReceiver<Packet>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl Drop for Probe {
+        fn drop(&mut self) {
+            self.task.abort();
+        }
+    }
+
+    /// Connects; `Err` with the broker's answer when the login is refused.
+    async fn probe(
+        port: u16,
+        id: &str,
+        login: Option<(&str, &str)>,
+        clean: bool,
+    ) -> Result<Probe, String> {
+        let mut o = MqttOptions::new(id, "127.0.0.1", port);
+        o.set_keep_alive(Duration::from_secs(30))
+            .set_clean_session(clean)
+            .set_max_packet_size(16 << 20, 16 << 20);
+        if let Some((u, p)) = login {
+            o.set_credentials(u, p);
+        }
+        let (client, mut el) = AsyncClient::new(o, 100);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<Result<(), String>>();
+        let task = tokio::spawn(async move {
+            let mut ready = Some(ready_tx);
+            loop {
+                match el.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        if let Some(r) = ready.take() {
+                            let _ = r.send(Ok(()));
+                        }
+                    }
+                    Ok(Event::Incoming(p)) => {
+                        let _ = tx.send(p);
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        if let Some(r) = ready.take() {
+                            let _ = r.send(Err(e.to_string()));
+                        }
+                        return;
+                    }
+                }
+            }
+        });
+        match tokio::time::timeout(Duration::from_secs(10), ready_rx).await {
+            Ok(Ok(Ok(()))) => Ok(Probe { client, rx, task }),
+            Ok(Ok(Err(e))) => Err(e),
+            _ => Err("no CONNACK".into()),
+        }
+    }
+
+    impl Probe {
+        /// Subscribes; the granted codes.
+        async fn subscribe(&mut self, filter: &str) -> Vec<SubscribeReasonCode> {
+            self.client
+                .subscribe(filter, QoS::AtLeastOnce)
+                .await
+                .unwrap();
+            loop {
+                match self.next().await {
+                    Packet::SubAck(a) => return a.return_codes,
+                    Packet::Publish(_) => {}
+                    other => panic!("expected a SUBACK, got {other:?}"),
+                }
+            }
+        }
+
+        async fn next(&mut self) -> Packet {
+            tokio::time::timeout(Duration::from_secs(20), self.rx.recv())
+                .await
+                .expect("nothing arrived within 20 s")
+                .expect("the connection ended")
+        }
+
+        /// Publishes received until one on `topic` arrives (returned with all before it).
+        async fn until(&mut self, topic: &str) -> (bytes::Bytes, Vec<String>) {
+            let mut before = Vec::new();
+            loop {
+                if let Packet::Publish(p) = self.next().await {
+                    if p.topic == topic {
+                        return (p.payload, before);
+                    }
+                    before.push(p.topic);
+                }
+            }
+        }
+
+        async fn put(&self, path: &str, body: &[u8]) {
+            self.client
+                .publish(
+                    format!("filegate/commands/put/{path}"),
+                    QoS::AtLeastOnce,
+                    false,
+                    body.to_vec(),
+                )
+                .await
+                .unwrap();
+        }
+    }
+
+    fn embedded(port: u16) -> impl FnOnce(&mut filegate::Config) {
+        move |c: &mut filegate::Config| {
+            c.mqtt.mode = filegate::config::MqttMode::Embedded;
+            c.mqtt.listen = format!("127.0.0.1:{port}").parse().unwrap();
+            c.mqtt.commands = true;
+            c.users.push(common::user(
+                "bob",
+                "/home/bob",
+                &filegate::config::Permission::ALL,
+            ));
+            c.users.push(common::user(
+                "writer",
+                "/home/alice",
+                &[filegate::config::Permission::Write],
+            ));
+        }
+    }
+
+    fn json(b: &[u8]) -> Value {
+        serde_json::from_slice(b).unwrap_or_else(|_| panic!("not JSON: {b:?}"))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn both_versions_on_one_port_and_a_3_1_1_get_reply_does_not_break_the_broker() {
+        let port = test_support::free_port();
+        let t = start(Kind::Embedded, embedded(port)).await;
+        // The rumqttd 0.20 crash: a 3.1.1 client's `get` reply panicked the broker for good.
+        for round in 0..2 {
+            let mut a = probe(
+                port,
+                &format!("old-{round}"),
+                Some(("alice", PASSWORD)),
+                true,
+            )
+            .await
+            .unwrap();
+            assert_eq!(
+                a.subscribe("filegate/replies/alice/#").await,
+                [SubscribeReasonCode::Success(QoS::AtLeastOnce)]
+            );
+            a.put("docs/r.txt", b"v1").await;
+            let (body, _) = a.until("filegate/replies/alice/put/docs/r.txt").await;
+            assert_eq!(
+                json(&body)["ok"],
+                true,
+                "{}",
+                String::from_utf8_lossy(&body)
+            );
+            a.client
+                .publish(
+                    "filegate/commands/get/docs/r.txt",
+                    QoS::AtLeastOnce,
+                    false,
+                    vec![],
+                )
+                .await
+                .unwrap();
+            let (body, _) = a.until("filegate/replies/alice/get/docs/r.txt").await;
+            assert_eq!(&body[..], b"v1");
+            a.client
+                .publish(
+                    "filegate/commands/list/docs",
+                    QoS::AtMostOnce,
+                    false,
+                    vec![],
+                )
+                .await
+                .unwrap();
+            let (body, _) = a.until("filegate/replies/alice/list/docs").await;
+            assert_eq!(json(&body)["entries"][0]["name"], "r.txt");
+            a.client
+                .publish(
+                    "filegate/commands/delete/docs/r.txt",
+                    QoS::AtLeastOnce,
+                    false,
+                    vec![],
+                )
+                .await
+                .unwrap();
+            let (body, _) = a.until("filegate/replies/alice/delete/docs/r.txt").await;
+            assert_eq!(json(&body)["ok"], true);
+        }
+        // MQTT 5 on the same port: put, get, list, delete with response topics.
+        commands::exercise_at(port, "alice").await;
+        // Mosquitto's own clients, both versions.
+        let port_s = port.to_string();
+        let base = [
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port_s,
+            "-u",
+            "alice",
+            "-P",
+            PASSWORD,
+        ];
+        let mut put = base.to_vec();
+        put.extend([
+            "-V",
+            "mqttv311",
+            "-q",
+            "1",
+            "-t",
+            "filegate/commands/put/m.txt",
+            "-m",
+            "from mosquitto_pub",
+        ]);
+        common::client("mosquitto_pub", &put);
+        let mut rr = base.to_vec();
+        rr.extend([
+            "-V",
+            "mqttv5",
+            "-t",
+            "filegate/commands/get/m.txt",
+            "-e",
+            "filegate/replies/alice/rr",
+            "-m",
+            "",
+            "-W",
+            "20",
+        ]);
+        let got = common::client("mosquitto_rr", &rr);
+        assert_eq!(
+            String::from_utf8_lossy(&got).trim_end(),
+            "from mosquitto_pub"
+        );
+        // And the broker still serves new connections and events.
+        let mut sub = subscribe(port, Some(("alice", PASSWORD)), "after", true)
+            .await
+            .unwrap();
+        let mut ftp = ftp(&t).await;
+        ftp.put_file("after.txt", &mut &b"x"[..]).await.unwrap();
+        loop {
+            let (topic, v) = tokio::time::timeout(Duration::from_secs(20), sub.rx.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            if topic == "filegate/events/home/alice/after.txt" {
+                assert_eq!(v["type"], "io.filegate.file.created");
+                break;
+            }
+        }
+        t.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn each_user_sees_and_commands_only_their_own_files() {
+        let port = test_support::free_port();
+        let t = start(Kind::Redis, embedded(port)).await;
+        let mut alice = probe(port, "alice", Some(("alice", PASSWORD)), true)
+            .await
+            .unwrap();
+        alice.subscribe("#").await;
+        let mut bob = probe(port, "bob", Some(("bob", PASSWORD)), true)
+            .await
+            .unwrap();
+        // Wildcards are accepted and filtered; another user's reply space is refused outright.
+        assert_eq!(
+            bob.subscribe("#").await,
+            [SubscribeReasonCode::Success(QoS::AtLeastOnce)]
+        );
+        assert_eq!(
+            bob.subscribe("filegate/replies/alice/#").await,
+            [SubscribeReasonCode::Failure]
+        );
+        // A read-only user and a user without `list` on alice's home.
+        let mut reader = probe(port, "reader", Some(("reader", PASSWORD)), true)
+            .await
+            .unwrap();
+        reader.subscribe("filegate/#").await;
+        let mut writer = probe(port, "writer", Some(("writer", PASSWORD)), true)
+            .await
+            .unwrap();
+        writer.subscribe("filegate/events/#").await;
+
+        // Bob forges an event on alice's home and commands outside his home.
+        bob.client
+            .publish(
+                "filegate/events/home/alice/forged.txt",
+                QoS::AtLeastOnce,
+                false,
+                b"{}".to_vec(),
+            )
+            .await
+            .unwrap();
+        bob.client
+            .publish(
+                "filegate/commands/get/../alice/secret.txt",
+                QoS::AtLeastOnce,
+                false,
+                vec![],
+            )
+            .await
+            .unwrap();
+        bob.put("mine.txt", b"bob's").await;
+        // Reader tries to write; alice works normally.
+        reader.put("nope.txt", b"x").await;
+        alice.put("secret.txt", b"alice's").await;
+        // An MQTT 5 client that points its reply elsewhere (to bob's events, to a free topic) gets
+        // an error on its own reply topic, and nothing is published where it pointed.
+        let mut r5 =
+            commands::requester(port, Some(("alice", PASSWORD)), "filegate/replies/alice/r5").await;
+        r5.wait_ready().await;
+        for elsewhere in [
+            "filegate/events/home/bob/stolen",
+            "public/loot",
+            "filegate/replies/bob/x",
+        ] {
+            let (status, body) = r5
+                .ask_to("filegate/commands/get/secret.txt", vec![], elsewhere)
+                .await;
+            assert_eq!(status, "error", "{}", String::from_utf8_lossy(&body));
+            assert!(json(&body)["message"]
+                .as_str()
+                .unwrap()
+                .contains("filegate/replies/alice/"));
+        }
+        // Markers: each user's last action; everything a client got before it is checked.
+        let (body, bob_saw) = bob.until("filegate/replies/bob/put/mine.txt").await;
+        assert_eq!(json(&body)["path"], "/mine.txt");
+        let (_, more) = bob.until("filegate/events/home/bob/mine.txt").await;
+        let bob_saw: Vec<_> = bob_saw.into_iter().chain(more).collect();
+        assert!(
+            bob_saw.iter().all(|t| t == "filegate/events/home/bob"
+                || t.starts_with("filegate/events/home/bob/")
+                || t.starts_with("filegate/replies/bob/")),
+            "bob saw: {bob_saw:?}"
+        );
+        // Bob's escape attempt was answered to bob, as an error, and read nothing.
+        let mut b2 = probe(port, "bob2", Some(("bob", PASSWORD)), true)
+            .await
+            .unwrap();
+        b2.subscribe("filegate/replies/bob/#").await;
+        b2.client
+            .publish(
+                "filegate/commands/get/../alice/secret.txt",
+                QoS::AtLeastOnce,
+                false,
+                vec![],
+            )
+            .await
+            .unwrap();
+        let (body, _) = b2
+            .until("filegate/replies/bob/get-error/../alice/secret.txt")
+            .await;
+        assert_eq!(json(&body)["ok"], false);
+        assert_eq!(t.store_bytes("/home/bob/mine.txt").await, b"bob's");
+
+        let (_, alice_saw) = alice.until("filegate/events/home/alice/secret.txt").await;
+        assert!(
+            !alice_saw
+                .iter()
+                .any(|t| t.contains("forged") || t.contains("/bob/")),
+            "alice saw: {alice_saw:?}"
+        );
+        let (body, _) = reader.until("filegate/replies/reader/put/nope.txt").await;
+        assert_eq!(json(&body)["error"], "permission_denied");
+        let (_, reader_saw) = reader.until("filegate/events/home/alice/secret.txt").await;
+        assert!(
+            reader_saw
+                .iter()
+                .all(|t| !t.contains("/replies/alice/") && !t.contains("forged")),
+            "reader saw: {reader_saw:?}"
+        );
+        // The user without `list` receives no events at all: its own upload is the marker.
+        writer.put("w.txt", b"w").await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while t
+            .store()
+            .stat(&StorePath::parse("/home/alice/w.txt").unwrap())
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "writer's put never landed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut a2 = probe(port, "a2", Some(("alice", PASSWORD)), true)
+            .await
+            .unwrap();
+        a2.subscribe("filegate/events/#").await;
+        alice.put("final.txt", b"f").await;
+        a2.until("filegate/events/home/alice/final.txt").await;
+        while let Ok(p) = writer.rx.try_recv() {
+            assert!(
+                !matches!(p, Packet::Publish(_)),
+                "a user without list got {p:?}"
+            );
+        }
+        // Nothing was stored where the replies were pointed, and forged events are not events.
+        assert!(t.events().await.iter().all(|e| !e.path.contains("forged")));
+        t.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn anonymous_clients_see_only_the_configured_home() {
+        let port = test_support::free_port();
+        let t = start(Kind::Embedded, |c| {
+            embedded(port)(c);
+            c.mqtt.allow_anonymous = true;
+        })
+        .await;
+        let mut anon = probe(port, "anon", None, true).await.unwrap();
+        assert_eq!(anon.subscribe("#").await, [SubscribeReasonCode::Failure]);
+        anon.client
+            .publish(
+                "filegate/commands/put/x.txt",
+                QoS::AtLeastOnce,
+                false,
+                b"x".to_vec(),
+            )
+            .await
+            .unwrap();
+        // Alice's command after it is the marker: when hers is done, the anonymous one was seen.
+        let mut alice = probe(port, "alice", Some(("alice", PASSWORD)), true)
+            .await
+            .unwrap();
+        alice.subscribe("filegate/replies/alice/#").await;
+        alice.put("marker.txt", b"m").await;
+        alice.until("filegate/replies/alice/put/marker.txt").await;
+        assert!(t
+            .store()
+            .stat(&StorePath::parse("/home/alice/x.txt").unwrap())
+            .await
+            .is_err());
+        t.stop().await;
+
+        let port = test_support::free_port();
+        let t = start(Kind::Embedded, |c| {
+            embedded(port)(c);
+            c.mqtt.allow_anonymous = true;
+            c.mqtt.anonymous_home = "/home/bob".into();
+        })
+        .await;
+        let mut anon = probe(port, "anon", None, true).await.unwrap();
+        anon.subscribe("filegate/events/#").await;
+        let alice = probe(port, "alice", Some(("alice", PASSWORD)), true)
+            .await
+            .unwrap();
+        alice.put("hidden.txt", b"a").await;
+        let bob = probe(port, "bob", Some(("bob", PASSWORD)), true)
+            .await
+            .unwrap();
+        bob.put("shown.txt", b"b").await;
+        let (_, before) = anon.until("filegate/events/home/bob/shown.txt").await;
+        assert!(
+            before
+                .iter()
+                .all(|t| t == "filegate/events/home/bob"
+                    || t.starts_with("filegate/events/home/bob/")),
+            "{before:?}"
+        );
+        t.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_persistent_session_receives_what_it_missed_in_order() {
+        let port = test_support::free_port();
+        let t = start(Kind::Embedded, embedded(port)).await;
+        // MQTT 3.1.1, clean_session = false.
+        let mut p = probe(port, "keeper", Some(("alice", PASSWORD)), false)
+            .await
+            .unwrap();
+        p.subscribe("filegate/events/#").await;
+        p.client.disconnect().await.unwrap();
+        drop(p);
+        // MQTT 5, session expiry 300 s.
+        let mut o = rumqttc::v5::MqttOptions::new("keeper5", "127.0.0.1", port);
+        o.set_credentials("alice", PASSWORD)
+            .set_clean_start(false)
+            .set_session_expiry_interval(Some(300));
+        let (c5, mut el5) = rumqttc::v5::AsyncClient::new(o.clone(), 10);
+        c5.subscribe(
+            "filegate/events/#",
+            rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+        )
+        .await
+        .unwrap();
+        loop {
+            if let rumqttc::v5::Event::Incoming(rumqttc::v5::mqttbytes::v5::Packet::SubAck(_)) =
+                el5.poll().await.unwrap()
+            {
+                break;
+            }
+        }
+        c5.disconnect().await.unwrap();
+        while el5.poll().await.is_ok() {}
+        drop(el5);
+        // Files change while both are away; a client that stays connected sees what happened.
+        let mut witness = probe(port, "witness", Some(("alice", PASSWORD)), true)
+            .await
+            .unwrap();
+        witness.subscribe("filegate/events/#").await;
+        let mut ftp = ftp(&t).await;
+        for i in 0..20 {
+            ftp.put_file(format!("missed-{i:02}.txt"), &mut &b"x"[..])
+                .await
+                .unwrap();
+        }
+        let mut want = Vec::new();
+        while want.len() < 20 {
+            if let Packet::Publish(m) = witness.next().await {
+                let v: Value = serde_json::from_slice(&m.payload).unwrap();
+                if m.topic.contains("missed-") {
+                    want.push(v["data"]["seq"].as_u64().unwrap());
+                }
+            }
+        }
+        // Both come back and get every missed event, in seq order.
+        let mut p = probe(port, "keeper", Some(("alice", PASSWORD)), false)
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        while got.len() < 20 {
+            if let Packet::Publish(m) = p.next().await {
+                let v: Value = serde_json::from_slice(&m.payload).unwrap();
+                if m.topic.contains("missed-") {
+                    got.push(v["data"]["seq"].as_u64().unwrap());
+                }
+            }
+        }
+        assert_eq!(got, want, "3.1.1 persistent session");
+        let (_c5, mut el5) = rumqttc::v5::AsyncClient::new(o, 10);
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while got.len() < 20 {
+            assert!(Instant::now() < deadline, "MQTT 5 session got only {got:?}");
+            let e = tokio::time::timeout(Duration::from_secs(20), el5.poll())
+                .await
+                .unwrap()
+                .unwrap();
+            if let rumqttc::v5::Event::Incoming(rumqttc::v5::mqttbytes::v5::Packet::Publish(m)) = e
+            {
+                let v: Value = serde_json::from_slice(&m.payload).unwrap();
+                if String::from_utf8_lossy(&m.topic).contains("missed-") {
+                    got.push(v["data"]["seq"].as_u64().unwrap());
+                }
+            }
+        }
+        assert_eq!(got, want, "MQTT 5 session");
+        t.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn failed_mqtt_logins_ban_the_address_for_every_protocol() {
+        let port = test_support::free_port();
+        let t = start(Kind::Embedded, |c| {
+            embedded(port)(c);
+            c.limits.login_failures_per_ip = 3;
+        })
+        .await;
+        t.gw().access.set_failure_delay(Duration::ZERO);
+        for i in 0..3 {
+            let refused = probe(port, &format!("guess-{i}"), Some(("alice", "wrong")), true).await;
+            assert!(refused.is_err(), "a wrong password was accepted");
+        }
+        // The right password over MQTT is refused now, and so is FTP from the same address.
+        assert!(probe(port, "right", Some(("alice", PASSWORD)), true)
+            .await
+            .is_err());
+        let ftp = AsyncFtpStream::connect(t.ftp_addr()).await;
+        let refused = match ftp {
+            Err(_) => true,
+            Ok(mut f) => f.login("alice", PASSWORD).await.is_err(),
+        };
+        assert!(refused, "FTP still let the banned address in");
+        t.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_thousand_clients_come_and_go_and_leave_nothing_behind() {
+        let port = test_support::free_port();
+        let t = start(Kind::Embedded, |c| {
+            embedded(port)(c);
+            c.limits.max_connections = 5000;
+            c.limits.max_connections_per_ip = 5000;
+        })
+        .await;
+        // The publisher's own connection is up once /readyz says so.
+        common::until_ready(t.gw().http_addr, 200).await;
+        let idle = t.gw().access.active_connections();
+        let mut clients = Vec::new();
+        for i in 0..1000 {
+            let mut p = probe(port, &format!("many-{i}"), Some(("alice", PASSWORD)), true)
+                .await
+                .unwrap();
+            if i % 100 == 0 {
+                p.subscribe("filegate/events/#").await;
+            }
+            clients.push(p);
+        }
+        assert_eq!(t.gw().access.active_connections(), idle + 1000);
+        for p in &clients {
+            p.client.disconnect().await.unwrap();
+        }
+        drop(clients);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while t.gw().access.active_connections() > idle {
+            assert!(Instant::now() < deadline, "connections were not released");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        t.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn paho_clients_of_both_versions() {
+        let port = test_support::free_port();
+        let t = start(Kind::Embedded, embedded(port)).await;
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/mqtt_paho.py");
+        for version in ["3.1.1", "5"] {
+            let out = common::client(
+                "python3",
+                &[
+                    script,
+                    "127.0.0.1",
+                    &port.to_string(),
+                    "alice",
+                    PASSWORD,
+                    version,
+                ],
+            );
+            let out = String::from_utf8_lossy(&out);
+            assert!(out.trim_end().ends_with("ok"), "paho {version}: {out}");
+        }
         t.stop().await;
     }
 }

@@ -78,8 +78,14 @@ impl Accounts {
         self.by_name.get(name).cloned()
     }
 
-    /// Verifies a password on the blocking pool (argon2 takes tens of milliseconds of CPU).
-    pub async fn verify_password(&self, name: &str, password: &str) -> Option<Arc<Account>> {
+    /// Verifies a password on the verifier threads (argon2 takes tens of milliseconds of CPU).
+    /// `Err(Saturated)`: too many checks are waiting already; the caller refuses the login as
+    /// "busy" at once instead of queueing it (a flood must not stall every protocol's logins).
+    pub async fn verify_password(
+        &self,
+        name: &str,
+        password: &str,
+    ) -> Result<Option<Arc<Account>>, Saturated> {
         let account = self.get(name);
         let hash = account
             .as_ref()
@@ -87,18 +93,27 @@ impl Accounts {
             .unwrap_or_else(|| self.decoy_hash.clone());
         let proof = self.recent.proof(name, &hash, password);
         let ok = self.recent.contains(&proof) || {
-            let ok = self.verifier.verify(hash, password.to_string()).await;
+            let ok = self.verifier.verify(hash, password.to_string()).await?;
             if ok {
                 self.recent.insert(proof);
             }
             ok
         };
-        match account {
+        Ok(match account {
             Some(a) if ok && a.password_hash.is_some() => Some(a),
             _ => None,
-        }
+        })
     }
 }
+
+/// The password verifier has more checks waiting than [`VERIFY_QUEUE`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Saturated;
+
+/// Password checks waiting for a verifier thread at most; one more is refused as "busy".
+pub const VERIFY_QUEUE: usize = 64;
+
+impl Accounts {}
 
 /// A few dedicated threads that verify argon2 hashes, one at a time each.
 ///
@@ -118,7 +133,7 @@ impl Verifier {
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2);
-        let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(1024);
+        let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(VERIFY_QUEUE);
         let queue = Arc::new(std::sync::Mutex::new(queue));
         for i in 0..cores {
             let queue = queue.clone();
@@ -140,15 +155,14 @@ impl Verifier {
         Verifier { jobs }
     }
 
-    async fn verify(&self, hash: String, password: String) -> bool {
+    async fn verify(&self, hash: String, password: String) -> Result<bool, Saturated> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let jobs = self.jobs.clone();
-        // A full queue (a flood of logins) waits on the blocking pool, not on the runtime.
-        let queued =
-            tokio::task::spawn_blocking(move || jobs.send((hash, password, reply)).is_ok())
-                .await
-                .unwrap_or(false);
-        queued && answer.await.unwrap_or(false)
+        // A full queue (a flood of logins) is refused at once, never waited on.
+        match self.jobs.try_send((hash, password, reply)) {
+            Ok(()) => Ok(answer.await.unwrap_or(false)),
+            Err(std::sync::mpsc::TrySendError::Full(_)) => Err(Saturated),
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => Ok(false),
+        }
     }
 }
 

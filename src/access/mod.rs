@@ -59,6 +59,8 @@ pub enum Refusal {
     BadCredentials,
     #[error("your home directory cannot be prepared: {0}")]
     Home(String),
+    #[error("too many logins are being checked at once; try again in a moment")]
+    Busy,
 }
 
 pub struct Access {
@@ -141,13 +143,18 @@ impl Access {
             return Err(Refusal::Banned(left));
         }
         match self.accounts.verify_password(user, password).await {
-            Some(account) => self.open_home(account, peer, protocol).await,
-            None => Err(self.failed(user, peer, protocol).await),
+            Ok(Some(account)) => self.open_home(account, peer, protocol).await,
+            Ok(None) => Err(self.failed(user, peer, protocol).await),
+            Err(accounts::Saturated) => {
+                self.metrics.connection_refused("busy");
+                tracing::warn!(%peer, user, protocol = protocol.as_str(), "login refused: the password verifier is saturated");
+                Err(Refusal::Busy)
+            }
         }
     }
 
     /// A session for `user` without a login, for work the gateway does on a user's behalf (MQTT
-    /// commands act as `mqtt.commands_user`).
+    /// commands through an external broker act as `mqtt.commands_user`).
     pub async fn session_for(
         &self,
         user: &str,
@@ -156,20 +163,6 @@ impl Access {
     ) -> Result<UserFs, Refusal> {
         let account = self.accounts.get(user).ok_or(Refusal::BadCredentials)?;
         self.open_home(account, peer, protocol).await
-    }
-
-    /// Checks a password without opening a session (the embedded broker's login hook, which is
-    /// not told the client's address, so these checks cannot count towards a ban).
-    pub async fn check_password(&self, user: &str, password: &str) -> bool {
-        let ok = self
-            .accounts
-            .verify_password(user, password)
-            .await
-            .is_some();
-        if !ok {
-            tracing::info!(user, protocol = "mqtt", "broker login failed");
-        }
-        ok
     }
 
     /// Public-key login: `accepts` says whether one of the account's authorized key lines matches.

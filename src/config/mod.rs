@@ -328,12 +328,28 @@ impl Default for SftpConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct MqttConfig {
     pub mode: MqttMode,
-    /// The embedded broker's listener.
+    /// The embedded broker's listener (MQTT 3.1.1 and 5).
     #[serde(with = "de::addr")]
     pub listen: SocketAddr,
-    /// The embedded broker's MQTT 5 listener (rumqttd serves 3.1.1 and 5 on separate ports).
-    #[serde(with = "de::addr")]
-    pub listen_v5: SocketAddr,
+    /// Gone: both versions are served on `listen`. Kept only to say so when an old file has it.
+    #[serde(with = "de::opt_addr", skip_serializing)]
+    pub listen_v5: Option<SocketAddr>,
+    /// The embedded broker over MQTT-over-WebSocket (path `/mqtt`); `None` (`""`) = off.
+    #[serde(with = "de::opt_addr")]
+    pub ws_listen: Option<SocketAddr>,
+    /// The embedded broker over TLS (`mqtts`).
+    pub tls: MqttTlsConfig,
+    /// Embedded broker, `allow_anonymous = true`: the store path whose events anonymous clients
+    /// see (`""`: none).
+    #[serde(deserialize_with = "de::text::deserialize")]
+    pub anonymous_home: String,
+    /// Embedded broker: how long a persistent session outlives its connection at most.
+    #[serde(with = "de::duration")]
+    pub session_expiry: Duration,
+    /// Embedded broker: messages kept for one session (connected and slow, or away) at most.
+    pub session_queue: usize,
+    /// Embedded broker: sessions (connected or kept for a client that is away) at most.
+    pub max_sessions: usize,
     /// The external broker: `mqtt://` or `mqtts://` (TLS).
     pub url: String,
     #[serde(deserialize_with = "de::text::deserialize")]
@@ -374,7 +390,13 @@ impl Default for MqttConfig {
         MqttConfig {
             mode: MqttMode::Embedded,
             listen: loopback(1883),
-            listen_v5: loopback(1884),
+            listen_v5: None,
+            ws_listen: None,
+            tls: MqttTlsConfig::default(),
+            anonymous_home: String::new(),
+            session_expiry: Duration::from_secs(3600),
+            session_queue: 1000,
+            max_sessions: 10_000,
             url: "mqtt://127.0.0.1:1883".into(),
             username: String::new(),
             password: String::new(),
@@ -385,6 +407,29 @@ impl Default for MqttConfig {
             commands: false,
             commands_user: String::new(),
             password_from_file: None,
+        }
+    }
+}
+
+/// `[mqtt.tls]`
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MqttTlsConfig {
+    /// The embedded broker's TLS listener; `None` (`""`) = off.
+    #[serde(with = "de::opt_addr")]
+    pub listen: Option<SocketAddr>,
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+impl Default for MqttTlsConfig {
+    fn default() -> Self {
+        MqttTlsConfig {
+            listen: None,
+            cert: "certs/mqtt.crt".into(),
+            key: "certs/mqtt.key".into(),
         }
     }
 }

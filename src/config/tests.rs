@@ -230,7 +230,7 @@ fn env_wins_over_file_and_problems_name_the_variable() {
     let p = problems("[storage]\nchunk_size = \"1KiB\"\n", &[]);
     assert_eq!(p[0].origin.as_deref(), Some("test.toml"));
     // A default value has no origin.
-    let p = problems("[mqtt]\ncommands = true\n", &[]);
+    let p = problems("[mqtt]\ncommands = true\nmode = \"external\"\n", &[]);
     assert_eq!(keys(&p), ["mqtt.commands_user"]);
     assert_eq!(p[0].origin, None);
 }

@@ -317,6 +317,28 @@ fn mqtt(m: &MqttConfig, users: &[UserConfig], p: &mut Problems) {
             ),
         );
     }
+    if m.listen_v5.is_some() {
+        p.add(
+            "mqtt.listen_v5",
+            "is no longer used: the embedded broker serves MQTT 3.1.1 and MQTT 5 on mqtt.listen; \
+             remove the key (clients of both versions connect to mqtt.listen)",
+        );
+    }
+    if !m.anonymous_home.is_empty() && !m.anonymous_home.starts_with('/') {
+        p.add(
+            "mqtt.anonymous_home",
+            format!(
+                "{:?} is not a store path; use an absolute path such as \"/public\", or \"\" for none",
+                m.anonymous_home
+            ),
+        );
+    }
+    if m.session_queue == 0 {
+        p.add(
+            "mqtt.session_queue",
+            "is 0; a session must be able to hold at least one message (the default is 1000)",
+        );
+    }
     if m.commands {
         if m.mode == MqttMode::Off {
             p.add(
@@ -324,7 +346,9 @@ fn mqtt(m: &MqttConfig, users: &[UserConfig], p: &mut Problems) {
                 "is true but mqtt.mode is \"off\"; set mode = \"embedded\" or \"external\", or commands = false",
             );
         }
-        if m.commands_user.is_empty() {
+        if m.mode == MqttMode::Embedded {
+            // On the embedded broker commands act as the user who sent them.
+        } else if m.commands_user.is_empty() {
             p.add(
                 "mqtt.commands_user",
                 "is empty but mqtt.commands is true; name the [[users]] entry whose home and \

@@ -1,10 +1,8 @@
 //! File events on MQTT: the publisher that delivers the store's outbox (DESIGN.md "Events on
-//! MQTT"), the `[events]` presentation rules, and the embedded broker.
+//! MQTT") and the `[events]` presentation rules. The broker and file commands are the MQTT
+//! front-end's (`crate::mqtt`); this module starts them with the publisher.
 
-#[cfg(feature = "embedded-broker")]
-mod broker;
 mod cloudevent;
-mod commands;
 mod names;
 mod publisher;
 
@@ -18,8 +16,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::access::Access;
 use crate::config::{Config, MqttMode};
+pub use crate::mqtt::{parse_request, MAX_COMMAND_BYTES};
 pub use cloudevent::{announce, payload, topic, Announcement};
-pub use commands::{parse_request, MAX_COMMAND_BYTES};
 pub use names::TempNames;
 pub use publisher::{EventPublisher, PublisherSettings, LEASE_TTL};
 
@@ -56,43 +54,39 @@ pub async fn start(
             (settings, target)
         }
         MqttMode::Embedded => {
-            #[cfg(feature = "embedded-broker")]
-            {
-                let embedded = broker::start(m, access.clone())?;
+            // The broker outlives the publisher: it stops once the publisher has flushed.
+            let broker_stop = CancellationToken::new();
+            let embedded =
+                crate::mqtt::start_embedded(m, access.clone(), broker_stop.clone(), tasks).await?;
+            banner.extend(crate::mqtt::banner(&embedded));
+            let host = if embedded.addr.ip().is_unspecified() {
+                "127.0.0.1".to_string()
+            } else {
+                embedded.addr.ip().to_string()
+            };
+            let target = BrokerUrl {
+                host,
+                port: embedded.addr.port(),
+                tls: false,
+            };
+            let settings = target.settings(
+                config,
+                Some(embedded.user),
+                Some(embedded.password),
+                access.metrics().clone(),
+            )?;
+            if m.commands {
                 banner.push(format!(
-                    "filegate: mqtt broker listening on {} (MQTT 3.1.1)",
-                    m.listen
+                    "filegate: mqtt commands on {}/commands/# (as the user who sends them)",
+                    m.topic_prefix
                 ));
-                banner.push(format!(
-                    "filegate: mqtt broker listening on {} (MQTT 5)",
-                    embedded.addr_v5
-                ));
-                let target = BrokerUrl {
-                    host: embedded.addr.ip().to_string(),
-                    port: embedded.addr.port(),
-                    tls: false,
-                };
-                let settings = target.settings(
-                    config,
-                    Some(embedded.user),
-                    Some(embedded.password),
-                    access.metrics().clone(),
-                )?;
-                let v5 = BrokerUrl {
-                    host: embedded.addr_v5.ip().to_string(),
-                    port: embedded.addr_v5.port(),
-                    tls: false,
-                };
-                (settings, v5)
             }
-            #[cfg(not(feature = "embedded-broker"))]
-            {
-                let _ = &access;
-                anyhow::bail!(
-                    "mqtt.mode = \"embedded\": this build has no embedded broker (built without the \
-                     embedded-broker feature); set mqtt.mode = \"external\" with mqtt.url, or \"off\""
-                );
-            }
+            let stop = shutdown.clone();
+            tasks.spawn(async move {
+                EventPublisher::new(store, settings).run(stop).await;
+                broker_stop.cancel();
+            });
+            return Ok(MqttSide { banner });
         }
     };
     if m.commands {
@@ -101,7 +95,7 @@ pub async fn start(
             .session_for(&m.commands_user, crate::access::Protocol::Mqtt, peer)
             .await
             .map_err(|e| anyhow::anyhow!("mqtt.commands_user {:?}: {e}", m.commands_user))?;
-        let command_settings = commands::CommandSettings {
+        let command_settings = crate::mqtt::commands::CommandSettings {
             host: commands_at.host.clone(),
             port: commands_at.port,
             tls: settings.tls.clone(),
@@ -118,7 +112,7 @@ pub async fn start(
             "filegate: mqtt commands on {}/commands/# as {}",
             m.topic_prefix, m.commands_user
         ));
-        tasks.spawn(commands::run(
+        tasks.spawn(crate::mqtt::commands::run_external(
             command_settings,
             fs,
             tasks.clone(),

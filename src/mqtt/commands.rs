@@ -1,13 +1,22 @@
-//! File commands over MQTT (`mqtt.commands = true`): put, get, list and delete, acting as
-//! `mqtt.commands_user` through the shared user layer (jail, permissions, quota, size limits).
+//! File commands over MQTT (`mqtt.commands = true`): put, get, list and delete through the shared
+//! user layer (jail, permissions, quota, size limits).
 //!
-//! Requests: `{prefix}/commands/{op}/{path}` — the path one topic level per segment, encoded as in
-//! event topics; `put` carries the content as payload. Replies go to the MQTT 5 response topic with
-//! the request's correlation data when the client gave one, otherwise to
-//! `{prefix}/replies/{op}/{path}` (`get` failures to `{prefix}/replies/get-error/{path}`, since a
-//! successful `get` reply is the raw content). Every reply but a successful `get` is JSON:
-//! `{"ok":true,…}` or `{"ok":false,"error":"not_found","message":"…"}`; MQTT 5 replies also carry a
-//! `status` user property (`ok` / `error`).
+//! Requests: `{prefix}/commands/{op}/{path}` — the path relative to the user's home, one topic
+//! level per segment, encoded as in event topics; `put` carries the content as payload.
+//!
+//! - On the embedded broker a command runs as the user who sent it ([`run_for_user`]). Replies go
+//!   to `{prefix}/replies/{user}/{op}/{path}` (`get` failures to `…/{user}/get-error/{path}`,
+//!   since a successful `get` reply is the raw content), which only that user may receive; an
+//!   MQTT 5 response topic is used when it starts with `{prefix}/replies/{user}/`, and any other
+//!   gets an error reply on the default topic.
+//! - With an external broker the gateway cannot tell who published, so commands run as
+//!   `mqtt.commands_user` ([`run_external`]) and replies go to the response topic, or to
+//!   `{prefix}/replies/{op}/{path}`; the broker's ACL decides who may command (`filegate
+//!   mqtt-acl`).
+//!
+//! Every reply but a successful `get` is JSON: `{"ok":true,…}` or
+//! `{"ok":false,"error":"not_found","message":"…"}`; MQTT 5 replies also carry a `status` user
+//! property (`ok` / `error`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,7 +49,7 @@ pub struct CommandSettings {
     pub topic_prefix: String,
 }
 
-pub async fn run(
+pub async fn run_external(
     settings: CommandSettings,
     fs: UserFs,
     tasks: TaskTracker,
@@ -91,10 +100,11 @@ pub async fn run(
                     let _permit = permit;
                     let topic = String::from_utf8_lossy(&p.topic).to_string();
                     let reply = handle(&fs, &prefix, &topic, &p.payload).await;
+                    let fallback = reply.topic_below(&format!("{prefix}/replies"));
                     let props = p.properties.unwrap_or_default();
                     let (reply_topic, correlation) = match props.response_topic {
                         Some(t) => (t, props.correlation_data),
-                        None => (reply.fallback_topic.clone(), None),
+                        None => (fallback, None),
                     };
                     let properties = PublishProperties {
                         correlation_data: correlation,
@@ -137,7 +147,64 @@ struct Reply {
     ok: bool,
     body: Bytes,
     content_type: &'static str,
-    fallback_topic: String,
+    /// `get`, `get-error`, `put`, …: the reply topic's level after the prefix.
+    kind: String,
+    path_text: String,
+}
+
+impl Reply {
+    /// `{base}/{kind}/{path…}`, the path encoded as in event topics.
+    fn topic_below(&self, base: &str) -> String {
+        format!(
+            "{base}/{}{}",
+            self.kind,
+            crate::events::topic("", &self.path_text).trim_start_matches("/events")
+        )
+    }
+}
+
+/// Runs a command published on the embedded broker as the user who sent it, and routes the reply
+/// to that user only.
+pub(super) async fn run_for_user(
+    broker: &super::Broker,
+    fs: &UserFs,
+    user: &str,
+    p: super::codec::PublishIn,
+) {
+    let _slot = broker.commands.acquire().await;
+    let rules = broker.router.rules();
+    let reply_base = rules.reply_prefix(user);
+    let mut reply = handle(fs, rules.prefix(), &p.topic, &p.payload).await;
+    let default_topic = reply.topic_below(reply_base.trim_end_matches('/'));
+    let topic = match p.response_topic {
+        Some(t) if t.starts_with(&reply_base) && rumqttc::mqttbytes::valid_topic(&t) => t,
+        Some(t) => {
+            // Never publish where the client points unless it is its own reply space: the reply
+            // would carry file bytes to anyone subscribed there.
+            let body = json!({"ok": false, "op": reply.kind, "error": "invalid_argument",
+                "message": format!("the response topic {t:?} is not allowed: it must start with {reply_base}")});
+            reply = Reply {
+                ok: false,
+                body: Bytes::from(serde_json::to_vec(&body).expect("json")),
+                content_type: "application/json",
+                kind: reply.kind,
+                path_text: reply.path_text,
+            };
+            default_topic
+        }
+        None => default_topic,
+    };
+    broker.router.publish(super::router::Message {
+        topic,
+        payload: reply.body,
+        qos: 1,
+        content_type: Some(reply.content_type.into()),
+        correlation_data: p.correlation_data,
+        user_properties: vec![(
+            "status".into(),
+            if reply.ok { "ok" } else { "error" }.into(),
+        )],
+    });
 }
 
 /// Undoes the topic encoding of a path segment (`%2B` → `+`, …).
@@ -168,25 +235,21 @@ pub fn parse_request<'t>(prefix: &str, topic: &'t str) -> (&'t str, String) {
 
 async fn handle(fs: &UserFs, prefix: &str, topic: &str, payload: &[u8]) -> Reply {
     let (op, path_text) = parse_request(prefix, topic);
-    let fallback = |kind: &str| {
-        format!(
-            "{prefix}/replies/{kind}{}",
-            crate::events::topic("", &path_text).trim_start_matches("/events")
-        )
-    };
     let result = run_command(fs, op, &path_text, payload).await;
     match result {
         Ok(Outcome::Content(data)) => Reply {
             ok: true,
             body: data,
             content_type: "application/octet-stream",
-            fallback_topic: fallback("get"),
+            kind: "get".into(),
+            path_text,
         },
         Ok(Outcome::Json(v)) => Reply {
             ok: true,
             body: Bytes::from(serde_json::to_vec(&v).expect("json")),
             content_type: "application/json",
-            fallback_topic: fallback(op),
+            kind: op.into(),
+            path_text,
         },
         Err(e) => {
             let body = json!({"ok": false, "op": op, "path": path_text, "error": e.kind().as_str(), "message": e.message()});
@@ -194,11 +257,8 @@ async fn handle(fs: &UserFs, prefix: &str, topic: &str, payload: &[u8]) -> Reply
                 ok: false,
                 body: Bytes::from(serde_json::to_vec(&body).expect("json")),
                 content_type: "application/json",
-                fallback_topic: if op == "get" {
-                    fallback("get-error")
-                } else {
-                    fallback(op)
-                },
+                kind: if op == "get" { "get-error" } else { op }.into(),
+                path_text,
             }
         }
     }
