@@ -38,8 +38,11 @@ pub enum Command {
     CheckConfig(ConfigArgs),
     /// Read a password line from standard input and print its argon2id hash for [[users]] password_hash.
     HashPassword,
-    /// Write a self-signed certificate and key for FTPS (for trying FTPS out; see certs/README.md).
+    /// Write a self-signed certificate and key for FTPS or MQTT over TLS (see certs/README.md).
     GenCert(GenCertArgs),
+    /// Print a Mosquitto acl_file that gives each configured user only their own home's events
+    /// (for mqtt.mode = "external"; docs/events.md).
+    MqttAcl(ConfigArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -76,6 +79,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::CheckConfig(args)) => check_config(&args.config),
         Some(Command::HashPassword) => hash_password(),
         Some(Command::GenCert(args)) => crate::certs::gen_cert(&args),
+        Some(Command::MqttAcl(args)) => {
+            let config = load_config(&args.config)?;
+            print!("{}", crate::mqtt::mosquitto_acl(&config));
+            Ok(())
+        }
     }
 }
 

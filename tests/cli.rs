@@ -163,7 +163,6 @@ fn serve_starts_prints_its_line_and_exits_0_on_sigterm() {
         .env("FILEGATE__FTP__LISTEN", "127.0.0.1:0")
         .env("FILEGATE__SFTP__LISTEN", "127.0.0.1:0")
         .env("FILEGATE__MQTT__LISTEN", "127.0.0.1:0")
-        .env("FILEGATE__MQTT__LISTEN_V5", "127.0.0.1:0")
         .env("FILEGATE__HTTP__LISTEN", "127.0.0.1:0")
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
@@ -191,10 +190,16 @@ fn serve_starts_prints_its_line_and_exits_0_on_sigterm() {
     });
 
     let expected = format!("filegate: storage embedded at {}", store.display());
+    let mut mqtt = None;
     let line = loop {
         match lines_rx.recv_timeout(Duration::from_secs(60)) {
             Ok(line) if line.starts_with("filegate: storage") => break line,
-            Ok(_) => continue,
+            Ok(line) => {
+                if let Some(rest) = line.strip_prefix("filegate: mqtt broker listening on ") {
+                    mqtt = rest.split_whitespace().next().map(str::to_string);
+                }
+                continue;
+            }
             Err(e) => {
                 child.kill().ok();
                 let stderr = stderr_reader.join().unwrap();
@@ -206,13 +211,77 @@ fn serve_starts_prints_its_line_and_exits_0_on_sigterm() {
     assert!(line.contains("(namespace filegate)"), "{line}");
     assert!(store.exists(), "the store file was not created");
 
+    // An idle MQTT 5 subscriber (the shipped demo user) does not hold the shutdown up.
+    let mqtt: std::net::SocketAddr = mqtt.expect("a broker line").parse().unwrap();
+    let mut sub = idle_mqtt5_subscriber(mqtt);
+
+    let asked = Instant::now();
     let kill = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .expect("the kill command runs");
     assert!(kill.success());
     let status = wait_with_deadline(&mut child, Duration::from_secs(30));
+    let took = asked.elapsed();
     let stderr = stderr_reader.join().unwrap();
     assert_eq!(status.code(), Some(0), "stderr:\n{stderr}");
     assert!(stderr.contains("SIGTERM"), "stderr:\n{stderr}");
+    // Nothing was transferring: no waiting for the 30 s shutdown grace.
+    assert!(took < Duration::from_secs(15), "shutdown took {took:?}");
+    eprintln!("shutdown with an idle MQTT subscriber took {took:?}");
+    // The subscriber was told (MQTT 5 DISCONNECT, reason 0x8B "server shutting down").
+    let mut rest = Vec::new();
+    sub.read_to_end(&mut rest).unwrap();
+    let mut packets = bytes::BytesMut::from(&rest[..]);
+    let mut told = false;
+    while let Ok(p) = rumqttc::v5::mqttbytes::v5::Packet::read(&mut packets, None) {
+        if let rumqttc::v5::mqttbytes::v5::Packet::Disconnect(d) = p {
+            told = d.reason_code
+                == rumqttc::v5::mqttbytes::v5::DisconnectReasonCode::ServerShuttingDown;
+        }
+    }
+    assert!(told, "the subscriber got {rest:02x?}");
+}
+
+/// Logs in over MQTT 5 as the shipped demo user and subscribes to every event; returns the socket
+/// once the SUBACK is in (packets written by rumqttc's codec, read by hand).
+fn idle_mqtt5_subscriber(addr: std::net::SocketAddr) -> std::net::TcpStream {
+    use rumqttc::v5::mqttbytes::v5::{Connect, Filter, Login, Packet, Subscribe};
+    use rumqttc::v5::mqttbytes::QoS;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut out = bytes::BytesMut::new();
+    let connect = Connect {
+        keep_alive: 60,
+        client_id: "idle".into(),
+        clean_start: true,
+        properties: None,
+    };
+    Packet::Connect(connect, None, Some(Login::new("demo", "demo")))
+        .write(&mut out, None)
+        .unwrap();
+    Packet::Subscribe(Subscribe::new(
+        Filter::new("filegate/events/#", QoS::AtLeastOnce),
+        None,
+    ))
+    .write(&mut out, None)
+    .unwrap();
+    s.write_all(&out).unwrap();
+    let mut inbuf = bytes::BytesMut::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match Packet::read(&mut inbuf, None) {
+            Ok(Packet::ConnAck(a)) => assert_eq!(
+                a.code,
+                rumqttc::v5::mqttbytes::v5::ConnectReturnCode::Success
+            ),
+            Ok(Packet::SubAck(_)) => return s,
+            Ok(_) => {}
+            Err(_) => {
+                let n = s.read(&mut chunk).unwrap();
+                assert!(n > 0, "the broker closed the connection");
+                inbuf.extend_from_slice(&chunk[..n]);
+            }
+        }
+    }
 }

@@ -359,6 +359,69 @@ async fn mqtt_packets_over_the_limit_are_refused_without_harm() {
     t.stop().await;
 }
 
+/// The MQTT corpus and its mutations on a live broker, one connection each: every connection
+/// ends, none is left behind, and the broker keeps serving (the panic rumqttd had is gone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_packets_on_a_live_broker() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let port = test_support::free_port();
+    let t = start(Kind::Embedded, |c| {
+        c.mqtt.mode = filegate::config::MqttMode::Embedded;
+        c.mqtt.listen = format!("127.0.0.1:{port}").parse().unwrap();
+        c.mqtt.commands = true;
+        // Mutated passwords are wrong passwords: no ban, or the rest would test the ban.
+        c.limits.login_failures_per_ip = u32::MAX;
+    })
+    .await;
+    t.gw().access.set_failure_delay(Duration::ZERO);
+    common::until_ready(t.gw().http_addr, 200).await;
+    let idle = t.gw().access.active_connections();
+    let seeds = corpus("mqtt_packets");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(14);
+    let started = Instant::now();
+    let mut n = 0;
+    while n < seeds.len() || started.elapsed() < budget() {
+        let input = if n < seeds.len() {
+            seeds[n].clone()
+        } else {
+            mutate(&mut rng, &seeds)
+        };
+        n += 1;
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let _ = s.write_all(&input).await;
+        let _ = s.shutdown().await;
+        // The broker answers what it can and closes once our side is closed.
+        let mut sink = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(15), s.read_to_end(&mut sink)).await;
+        assert!(
+            closed.is_ok(),
+            "the broker kept a connection open after {input:02x?}"
+        );
+    }
+    eprintln!("mqtt on a live broker: {n} connections");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while t.gw().access.active_connections() > idle {
+        assert!(Instant::now() < deadline, "connections were left behind");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut o = rumqttc::MqttOptions::new("after-fuzz", "127.0.0.1", port);
+    o.set_credentials("alice", PASSWORD);
+    let (_client, mut el) = rumqttc::AsyncClient::new(o, 10);
+    let ack = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(a))) = el.poll().await {
+                return a;
+            }
+        }
+    })
+    .await
+    .expect("the broker still accepts clients");
+    assert_eq!(ack.code, rumqttc::ConnectReturnCode::Success);
+    t.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sftp_packets() {
     let t = start(Kind::Embedded, |_| {}).await;

@@ -1488,3 +1488,243 @@ mod broker {
         t.stop().await;
     }
 }
+
+/// `filegate mqtt-acl` with a real Mosquitto: each user reads only their home's events there too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mosquitto_acl_gives_each_user_only_their_home() {
+    let users = |c: &mut filegate::Config| {
+        c.mqtt.username = "gw".into();
+        c.mqtt.password = "gw-secret".into();
+        c.users.push(common::user(
+            "bob",
+            "/home/bob",
+            &filegate::config::Permission::ALL,
+        ));
+    };
+    let mut planned = filegate::Config::default();
+    planned.users = vec![
+        common::user("alice", "/home/alice", &filegate::config::Permission::ALL),
+        common::user("bob", "/home/bob", &filegate::config::Permission::ALL),
+    ];
+    users(&mut planned);
+    planned.users.truncate(2);
+    let acl = filegate::mqtt::mosquitto_acl(&planned);
+    assert!(
+        acl.contains("user alice\ntopic read filegate/events/home/alice\n"),
+        "{acl}"
+    );
+    let broker = Mosquitto::start_with_acl(
+        &[("gw", "gw-secret"), ("alice", PASSWORD), ("bob", PASSWORD)],
+        &acl,
+    );
+    let t = start(Kind::Embedded, |c| {
+        external(c, &broker);
+        users(c);
+    })
+    .await;
+    let sub = |id: &'static str, user: &'static str, filter: &'static str| {
+        let port = broker.port();
+        async move {
+            let mut o = MqttOptions::new(id, "127.0.0.1", port);
+            o.set_credentials(user, PASSWORD);
+            let (client, mut el) = AsyncClient::new(o, 10);
+            client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
+            loop {
+                match tokio::time::timeout(Duration::from_secs(20), el.poll())
+                    .await
+                    .unwrap()
+                    .unwrap()
+                {
+                    Event::Incoming(Packet::SubAck(a)) => return (client, el, a.return_codes),
+                    _ => continue,
+                }
+            }
+        }
+    };
+    let (_a, mut alice, _) = sub("a", "alice", "filegate/events/home/alice/#").await;
+    // Mosquitto grants any subscription and filters each message by the ACL.
+    let (_b, mut bob, _) = sub("b", "bob", "filegate/events/#").await;
+    let mut ftp = ftp(&t).await;
+    ftp.put_file("acl.txt", &mut &b"x"[..]).await.unwrap();
+    loop {
+        if let Event::Incoming(Packet::Publish(p)) =
+            tokio::time::timeout(Duration::from_secs(20), alice.poll())
+                .await
+                .unwrap()
+                .unwrap()
+        {
+            if p.topic == "filegate/events/home/alice/acl.txt" {
+                break;
+            }
+        }
+    }
+    // Bob's subscription delivers nothing of alice's: his own file is the marker.
+    let fs = t
+        .gw()
+        .access
+        .session_for(
+            "bob",
+            filegate::access::Protocol::Ftp,
+            "127.0.0.1:1".parse().unwrap(),
+        )
+        .await
+        .unwrap();
+    let p = filegate::access::UserPath::root().join("mine.txt");
+    let mut up = fs
+        .open_write(&p, storage_backend::OpenOptions::REPLACE)
+        .await
+        .unwrap();
+    up.write_at(0, b"b").await.unwrap();
+    up.commit(None).await.unwrap();
+    loop {
+        let e = tokio::time::timeout(Duration::from_secs(20), bob.poll()).await;
+        if let Event::Incoming(Packet::Publish(p)) = e.unwrap().unwrap() {
+            assert!(
+                p.topic.starts_with("filegate/events/home/bob"),
+                "bob got {}",
+                p.topic
+            );
+            if p.topic.ends_with("mine.txt") {
+                break;
+            }
+        }
+    }
+    // And alice cannot publish forged events there.
+    let mut o = MqttOptions::new("forger", "127.0.0.1", broker.port());
+    o.set_credentials("alice", PASSWORD);
+    let (forger, mut fel) = AsyncClient::new(o, 10);
+    forger
+        .publish(
+            "filegate/events/home/alice/forged.txt",
+            QoS::AtLeastOnce,
+            false,
+            b"{}".to_vec(),
+        )
+        .await
+        .unwrap();
+    loop {
+        let e = tokio::time::timeout(Duration::from_secs(20), fel.poll()).await;
+        if let Event::Incoming(Packet::PubAck(_)) = e.unwrap().unwrap() {
+            break;
+        }
+    }
+    ftp.put_file("after-forge.txt", &mut &b"x"[..])
+        .await
+        .unwrap();
+    loop {
+        let e = tokio::time::timeout(Duration::from_secs(20), alice.poll()).await;
+        if let Event::Incoming(Packet::Publish(p)) = e.unwrap().unwrap() {
+            assert!(!p.topic.contains("forged"), "a forged event reached alice");
+            if p.topic.ends_with("after-forge.txt") {
+                break;
+            }
+        }
+    }
+    t.stop().await;
+}
+
+/// The embedded broker over TLS (mosquitto clients, both versions) and over WebSocket (MQTT.js,
+/// as browsers use it, both versions).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_and_websocket_listeners_serve_both_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("mqtt.crt"), dir.path().join("mqtt.key"));
+    filegate::certs::gen_cert(&filegate::cli::GenCertArgs {
+        hosts: vec!["localhost".into()],
+        cert: cert.clone(),
+        key: key.clone(),
+        days: 1,
+        force: false,
+    })
+    .unwrap();
+    let (port, tls_port, ws_port) = (
+        test_support::free_port(),
+        test_support::free_port(),
+        test_support::free_port(),
+    );
+    let t = start(Kind::Embedded, |c| {
+        c.mqtt.mode = filegate::config::MqttMode::Embedded;
+        c.mqtt.listen = format!("127.0.0.1:{port}").parse().unwrap();
+        c.mqtt.commands = true;
+        c.mqtt.tls.listen = Some(format!("127.0.0.1:{tls_port}").parse().unwrap());
+        c.mqtt.tls.cert = cert.clone();
+        c.mqtt.tls.key = key.clone();
+        c.mqtt.ws_listen = Some(format!("127.0.0.1:{ws_port}").parse().unwrap());
+    })
+    .await;
+    let tls_port_s = tls_port.to_string();
+    let cafile = cert.to_str().unwrap();
+    let base = [
+        "-h",
+        "localhost",
+        "-p",
+        &tls_port_s,
+        "--cafile",
+        cafile,
+        "-u",
+        "alice",
+        "-P",
+        PASSWORD,
+    ];
+    let mut put = base.to_vec();
+    put.extend([
+        "-V",
+        "mqttv311",
+        "-q",
+        "1",
+        "-t",
+        "filegate/commands/put/tls.txt",
+        "-m",
+        "over TLS",
+    ]);
+    common::client("mosquitto_pub", &put);
+    let mut rr = base.to_vec();
+    rr.extend([
+        "-V",
+        "mqttv5",
+        "-t",
+        "filegate/commands/get/tls.txt",
+        "-e",
+        "filegate/replies/alice/tls",
+        "-m",
+        "",
+        "-W",
+        "20",
+    ]);
+    let got = common::client("mosquitto_rr", &rr);
+    assert_eq!(String::from_utf8_lossy(&got).trim_end(), "over TLS");
+    // A plaintext client on the TLS port gets nowhere, and the port keeps serving.
+    assert!(super_probe_fails(tls_port).await);
+    let got = common::client("mosquitto_rr", &rr);
+    assert_eq!(String::from_utf8_lossy(&got).trim_end(), "over TLS");
+
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/mqttjs/ws_commands.js"
+    );
+    let url = format!("ws://127.0.0.1:{ws_port}/mqtt");
+    for version in ["4", "5"] {
+        let out = common::client("node", &[script, &url, "alice", PASSWORD, version]);
+        assert_eq!(
+            String::from_utf8_lossy(&out).trim_end(),
+            "ok",
+            "MQTT.js v{version}"
+        );
+    }
+    assert_eq!(
+        t.store_bytes("/home/alice/ws5/data.bin").await,
+        vec![7u8; 5000]
+    );
+    t.stop().await;
+}
+
+/// A plain MQTT CONNECT to a TLS port is not answered with a CONNACK.
+async fn super_probe_fails(port: u16) -> bool {
+    let mut o = MqttOptions::new("plain", "127.0.0.1", port);
+    o.set_credentials("alice", PASSWORD);
+    let (_c, mut el) = AsyncClient::new(o, 10);
+    !matches!(
+        tokio::time::timeout(Duration::from_secs(15), el.poll()).await,
+        Ok(Ok(Event::Incoming(Packet::ConnAck(_))))
+    )
+}

@@ -221,6 +221,65 @@ fn within(path: &str, home: &str) -> bool {
             .is_some_and(|rest| rest.starts_with('/'))
 }
 
+/// A Mosquitto `acl_file` with the same rules, for an external broker (`filegate mqtt-acl`):
+/// each user reads the events of their home; the gateway's login (`mqtt.username`) publishes
+/// events and, with commands on, reads commands and publishes replies; only
+/// `mqtt.commands_user`'s own broker login may publish commands, since they run as that user.
+pub fn mosquitto_acl(config: &crate::config::Config) -> String {
+    use crate::config::Permission;
+    let m = &config.mqtt;
+    let prefix = m.topic_prefix.trim_end_matches('/');
+    let mut out = String::new();
+    out.push_str(&format!(
+        "# Mosquitto acl_file for filegate (topic prefix {prefix:?}), made by `filegate mqtt-acl`.\n\
+         # Use it with `allow_anonymous false`, a password_file holding the same users, and\n\
+         # `acl_file <this file>`. Anything not granted here is refused by Mosquitto.\n\n"
+    ));
+    let gateway = if m.username.is_empty() {
+        "filegate"
+    } else {
+        m.username.as_str()
+    };
+    out.push_str(&format!(
+        "# the gateway's publisher{}\nuser {gateway}\ntopic write {prefix}/events/#\n",
+        if m.username.is_empty() {
+            " (set mqtt.username; \"filegate\" is assumed here)"
+        } else {
+            ""
+        }
+    ));
+    if m.commands {
+        out.push_str(&format!(
+            "topic read {prefix}/commands/#\ntopic write {prefix}/replies/#\n"
+        ));
+    }
+    out.push('\n');
+    for u in &config.users {
+        if u.name == gateway {
+            continue;
+        }
+        out.push_str(&format!("user {}\n", u.name));
+        if u.permissions.contains(&Permission::List) {
+            let home = u.home.trim_end_matches('/');
+            if home.is_empty() {
+                out.push_str(&format!("topic read {prefix}/events/#\n"));
+            } else {
+                let t = crate::events::topic(prefix, home);
+                out.push_str(&format!("topic read {t}\ntopic read {t}/#\n"));
+            }
+        }
+        if m.commands && u.name == m.commands_user {
+            out.push_str(&format!(
+                "# commands run as {} whoever sends them: only this login may send them\n\
+                 topic write {prefix}/commands/#\ntopic read {prefix}/replies/#\n",
+                u.name
+            ));
+        }
+        out.push('\n');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -226,6 +226,14 @@ fn read_v4(buf: &mut BytesMut, max: usize) -> Result<Option<Incoming>, DecodeErr
 
 fn read_v5(buf: &mut BytesMut, max: usize) -> Result<Option<Incoming>, DecodeError> {
     use v5::Packet as P;
+    // A DISCONNECT with no reason code (remaining length 0, "normal disconnection", MQTT 5
+    // §3.14.2.1) is valid, but rumqttc's reader refuses it as "payload required".
+    if buf.len() >= 2 && buf[0] == 0xE0 && buf[1] == 0 {
+        let _ = buf.split_to(2);
+        return Ok(Some(Incoming::Disconnect {
+            session_expiry: None,
+        }));
+    }
     let packet = match P::read(buf, Some(max as u32)) {
         Ok(p) => p,
         Err(e) => return need_more_or_v5(e),
@@ -513,7 +521,11 @@ impl Writer {
                 Goodbye::TooLarge => C::PacketTooLarge,
                 Goodbye::TopicAlias => C::TopicAliasInvalid,
             };
-            let _ = v5::Packet::Disconnect(v5::Disconnect::new(code)).write(out, None);
+            // Written by hand: rumqttc 0.25's DISCONNECT writer miscounts its remaining length
+            // when a reason comes without properties (one byte more is written than announced),
+            // and writes nothing but `E0 00` when the properties are empty. Reason code and an
+            // empty property length, as MQTT 5 §3.14 lays it out.
+            out.extend_from_slice(&[0xE0, 0x02, code as u8, 0x00]);
         }
     }
 
@@ -609,6 +621,89 @@ mod tests {
             (c.version, c.client_id.as_str(), c.session_expiry),
             (Version::V5, "five", Some(60))
         );
+    }
+
+    /// Everything we write is exactly one whole packet to the client's reader (rumqttc's own).
+    #[test]
+    fn every_answer_reads_back_whole() {
+        let payload = Bytes::from_static(b"payload");
+        let props = [("status".to_string(), "ok".to_string())];
+        for version in [Version::V311, Version::V5] {
+            let w = Writer { version };
+            type WriteOne<'a> = Box<dyn Fn(&mut BytesMut) + 'a>;
+            let writers: Vec<WriteOne> = vec![
+                Box::new(|o| w.connack(o, ConnectCode::Accepted, true, Some("id".into()), None)),
+                Box::new(|o| {
+                    w.connack(
+                        o,
+                        ConnectCode::BadCredentials,
+                        false,
+                        None,
+                        Some("no".into()),
+                    )
+                }),
+                Box::new(|o| w.suback(o, 7, &[Ok(1), Err(Refused::NotAuthorized), Ok(0)])),
+                Box::new(|o| w.unsuback(o, 8, 2)),
+                Box::new(|o| w.puback(o, 9, None)),
+                Box::new(|o| w.puback(o, 9, Some((Refused::NotAuthorized, "why")))),
+                Box::new(|o| w.pubrec(o, 10)),
+                Box::new(|o| w.pubcomp(o, 11)),
+                Box::new(|o| w.pingresp(o)),
+                Box::new(|o| w.disconnect(o, Goodbye::ShuttingDown)),
+                Box::new(|o| w.disconnect(o, Goodbye::TakenOver)),
+                Box::new(|o| {
+                    w.publish(
+                        o,
+                        &Outgoing {
+                            topic: "a/b",
+                            payload: &payload,
+                            qos: 1,
+                            pkid: 3,
+                            dup: true,
+                            content_type: Some("text/plain"),
+                            correlation_data: Some(&payload),
+                            user_properties: &props,
+                        },
+                    )
+                }),
+            ];
+            for (i, write) in writers.iter().enumerate() {
+                let mut out = BytesMut::new();
+                write(&mut out);
+                if out.is_empty() {
+                    continue; // 3.1.1 has no server DISCONNECT
+                }
+                let whole = out.clone();
+                let read = match version {
+                    Version::V311 => v4::Packet::read(&mut out, 1 << 20)
+                        .map(|_| ())
+                        .map_err(|e| format!("{e:?}")),
+                    Version::V5 => v5::Packet::read(&mut out, None)
+                        .map(|_| ())
+                        .map_err(|e| format!("{e:?}")),
+                };
+                assert!(
+                    read.is_ok(),
+                    "{version:?} answer {i} {whole:02x?}: {read:?}"
+                );
+                assert!(
+                    out.is_empty(),
+                    "{version:?} answer {i} left {out:02x?} of {whole:02x?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_v5_disconnect_without_reason_is_normal() {
+        let mut b = BytesMut::from(&[0xE0u8, 0x00, 0xC0, 0x00][..]);
+        assert_eq!(
+            read(Version::V5, &mut b, 1024),
+            Ok(Some(Incoming::Disconnect {
+                session_expiry: None
+            }))
+        );
+        assert_eq!(read(Version::V5, &mut b, 1024), Ok(Some(Incoming::PingReq)));
     }
 
     #[test]

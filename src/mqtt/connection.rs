@@ -147,7 +147,31 @@ where
         .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
     let commands = Arc::new(Semaphore::new(COMMANDS_PER_CONNECTION));
     let mut last_heard = Instant::now();
+    // Packets that came in the same read as the CONNECT (clients may send SUBSCRIBE or PUBLISH
+    // without waiting for the CONNACK) are handled before anything else is read.
+    let mut early = None;
+    if !inbuf.is_empty() {
+        if let Flow::Stop(g) = handle_input(
+            &broker,
+            &writer,
+            &mut out,
+            &mut inbuf,
+            &connect,
+            &principal,
+            fs.as_ref(),
+            &session,
+            &commands,
+            peer,
+        )
+        .await
+        {
+            early = Some(g);
+        }
+    }
     let goodbye: Option<Goodbye> = loop {
+        if let Some(g) = early.take() {
+            break g;
+        }
         if !session.owned_by(attached.conn) {
             break Some(Goodbye::TakenOver);
         }

@@ -560,9 +560,28 @@ pub struct Mosquitto {
     dir: tempfile::TempDir,
     users: Vec<(String, String)>,
     persistent: bool,
+    acl: Option<String>,
 }
 
 impl Mosquitto {
+    /// Starts a broker that requires one of these logins and enforces `acl` (a Mosquitto
+    /// `acl_file`'s text).
+    pub fn start_with_acl(users: &[(&str, &str)], acl: &str) -> Mosquitto {
+        let mut m = Mosquitto {
+            child: None,
+            port: 0,
+            dir: tempfile::tempdir().expect("temp dir for mosquitto"),
+            users: users
+                .iter()
+                .map(|(u, p)| (u.to_string(), p.to_string()))
+                .collect(),
+            persistent: false,
+            acl: Some(acl.to_string()),
+        };
+        m.launch(None);
+        m
+    }
+
     pub fn start() -> Mosquitto {
         Self::start_with_users(&[])
     }
@@ -578,6 +597,7 @@ impl Mosquitto {
                 .map(|(u, p)| (u.to_string(), p.to_string()))
                 .collect(),
             persistent: false,
+            acl: None,
         };
         m.launch(None);
         m
@@ -592,6 +612,7 @@ impl Mosquitto {
             dir: tempfile::tempdir().expect("temp dir for mosquitto"),
             users: Vec::new(),
             persistent: true,
+            acl: None,
         };
         m.launch(None);
         m
@@ -653,6 +674,11 @@ impl Mosquitto {
                 "allow_anonymous false\npassword_file {}\n",
                 passwords.display()
             );
+        }
+        if let Some(acl) = &self.acl {
+            let file = self.dir.path().join("acl");
+            std::fs::write(&file, acl).unwrap();
+            auth.push_str(&format!("acl_file {}\n", file.display()));
         }
         let mut last_error = String::new();
         for _ in 0..5 {
