@@ -1501,11 +1501,13 @@ async fn the_mosquitto_acl_gives_each_user_only_their_home() {
             &filegate::config::Permission::ALL,
         ));
     };
-    let mut planned = filegate::Config::default();
-    planned.users = vec![
-        common::user("alice", "/home/alice", &filegate::config::Permission::ALL),
-        common::user("bob", "/home/bob", &filegate::config::Permission::ALL),
-    ];
+    let mut planned = filegate::Config {
+        users: vec![
+            common::user("alice", "/home/alice", &filegate::config::Permission::ALL),
+            common::user("bob", "/home/bob", &filegate::config::Permission::ALL),
+        ],
+        ..Default::default()
+    };
     users(&mut planned);
     planned.users.truncate(2);
     let acl = filegate::mqtt::mosquitto_acl(&planned);
