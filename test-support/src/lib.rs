@@ -632,6 +632,11 @@ impl Mosquitto {
         self.port
     }
 
+    /// The broker's process id (for resource measurements).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
     pub fn url(&self) -> String {
         format!("mqtt://127.0.0.1:{}", self.port)
     }
