@@ -36,7 +36,7 @@ pub async fn start(
 ) -> anyhow::Result<MqttSide> {
     let m = &config.mqtt;
     let mut banner = Vec::new();
-    let (settings, commands_at) = match m.mode {
+    let settings = match m.mode {
         MqttMode::Off => {
             tasks.spawn(publisher::discard_events(store, shutdown));
             return Ok(MqttSide { banner });
@@ -50,8 +50,7 @@ pub async fn start(
                 "filegate: events published to {} (external broker)",
                 target.shown()
             ));
-            let settings = target.settings(config, username, password, access.metrics().clone())?;
-            (settings, target)
+            target.settings(config, username, password, access.metrics().clone())?
         }
         MqttMode::Embedded => {
             // The broker outlives the publisher: it stops once the publisher has flushed.
@@ -96,11 +95,7 @@ pub async fn start(
             .await
             .map_err(|e| anyhow::anyhow!("mqtt.commands_user {:?}: {e}", m.commands_user))?;
         let command_settings = crate::mqtt::commands::CommandSettings {
-            host: commands_at.host.clone(),
-            port: commands_at.port,
-            tls: settings.tls.clone(),
-            username: settings.username.clone(),
-            password: settings.password.clone(),
+            broker: settings.broker.clone(),
             client_id: format!(
                 "{}-commands-{}",
                 config.server.id,
@@ -194,11 +189,13 @@ impl BrokerUrl {
             _ => QoS::AtLeastOnce,
         };
         Ok(PublisherSettings {
-            host: self.host.clone(),
-            port: self.port,
-            tls,
-            username,
-            password,
+            broker: crate::mqtt::client::BrokerLogin {
+                host: self.host.clone(),
+                port: self.port,
+                tls,
+                username,
+                password,
+            },
             client_id: format!(
                 "{}-events-{}",
                 config.server.id,

@@ -12,9 +12,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rumqttc::{
-    AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS, TlsConfiguration, Transport,
-};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS};
 use storage_backend::Store;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -40,11 +38,7 @@ const FLUSH_TIME: Duration = Duration::from_secs(5);
 /// Where and how to publish.
 #[derive(Clone)]
 pub struct PublisherSettings {
-    pub host: String,
-    pub port: u16,
-    pub tls: Option<Arc<rustls::ClientConfig>>,
-    pub username: Option<String>,
-    pub password: Option<String>,
+    pub broker: crate::mqtt::client::BrokerLogin,
     pub client_id: String,
     pub topic_prefix: String,
     pub qos: QoS,
@@ -127,19 +121,8 @@ impl EventPublisher {
 
     fn options(&self) -> MqttOptions {
         let s = &self.settings;
-        let mut o = MqttOptions::new(&s.client_id, &s.host, s.port);
-        o.set_keep_alive(Duration::from_secs(30))
-            .set_clean_session(true)
-            .set_max_packet_size(1 << 20, 1 << 20)
-            .set_inflight(WINDOW as u16);
-        if let Some(user) = &s.username {
-            o.set_credentials(user, s.password.clone().unwrap_or_default());
-        }
-        if let Some(tls) = &s.tls {
-            o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
-                tls.clone(),
-            )));
-        }
+        let mut o = s.broker.v311(&s.client_id, 1 << 20);
+        o.set_inflight(WINDOW as u16);
         o
     }
 

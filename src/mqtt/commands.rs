@@ -24,8 +24,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use rumqttc::v5::mqttbytes::v5::{Packet, PublishProperties};
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::{AsyncClient, Event, MqttOptions};
-use rumqttc::{TlsConfiguration, Transport};
+use rumqttc::v5::{AsyncClient, Event};
 use serde_json::json;
 use storage_backend::{ErrorKind, OpenOptions, StoreError};
 use tokio_util::sync::CancellationToken;
@@ -40,11 +39,7 @@ const CONCURRENCY: usize = 16;
 
 #[derive(Clone)]
 pub struct CommandSettings {
-    pub host: String,
-    pub port: u16,
-    pub tls: Option<Arc<rustls::ClientConfig>>,
-    pub username: Option<String>,
-    pub password: Option<String>,
+    pub broker: super::client::BrokerLogin,
     pub client_id: String,
     pub topic_prefix: String,
 }
@@ -55,19 +50,10 @@ pub async fn run_external(
     tasks: TaskTracker,
     shutdown: CancellationToken,
 ) {
-    let mut o = MqttOptions::new(&settings.client_id, &settings.host, settings.port);
-    o.set_keep_alive(Duration::from_secs(30))
-        .set_clean_start(true)
-        // Bigger than any command we accept, so an oversized put reaches us and gets a reply.
-        .set_max_packet_size(Some((MAX_COMMAND_BYTES * 2) as u32));
-    if let Some(user) = &settings.username {
-        o.set_credentials(user, settings.password.clone().unwrap_or_default());
-    }
-    if let Some(tls) = &settings.tls {
-        o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
-            tls.clone(),
-        )));
-    }
+    // Bigger than any command we accept, so an oversized put reaches us and gets a reply.
+    let o = settings
+        .broker
+        .v5(&settings.client_id, MAX_COMMAND_BYTES * 2);
     let (client, mut eventloop) = AsyncClient::new(o, 64);
     let filter = format!("{}/commands/#", settings.topic_prefix);
     let busy = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));

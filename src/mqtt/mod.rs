@@ -17,8 +17,10 @@
 //! | `router.rs`     | sessions (persistent ones too), queues, fan-out                  |
 //! | `commands.rs`   | put/get/list/delete over MQTT                                    |
 //! | `listeners.rs`  | TCP, TLS and WebSocket accept loops                              |
+//! | `client.rs`     | the options of the gateway's own clients (publisher, commands)   |
 
 mod acl;
+pub mod client;
 mod codec;
 pub mod commands;
 mod connection;
