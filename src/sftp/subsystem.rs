@@ -21,7 +21,7 @@
 //! incomplete, as `storage.partial_uploads` says, so `reput` can resume it.
 
 use std::collections::HashMap;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use russh_sftp::extensions::{
@@ -53,8 +53,6 @@ enum Open {
     Read {
         download: Download,
         path: UserPath,
-        sent: u64,
-        started: Instant,
     },
     Write {
         upload: Box<Upload>,
@@ -62,8 +60,6 @@ enum Open {
         append: bool,
         readable: bool,
         mtime: Option<SystemTime>,
-        received: u64,
-        started: Instant,
     },
     Dir {
         path: UserPath,
@@ -114,14 +110,6 @@ impl SftpHandler {
         self.handles
             .get_mut(handle)
             .ok_or_else(|| StatusCode::Failure.with_message(format!("no open handle {handle:?}")))
-    }
-
-    fn log(&self, direction: &str, path: &UserPath, bytes: u64, started: Instant, result: &str) {
-        let ctx = self.fs.context();
-        tracing::info!(
-            user = %ctx.user, protocol = %ctx.protocol, peer = %ctx.peer, path = %path, bytes,
-            ms = started.elapsed().as_millis() as u64, result, "{direction}"
-        );
     }
 }
 
@@ -196,12 +184,10 @@ impl russh_sftp::server::Handler for SftpHandler {
                 })
             }
             Open::Write { upload, .. } => {
-                let attrs = FileAttributes {
-                    size: Some(upload.size()),
-                    permissions: Some(0o100644),
-                    ..Default::default()
-                };
-                return Ok(Attrs { id, attrs });
+                return Ok(Attrs {
+                    id,
+                    attrs: listing::attrs(&upload.metadata()),
+                })
             }
             Open::Dir { path, .. } => path.clone(),
         };
@@ -220,7 +206,11 @@ impl russh_sftp::server::Handler for SftpHandler {
         _attrs: FileAttributes,
     ) -> Result<Handle, Self::Error> {
         let p = self.path(&filename)?;
-        let writes = pflags.intersects(OpenFlags::WRITE | OpenFlags::APPEND | OpenFlags::TRUNCATE);
+        // CREAT alone writes too: paramiko's open(path, "x") sends CREAT|EXCL without WRITE, and
+        // must create the file, or fail when it exists (lock files), not open it for reading.
+        let writes = pflags.intersects(
+            OpenFlags::WRITE | OpenFlags::APPEND | OpenFlags::TRUNCATE | OpenFlags::CREATE,
+        );
         let open = if writes {
             let opts = OpenOptions {
                 create: pflags.contains(OpenFlags::CREATE),
@@ -235,17 +225,10 @@ impl russh_sftp::server::Handler for SftpHandler {
                 append: pflags.contains(OpenFlags::APPEND),
                 readable: pflags.contains(OpenFlags::READ),
                 mtime: None,
-                received: 0,
-                started: Instant::now(),
             }
         } else {
             let download = self.fs.open_read(&p).await.map_err(reply)?;
-            Open::Read {
-                download,
-                path: p,
-                sent: 0,
-                started: Instant::now(),
-            }
+            Open::Read { download, path: p }
         };
         Ok(Handle {
             id,
@@ -262,11 +245,7 @@ impl russh_sftp::server::Handler for SftpHandler {
     ) -> Result<Data, Self::Error> {
         let len = (len as u64).min(MAX_IO_LEN) as usize;
         let data: Bytes = match self.get(&handle)? {
-            Open::Read { download, sent, .. } => {
-                let d = download.read_at(offset, len).await.map_err(reply)?;
-                *sent += d.len() as u64;
-                d
-            }
+            Open::Read { download, .. } => download.read_at(offset, len).await.map_err(reply)?,
             Open::Write {
                 upload,
                 readable: true,
@@ -297,19 +276,13 @@ impl russh_sftp::server::Handler for SftpHandler {
         data: Vec<u8>,
     ) -> Result<Status, Self::Error> {
         match self.get(&handle)? {
-            Open::Write {
-                upload,
-                append,
-                received,
-                ..
-            } => {
+            Open::Write { upload, append, .. } => {
                 let r = if *append {
                     upload.append(&data).await
                 } else {
                     upload.write_at(offset, &data).await
                 };
                 r.map_err(reply)?;
-                *received += data.len() as u64;
                 Ok(ok(id))
             }
             _ => {
@@ -324,33 +297,12 @@ impl russh_sftp::server::Handler for SftpHandler {
             StatusCode::Failure.with_message(format!("no open handle {handle:?}"))
         })?;
         match open {
-            Open::Write {
-                upload,
-                path,
-                mtime,
-                received,
-                started,
-                ..
-            } => match (*upload).commit(mtime).await {
-                Ok(_) => {
-                    self.log("upload", &path, received, started, "ok");
-                    Ok(ok(id))
-                }
-                Err(e) => {
-                    self.log("upload", &path, received, started, e.message());
-                    Err(reply(e))
-                }
+            // The transfer's audit line is written by the shared layer (one per transfer).
+            Open::Write { upload, mtime, .. } => match (*upload).commit(mtime).await {
+                Ok(_) => Ok(ok(id)),
+                Err(e) => Err(reply(e)),
             },
-            Open::Read {
-                path,
-                sent,
-                started,
-                ..
-            } => {
-                self.log("download", &path, sent, started, "ok");
-                Ok(ok(id))
-            }
-            Open::Dir { .. } => Ok(ok(id)),
+            Open::Read { .. } | Open::Dir { .. } => Ok(ok(id)),
         }
     }
 
@@ -361,6 +313,16 @@ impl russh_sftp::server::Handler for SftpHandler {
         attrs: FileAttributes,
     ) -> Result<Status, Self::Error> {
         let p = self.path(&path)?;
+        // A file this session has open for writing (sshfs sets times and sizes by path, on a
+        // file it has just created and not closed yet) changes through its open upload: the
+        // store has no committed version to change yet, and the close would overwrite one.
+        let open = self.handles.iter().find_map(|(h, o)| match o {
+            Open::Write { path, .. } if *path == p => Some(h.clone()),
+            _ => None,
+        });
+        if let Some(handle) = open {
+            return self.fsetstat(id, handle, attrs).await;
+        }
         if let Some(size) = attrs.size {
             self.fs.set_size(&p, size).await.map_err(reply)?;
         }
@@ -558,22 +520,17 @@ fn extended_reply<T: serde::Serialize>(id: u32, value: &T) -> Result<Packet, Sta
 impl Drop for SftpHandler {
     fn drop(&mut self) {
         // The session ended with uploads still open: the client vanished (or never closed them).
+        // The shared layer logs each as a transfer ("incomplete" or "aborted").
         for (_, open) in self.handles.drain() {
-            if let Open::Write {
-                upload,
-                path,
-                received,
-                ..
-            } = open
-            {
+            if let Open::Write { upload, path, .. } = open {
                 let ctx = self.fs.context().clone();
                 self.tasks.spawn(async move {
-                    let kept = (*upload).cut_off().await;
-                    tracing::info!(
-                        user = %ctx.user, peer = %ctx.peer, path = %path, received,
-                        kept = ?kept.as_ref().map(|c| c.is_some()).map_err(|e| e.to_string()),
-                        "sftp: upload cut off"
-                    );
+                    if let Err(e) = (*upload).cut_off().await {
+                        tracing::warn!(
+                            user = %ctx.user, peer = %ctx.peer, path = %path, error = %e,
+                            "sftp: an upload cut off could not be kept"
+                        );
+                    }
                 });
             }
         }
