@@ -39,6 +39,7 @@ on_both_backends!(
     rclone_sftp_sync,
     names_in_every_protocol,
     open_upload_is_visible_to_stat,
+    a_late_close_is_like_sshfs_sends_it,
     lftp_temp_file_names,
 );
 
@@ -219,7 +220,7 @@ impl Drop for Sshfs {
 
 fn sh(script: &str, dir: &Path, env: &[(&str, &Path)]) -> String {
     let mut cmd = Command::new(program("sh"));
-    cmd.args(["-ec", script]).current_dir(dir);
+    cmd.args(["-exc", script]).current_dir(dir);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -311,16 +312,17 @@ sqlite3 "$MNT/w/db.sqlite" "select sum(x) from t;""#,
     );
     assert_eq!(out.trim(), "42");
 
-    // Editors: gedit writes .goutputstream-XXXXXX and renames it over the file; vim tests the
-    // directory with 4913, keeps a .name.swp, and renames the old file to name~.
+    // Editors. gedit (GIO's g_file_replace) writes .goutputstream-XXXXXX and renames it over the
+    // file, emacs keeps #name# while editing: both done here as they do it (neither runs
+    // headless). vim runs for real: a swap file .name.swp, the 4913 write test, and a name~
+    // backup while it writes (renamed or copied, as its backupcopy=auto decides).
     sh(
         r#"printf 'draft\n' > "$MNT/w/.goutputstream-AB12CD"
 mv "$MNT/w/.goutputstream-AB12CD" "$MNT/w/notes.txt"
-printf 'x' > "$MNT/w/4913" && rm "$MNT/w/4913"
-printf 'swap' > "$MNT/w/.vim.txt.swp"
-printf 'v1\n' > "$MNT/w/.vim.txt.swx" && rm "$MNT/w/.vim.txt.swx"
-printf 'vim text\n' > "$MNT/w/vim.txt"
-rm "$MNT/w/.vim.txt.swp""#,
+printf 'autosave' > "$MNT/w/#notes.txt#" && rm "$MNT/w/#notes.txt#"
+vim -N -u NONE -i NONE -Es -c 'set backup' -c 'call setline(1, "vim text")' -c 'wq' "$MNT/w/vim.txt"
+vim -N -u NONE -i NONE -Es -c 'set backup' -c 'call setline(1, "vim edited")' -c 'wq' "$MNT/w/vim.txt"
+test "$(cat "$MNT/w/vim.txt")" = "vim edited""#,
         &local,
         &env,
     );
@@ -331,8 +333,27 @@ rm "$MNT/w/.vim.txt.swp""#,
     expected.insert("/home/alice/w/echo.txt".into(), b"hello\n".to_vec());
     expected.insert("/home/alice/w/big.bin".into(), big.clone());
     expected.insert("/home/alice/w/notes.txt".into(), b"draft\n".to_vec());
-    expected.insert("/home/alice/w/vim.txt".into(), b"vim text\n".to_vec());
     assert_announced_once(&t, &expected).await;
+    // vim's file: created once, then replaced by the edit (modified in place, or deleted and
+    // created again when vim renamed the original to its backup name); never a temporary name.
+    let vim: Vec<_> = announced(&t)
+        .await
+        .into_iter()
+        .filter(|(p, ..)| p == "/home/alice/w/vim.txt")
+        .collect();
+    let last = vim.last().expect("vim.txt announced");
+    assert!(
+        matches!(
+            last.1,
+            "io.filegate.file.created" | "io.filegate.file.modified"
+        ) && last.2.as_deref() == Some(sha256_hex(b"vim edited\n").as_str()),
+        "{vim:?}"
+    );
+    assert_eq!(
+        vim[0].2.as_deref(),
+        Some(sha256_hex(b"vim text\n").as_str())
+    );
+    assert!(vim.len() <= 3, "{vim:?}");
     assert_eq!(t.store_bytes("/home/alice/w/notes.txt").await, b"draft\n");
     // Nothing was left behind as an empty or incomplete file.
     for e in t.events().await {
@@ -849,6 +870,9 @@ async fn open_upload_is_visible_to_stat(kind: Kind) {
     let t = start(kind, sftp_on).await;
     let ssh = ssh_login(t.sftp_addr(), "alice", PASSWORD).await.unwrap();
     let sftp = sftp_session(&ssh).await;
+    // Another client, reading while this one writes.
+    let other_ssh = ssh_login(t.sftp_addr(), "alice", PASSWORD).await.unwrap();
+    let other = sftp_session(&other_ssh).await;
     sftp.create_dir("v").await.unwrap();
     let mut old = sftp.create("v/old.txt").await.unwrap();
     old.write_all(b"committed").await.unwrap();
@@ -880,8 +904,8 @@ async fn open_upload_is_visible_to_stat(kind: Kind) {
         .collect();
     assert_eq!(names.get("new.bin"), Some(&Some(70_000)), "{names:?}");
     assert_eq!(names.get("old.txt"), Some(&Some(9)), "{names:?}");
-    // Readers see no file yet; nothing is announced.
-    let e = sftp.read("v/new.bin").await.unwrap_err();
+    // Other readers see no file yet; nothing is announced.
+    let e = other.read("v/new.bin").await.unwrap_err();
     match e {
         russh_sftp::client::error::Error::Status(s) => {
             assert_eq!(s.status_code, StatusCode::NoSuchFile)
@@ -900,7 +924,7 @@ async fn open_upload_is_visible_to_stat(kind: Kind) {
     again.write_all(b"new").await.unwrap();
     again.flush().await.unwrap();
     assert_eq!(sftp.metadata("v/old.txt").await.unwrap().size, Some(3));
-    assert_eq!(sftp.read("v/old.txt").await.unwrap(), b"committed");
+    assert_eq!(other.read("v/old.txt").await.unwrap(), b"committed");
     // setstat by path on the open file (what sshfs sends) changes the open upload.
     sftp.set_metadata(
         "v/new.bin",
@@ -1072,4 +1096,67 @@ async fn one_audit_line_per_sftp_transfer() {
         "{}",
         lines[1]
     );
+}
+
+// --- sshfs's late CLOSE: the next request on the path comes first ---
+
+/// sshfs sends CLOSE when the kernel releases the file, after the program's close(2) returned;
+/// the program's next step on the path can arrive first. It must see the data, as on POSIX.
+async fn a_late_close_is_like_sshfs_sends_it(kind: Kind) {
+    let t = start(kind, sftp_on).await;
+    let ssh = ssh_login(t.sftp_addr(), "alice", PASSWORD).await.unwrap();
+    let channel = ssh.channel_open_session().await.unwrap();
+    channel.request_subsystem(true, "sftp").await.unwrap();
+    let raw = russh_sftp::client::RawSftpSession::new(channel.into_stream());
+    raw.init().await.unwrap();
+    let create = OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::WRITE;
+    let attrs = russh_sftp::protocol::FileAttributes::default;
+    // rsync: write a temporary file, rename it before its CLOSE arrives.
+    let tmp = raw.open(".data.csv.Ab12Cd", create, attrs()).await.unwrap();
+    raw.write(tmp.handle.clone(), 0, b"a,b\n1,2\n".to_vec())
+        .await
+        .unwrap();
+    raw.rename(".data.csv.Ab12Cd", "data.csv").await.unwrap();
+    // A reader (a second open of the same path) sees what was written.
+    let log = raw.open("log.txt", create, attrs()).await.unwrap();
+    raw.write(log.handle.clone(), 0, b"first".to_vec())
+        .await
+        .unwrap();
+    let reader = raw.open("log.txt", OpenFlags::READ, attrs()).await.unwrap();
+    assert_eq!(
+        raw.read(reader.handle.clone(), 0, 100).await.unwrap().data,
+        b"first"
+    );
+    // vim writing the file twice: the second version must win, whatever order the CLOSEs take.
+    let second = raw.open("log.txt", create, attrs()).await.unwrap();
+    raw.write(second.handle.clone(), 0, b"second".to_vec())
+        .await
+        .unwrap();
+    raw.close(second.handle).await.unwrap();
+    // sqlite: the journal removed before its CLOSE arrives.
+    let journal = raw.open("db-journal", create, attrs()).await.unwrap();
+    raw.write(journal.handle.clone(), 0, b"journal".to_vec())
+        .await
+        .unwrap();
+    raw.remove("db-journal").await.unwrap();
+    // The late CLOSEs: nothing left to do, no error.
+    for h in [tmp.handle, log.handle, reader.handle, journal.handle] {
+        raw.close(h).await.unwrap();
+    }
+    assert_eq!(t.store_bytes("/home/alice/data.csv").await, b"a,b\n1,2\n");
+    assert_eq!(t.store_bytes("/home/alice/log.txt").await, b"second");
+    let mut expected = BTreeMap::new();
+    expected.insert("/home/alice/data.csv".to_string(), b"a,b\n1,2\n".to_vec());
+    assert_announced_once(&t, &expected).await;
+    let log_events: Vec<_> = announced(&t)
+        .await
+        .into_iter()
+        .filter(|(p, ..)| p == "/home/alice/log.txt")
+        .collect();
+    assert_eq!(log_events.len(), 2, "{log_events:?}");
+    assert_eq!(
+        log_events[1].2.as_deref(),
+        Some(sha256_hex(b"second").as_str())
+    );
+    t.stop().await;
 }

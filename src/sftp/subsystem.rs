@@ -55,11 +55,17 @@ enum Open {
         path: UserPath,
     },
     Write {
-        upload: Box<Upload>,
+        /// `None` once a checkpoint committed it (see `settle`); opened again, continuing the
+        /// committed file, if the handle is used again.
+        upload: Option<Box<Upload>>,
         path: UserPath,
         append: bool,
         readable: bool,
         mtime: Option<SystemTime>,
+        /// Written to (or truncated) since the open or the last checkpoint.
+        dirty: bool,
+        /// A checkpoint committed this handle's content already.
+        checkpointed: bool,
     },
     Dir {
         path: UserPath,
@@ -110,6 +116,88 @@ impl SftpHandler {
         self.handles
             .get_mut(handle)
             .ok_or_else(|| StatusCode::Failure.with_message(format!("no open handle {handle:?}")))
+    }
+
+    /// The upload behind a write handle, opened again (continuing the committed file) after a
+    /// checkpoint committed it.
+    async fn upload_of(&mut self, handle: &str) -> Result<&mut Upload, StatusReply> {
+        let fs = self.fs.clone();
+        match self.get(handle)? {
+            Open::Write { upload, path, .. } => {
+                if upload.is_none() {
+                    let again = fs
+                        .open_write(path, OpenOptions::EXISTING)
+                        .await
+                        .map_err(reply)?;
+                    *upload = Some(Box::new(again));
+                }
+                Ok(upload.as_mut().expect("opened above"))
+            }
+            _ => {
+                Err(StatusCode::PermissionDenied
+                    .with_message("the file was not opened for writing"))
+            }
+        }
+    }
+
+    fn touched(&mut self, handle: &str) {
+        if let Some(Open::Write { dirty, .. }) = self.handles.get_mut(handle) {
+            *dirty = true;
+        }
+    }
+
+    /// Commits this session's open uploads of `p` before another request on that path.
+    ///
+    /// sshfs sends CLOSE when the kernel releases the file, after the program's close(2) has
+    /// returned: the program's next step on the same path (open it again, rename it, remove it:
+    /// `git`, `rsync`, `sqlite3`, editors) can reach us before that CLOSE. On a POSIX file system
+    /// the data is in the file by then, so here the open upload is committed first (a
+    /// checkpoint), and the late CLOSE has nothing left to do. Other sessions are not affected:
+    /// they see committed content only, as always.
+    async fn settle(&mut self, p: &UserPath) -> Result<(), StatusReply> {
+        let open: Vec<String> = self
+            .handles
+            .iter()
+            .filter_map(|(h, o)| match o {
+                Open::Write {
+                    path,
+                    upload: Some(_),
+                    ..
+                } if path == p => Some(h.clone()),
+                _ => None,
+            })
+            .collect();
+        for h in open {
+            let Some(Open::Write {
+                upload,
+                mtime,
+                dirty,
+                checkpointed,
+                ..
+            }) = self.handles.get_mut(&h)
+            else {
+                continue;
+            };
+            let Some(u) = upload.take() else { continue };
+            let result = if *checkpointed && !*dirty {
+                // Opened again after a checkpoint but not changed: nothing new to commit.
+                u.abort().await.map(drop)
+            } else {
+                u.commit(*mtime).await.map(drop)
+            };
+            match result {
+                Ok(()) => {
+                    *dirty = false;
+                    *checkpointed = true;
+                }
+                Err(e) => {
+                    // The handle is gone: its CLOSE will fail too, so the client hears of it.
+                    self.handles.remove(&h);
+                    return Err(reply(e));
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -183,13 +271,16 @@ impl russh_sftp::server::Handler for SftpHandler {
                     attrs: listing::attrs(download.metadata()),
                 })
             }
-            Open::Write { upload, .. } => {
+            Open::Write {
+                upload: Some(upload),
+                ..
+            } => {
                 return Ok(Attrs {
                     id,
                     attrs: listing::attrs(&upload.metadata()),
                 })
             }
-            Open::Dir { path, .. } => path.clone(),
+            Open::Write { path, .. } | Open::Dir { path, .. } => path.clone(),
         };
         let meta = self.fs.stat(&path).await.map_err(reply)?;
         Ok(Attrs {
@@ -206,6 +297,7 @@ impl russh_sftp::server::Handler for SftpHandler {
         _attrs: FileAttributes,
     ) -> Result<Handle, Self::Error> {
         let p = self.path(&filename)?;
+        self.settle(&p).await?;
         // CREAT alone writes too: paramiko's open(path, "x") sends CREAT|EXCL without WRITE, and
         // must create the file, or fail when it exists (lock files), not open it for reading.
         let writes = pflags.intersects(
@@ -220,11 +312,13 @@ impl russh_sftp::server::Handler for SftpHandler {
             };
             let upload = self.fs.open_write(&p, opts).await.map_err(reply)?;
             Open::Write {
-                upload: Box::new(upload),
+                upload: Some(Box::new(upload)),
                 path: p,
                 append: pflags.contains(OpenFlags::APPEND),
                 readable: pflags.contains(OpenFlags::READ),
                 mtime: None,
+                dirty: false,
+                checkpointed: false,
             }
         } else {
             let download = self.fs.open_read(&p).await.map_err(reply)?;
@@ -246,11 +340,12 @@ impl russh_sftp::server::Handler for SftpHandler {
         let len = (len as u64).min(MAX_IO_LEN) as usize;
         let data: Bytes = match self.get(&handle)? {
             Open::Read { download, .. } => download.read_at(offset, len).await.map_err(reply)?,
-            Open::Write {
-                upload,
-                readable: true,
-                ..
-            } => upload.read_at(offset, len).await.map_err(reply)?,
+            Open::Write { readable: true, .. } => self
+                .upload_of(&handle)
+                .await?
+                .read_at(offset, len)
+                .await
+                .map_err(reply)?,
             Open::Write { .. } => {
                 return Err(StatusCode::PermissionDenied
                     .with_message("the file was not opened for reading"))
@@ -275,21 +370,16 @@ impl russh_sftp::server::Handler for SftpHandler {
         offset: u64,
         data: Vec<u8>,
     ) -> Result<Status, Self::Error> {
-        match self.get(&handle)? {
-            Open::Write { upload, append, .. } => {
-                let r = if *append {
-                    upload.append(&data).await
-                } else {
-                    upload.write_at(offset, &data).await
-                };
-                r.map_err(reply)?;
-                Ok(ok(id))
-            }
-            _ => {
-                Err(StatusCode::PermissionDenied
-                    .with_message("the file was not opened for writing"))
-            }
-        }
+        let append = matches!(self.get(&handle)?, Open::Write { append: true, .. });
+        let upload = self.upload_of(&handle).await?;
+        let r = if append {
+            upload.append(&data).await
+        } else {
+            upload.write_at(offset, &data).await
+        };
+        r.map_err(reply)?;
+        self.touched(&handle);
+        Ok(ok(id))
     }
 
     async fn close(&mut self, id: u32, handle: String) -> Result<Status, Self::Error> {
@@ -298,10 +388,21 @@ impl russh_sftp::server::Handler for SftpHandler {
         })?;
         match open {
             // The transfer's audit line is written by the shared layer (one per transfer).
-            Open::Write { upload, mtime, .. } => match (*upload).commit(mtime).await {
-                Ok(_) => Ok(ok(id)),
-                Err(e) => Err(reply(e)),
-            },
+            Open::Write {
+                upload,
+                mtime,
+                dirty,
+                checkpointed,
+                ..
+            } => {
+                let result = match upload {
+                    // A checkpoint committed everything already.
+                    None => Ok(()),
+                    Some(u) if checkpointed && !dirty => u.abort().await,
+                    Some(u) => u.commit(mtime).await.map(drop),
+                };
+                result.map(|_| ok(id)).map_err(reply)
+            }
             Open::Read { .. } | Open::Dir { .. } => Ok(ok(id)),
         }
     }
@@ -339,11 +440,21 @@ impl russh_sftp::server::Handler for SftpHandler {
         attrs: FileAttributes,
     ) -> Result<Status, Self::Error> {
         let path = match self.get(&handle)? {
-            Open::Write { upload, mtime, .. } => {
+            Open::Write {
+                upload: None, path, ..
+            } if attrs.size.is_none() => path.clone(),
+            Open::Write { .. } => {
                 if let Some(size) = attrs.size {
-                    upload.set_len(size).await.map_err(reply)?;
+                    self.upload_of(&handle)
+                        .await?
+                        .set_len(size)
+                        .await
+                        .map_err(reply)?;
+                    self.touched(&handle);
                 }
-                if let Some(t) = attrs.mtime {
+                if let (Some(t), Some(Open::Write { mtime, .. })) =
+                    (attrs.mtime, self.handles.get_mut(&handle))
+                {
                     // Applied by the commit at close, together with the content.
                     *mtime = Some(time(t));
                 }
@@ -405,6 +516,7 @@ impl russh_sftp::server::Handler for SftpHandler {
 
     async fn remove(&mut self, id: u32, filename: String) -> Result<Status, Self::Error> {
         let p = self.path(&filename)?;
+        self.settle(&p).await?;
         self.fs.delete(&p).await.map_err(reply)?;
         Ok(ok(id))
     }
@@ -433,6 +545,8 @@ impl russh_sftp::server::Handler for SftpHandler {
         newpath: String,
     ) -> Result<Status, Self::Error> {
         let (from, to) = (self.path(&oldpath)?, self.path(&newpath)?);
+        self.settle(&from).await?;
+        self.settle(&to).await?;
         self.fs.rename(&from, &to, false).await.map_err(reply)?;
         Ok(ok(id))
     }
@@ -462,6 +576,8 @@ impl russh_sftp::server::Handler for SftpHandler {
                 let r: HardlinkExtension =
                     russh_sftp::de::from_bytes(&mut bytes).map_err(bad_message)?;
                 let (from, to) = (self.path(&r.oldpath)?, self.path(&r.newpath)?);
+                self.settle(&from).await?;
+                self.settle(&to).await?;
                 self.fs.rename(&from, &to, true).await.map_err(reply)?;
                 Ok(ok(id).into())
             }
@@ -522,7 +638,12 @@ impl Drop for SftpHandler {
         // The session ended with uploads still open: the client vanished (or never closed them).
         // The shared layer logs each as a transfer ("incomplete" or "aborted").
         for (_, open) in self.handles.drain() {
-            if let Open::Write { upload, path, .. } = open {
+            if let Open::Write {
+                upload: Some(upload),
+                path,
+                ..
+            } = open
+            {
                 let ctx = self.fs.context().clone();
                 self.tasks.spawn(async move {
                     if let Err(e) = (*upload).cut_off().await {
