@@ -5,7 +5,7 @@
 //! |----------------------------------|-------------------------------------------------------|
 //! | REALPATH                         | jail resolution only                                  |
 //! | STAT, LSTAT, FSTAT               | `stat` (or the open handle's own size)                |
-//! | OPEN with WRITE/APPEND           | `open_write` (CREAT → create, EXCL → create_new, TRUNC → truncate) |
+//! | OPEN with WRITE/APPEND/CREAT     | `open_write` (CREAT → create, EXCL → create_new, TRUNC → truncate) |
 //! | OPEN read-only                   | `open_read`                                           |
 //! | READ / WRITE                     | `read_at` / `write_at` (APPEND: at the end)           |
 //! | CLOSE of a written file          | `commit` — a failure is reported here, never dropped  |
@@ -16,6 +16,10 @@
 //! | posix-rename@openssh.com         | `rename(replace = true)`                              |
 //! | statvfs@openssh.com              | the user's quota                                      |
 //! | fsync@openssh.com, limits@openssh.com | accepted; limits announce 255 KiB reads/writes   |
+//!
+//! An upload is visible to STAT and listings from its OPEN on (the shared layer's open-upload
+//! registry); OPEN, RENAME and REMOVE of a path the session still has open for writing commit it
+//! first (`settle`: sshfs's CLOSE comes late).
 //!
 //! A session that ends with uploads still open (the client vanished) keeps what arrived, flagged
 //! incomplete, as `storage.partial_uploads` says, so `reput` can resume it.
