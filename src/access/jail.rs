@@ -4,6 +4,10 @@
 //! Client paths are resolved against the session's working directory like a chroot: `.` and empty
 //! segments vanish, `..` climbs but never above the home's root, backslashes count as separators
 //! (Windows clients send them). Nothing is percent-decoded: `%2e%2e` is a name, not `..`.
+//!
+//! Every protocol's names pass here, so the name rules live here: UTF-8 only, no control
+//! characters, at most [`MAX_NAME_BYTES`] per name and [`MAX_PATH_BYTES`] per path (POSIX's
+//! `NAME_MAX` and `PATH_MAX`), as `docs/security.md` documents.
 
 use storage_backend::{ErrorKind, StoreError, StorePath, MAX_NAME_BYTES, MAX_PATH_BYTES};
 
@@ -35,6 +39,23 @@ impl UserPath {
         }
     }
 
+    /// `name` inside this directory, when it is an acceptable name (the rules of [`check_name`]);
+    /// for names that arrive on their own, as in SCP's headers.
+    pub fn child(&self, name: &str) -> Result<UserPath, StoreError> {
+        check_name(name)?;
+        if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\\']) {
+            return Err(refuse(format!("{name:?} is not a file name")));
+        }
+        let child = self.join(name);
+        if child.0.len() > MAX_PATH_BYTES {
+            return Err(refuse(format!(
+                "the path is {} bytes long; the limit is {MAX_PATH_BYTES}",
+                child.0.len()
+            )));
+        }
+        Ok(child)
+    }
+
     pub fn join(&self, name: &str) -> UserPath {
         if self.is_root() {
             UserPath(format!("/{name}"))
@@ -52,12 +73,22 @@ impl std::fmt::Display for UserPath {
 
 /// Resolves `input` (bytes as the client sent them) against `cwd` into a path in the home.
 pub fn resolve(cwd: &UserPath, input: &[u8]) -> Result<UserPath, StoreError> {
-    let text = std::str::from_utf8(input)
-        .map_err(|_| refuse("the path is not valid UTF-8; file names must be UTF-8".into()))?;
+    let text = std::str::from_utf8(input).map_err(|_| not_utf8())?;
     resolve_str(cwd, text)
 }
 
-pub fn resolve_str(cwd: &UserPath, text: &str) -> Result<UserPath, StoreError> {
+fn not_utf8() -> StoreError {
+    refuse("the path is not valid UTF-8; file names must be UTF-8".into())
+}
+
+/// The characters a path or name may hold.
+fn check_chars(text: &str) -> Result<(), StoreError> {
+    // The protocol libraries decode names lossily (russh-sftp and libunftp turn invalid bytes
+    // into U+FFFD before we see them): a replacement character means the client sent bytes that
+    // are not UTF-8, and storing the mangled name would lose the real one.
+    if text.contains(char::REPLACEMENT_CHARACTER) {
+        return Err(not_utf8());
+    }
     if let Some(c) = text.chars().find(|c| c.is_control()) {
         let what = if c == '\0' {
             "a NUL byte".to_string()
@@ -66,6 +97,23 @@ pub fn resolve_str(cwd: &UserPath, text: &str) -> Result<UserPath, StoreError> {
         };
         return Err(refuse(format!("file names may not contain {what}")));
     }
+    Ok(())
+}
+
+/// The rules for one name (a path segment): its characters and its length.
+pub fn check_name(name: &str) -> Result<(), StoreError> {
+    check_chars(name)?;
+    if name.len() > MAX_NAME_BYTES {
+        return Err(refuse(format!(
+            "a name is {} bytes long; the limit is {MAX_NAME_BYTES}",
+            name.len()
+        )));
+    }
+    Ok(())
+}
+
+pub fn resolve_str(cwd: &UserPath, text: &str) -> Result<UserPath, StoreError> {
+    check_chars(text)?;
     if text.len() > MAX_PATH_BYTES {
         return Err(refuse(format!(
             "the path is {} bytes long; the limit is {MAX_PATH_BYTES}",
@@ -84,13 +132,10 @@ pub fn resolve_str(cwd: &UserPath, text: &str) -> Result<UserPath, StoreError> {
             ".." => {
                 segments.pop();
             }
-            name if name.len() > MAX_NAME_BYTES => {
-                return Err(refuse(format!(
-                    "a name is {} bytes long; the limit is {MAX_NAME_BYTES}",
-                    name.len()
-                )))
+            name => {
+                check_name(name)?;
+                segments.push(name)
             }
-            name => segments.push(name),
         }
     }
     Ok(UserPath(format!("/{}", segments.join("/"))))
@@ -147,6 +192,12 @@ mod tests {
         }
         assert_eq!(
             resolve(&root, b"\xff\xfe").unwrap_err().kind(),
+            ErrorKind::InvalidPath
+        );
+        // What a lossy decoder made of invalid bytes.
+        let lossy = String::from_utf8_lossy(b"bad\xffname").to_string();
+        assert_eq!(
+            resolve_str(&root, &lossy).unwrap_err().kind(),
             ErrorKind::InvalidPath
         );
         let long = "n".repeat(256);

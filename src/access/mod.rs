@@ -6,6 +6,7 @@ mod accounts;
 mod connections;
 pub mod jail;
 mod logins;
+mod open_writes;
 mod quota;
 mod throttle;
 mod userfs;
@@ -69,6 +70,8 @@ pub struct Access {
     logins: LoginLimiter,
     connections: ConnectionLimiter,
     partial_uploads: PartialUploads,
+    /// Uploads open in this process, which `stat` and listings show before their commit.
+    open_writes: Arc<open_writes::OpenWrites>,
     /// How long a failed login waits before it is answered, in ms (slows guessing down).
     failure_delay_ms: AtomicU64,
     metrics: Arc<Metrics>,
@@ -85,6 +88,7 @@ impl Access {
                 config.limits.max_connections_per_ip,
             ),
             partial_uploads: config.storage.partial_uploads,
+            open_writes: Default::default(),
             failure_delay_ms: AtomicU64::new(500),
             metrics: Arc::new(Metrics::new()),
         }))
@@ -237,6 +241,7 @@ impl Access {
             account,
             ctx,
             self.partial_uploads,
+            self.open_writes.clone(),
             self.metrics.clone(),
             protocol.as_str(),
         ))

@@ -3,7 +3,7 @@
 //! per session and never touch the store directly.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -15,6 +15,7 @@ use storage_backend::{
 
 use super::accounts::Account;
 use super::jail::{self, UserPath};
+use super::open_writes::{OpenWrite, OpenWrites};
 use crate::config::{PartialUploads, Permission};
 use crate::metrics::{Metrics, SessionCounters};
 
@@ -26,6 +27,7 @@ pub struct UserFs {
     account: Arc<Account>,
     ctx: ChangeContext,
     partial_uploads: PartialUploads,
+    open_writes: Arc<OpenWrites>,
     session: Arc<Session>,
 }
 
@@ -41,6 +43,10 @@ struct Session {
     received: AtomicU64,
     sent: AtomicU64,
     transfers: AtomicU64,
+    /// Transfers running now (open uploads and downloads), and a wake-up for when none is left:
+    /// at shutdown an idle session is closed at once, a busy one gets the grace period.
+    running: AtomicUsize,
+    idle: tokio::sync::Notify,
 }
 
 impl UserFs {
@@ -49,6 +55,7 @@ impl UserFs {
         account: Arc<Account>,
         ctx: ChangeContext,
         partial_uploads: PartialUploads,
+        open_writes: Arc<OpenWrites>,
         metrics: Arc<Metrics>,
         protocol: &'static str,
     ) -> Self {
@@ -64,6 +71,7 @@ impl UserFs {
             account,
             ctx: ctx.clone(),
             partial_uploads,
+            open_writes,
             session: Arc::new(Session {
                 metrics,
                 counters,
@@ -74,6 +82,8 @@ impl UserFs {
                 received: AtomicU64::new(0),
                 sent: AtomicU64::new(0),
                 transfers: AtomicU64::new(0),
+                running: AtomicUsize::new(0),
+                idle: tokio::sync::Notify::new(),
             }),
         }
     }
@@ -103,6 +113,20 @@ impl UserFs {
         &self.account.name
     }
 
+    /// Returns once no transfer of this session is running (at once when none is).
+    pub async fn idle(&self) {
+        loop {
+            let notified = self.session.idle.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so an end between the check and the wait is not missed.
+            notified.as_mut().enable();
+            if self.session.running.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     pub fn context(&self) -> &ChangeContext {
         &self.ctx
     }
@@ -121,9 +145,22 @@ impl UserFs {
         jail::resolve(cwd, input)
     }
 
+    /// The path's metadata. A file open for writing in this process shows its current size and
+    /// last change (as on a POSIX file system), even before its first commit; see `open_writes`.
     pub async fn stat(&self, path: &UserPath) -> Result<Metadata> {
         let sp = self.store_path(path)?;
-        self.timed("stat", self.store.stat(&sp)).await
+        match self.timed("stat", self.store.stat(&sp)).await {
+            Ok(meta) if meta.is_file() => Ok(match self.open_writes.get(&sp) {
+                Some(open) => Metadata {
+                    size: open.size,
+                    mtime: open.mtime,
+                    ..meta
+                },
+                None => meta,
+            }),
+            Err(e) if e.kind() == ErrorKind::NotFound => self.open_writes.get(&sp).ok_or(e),
+            other => other,
+        }
     }
 
     pub async fn list(
@@ -134,7 +171,46 @@ impl UserFs {
     ) -> Result<ListPage> {
         self.require(Permission::List, "list directories")?;
         let sp = self.store_path(dir)?;
-        self.timed("list", self.store.list(&sp, after, limit)).await
+        let mut page = self
+            .timed("list", self.store.list(&sp, after, limit))
+            .await?;
+        self.merge_open_writes(&sp, after, &mut page);
+        Ok(page)
+    }
+
+    /// Adds the files being written in `dir` (in this process) to a listing page, as `stat` shows
+    /// them: each in the page whose name range holds it, so paging neither loses nor repeats one.
+    fn merge_open_writes(&self, dir: &StorePath, after: Option<&str>, page: &mut ListPage) {
+        let open = self.open_writes.in_dir(dir);
+        if open.is_empty() {
+            return;
+        }
+        // This page covers names after `after` up to its last name (or all of them, if last).
+        let upto = page
+            .next
+            .as_ref()
+            .and_then(|_| page.entries.last().map(|e| e.name.clone()));
+        for (name, meta) in open {
+            if after.is_some_and(|a| name.as_str() <= a) || upto.as_ref().is_some_and(|u| &name > u)
+            {
+                continue;
+            }
+            match page.entries.binary_search_by(|e| e.name.cmp(&name)) {
+                Ok(i) if page.entries[i].metadata.is_file() => {
+                    let m = &mut page.entries[i].metadata;
+                    m.size = meta.size;
+                    m.mtime = meta.mtime;
+                }
+                Ok(_) => {}
+                Err(i) => page.entries.insert(
+                    i,
+                    storage_backend::DirEntry {
+                        name,
+                        metadata: meta,
+                    },
+                ),
+            }
+        }
     }
 
     pub async fn mkdir(&self, path: &UserPath) -> Result<()> {
@@ -238,7 +314,9 @@ impl UserFs {
                 return Err(e);
             }
         };
+        let open = self.open_writes.register(&sp, session.size());
         Ok(Upload {
+            open,
             session: Some(session),
             log: TransferLog::new(self.clone(), &sp, "upload"),
             fs: self.clone(),
@@ -316,6 +394,7 @@ struct TransferLog {
 
 impl TransferLog {
     fn new(fs: UserFs, path: &StorePath, direction: &'static str) -> TransferLog {
+        fs.session.running.fetch_add(1, Ordering::SeqCst);
         TransferLog {
             fs,
             path: path.to_string(),
@@ -353,6 +432,9 @@ impl Drop for TransferLog {
         };
         let session = &self.fs.session;
         session.transfers.fetch_add(1, Ordering::Relaxed);
+        if session.running.fetch_sub(1, Ordering::SeqCst) == 1 {
+            session.idle.notify_waiters();
+        }
         session
             .metrics
             .transfer(session.protocol, self.direction, result);
@@ -388,6 +470,8 @@ impl Drop for Session {
 
 /// An upload in progress under the user's permissions, quota and bandwidth.
 pub struct Upload {
+    /// Shows the file to `stat` and listings while it is open.
+    open: OpenWrite,
     session: Option<WriteSession>,
     log: TransferLog,
     fs: UserFs,
@@ -408,6 +492,11 @@ impl Upload {
         self.session.as_ref().map(|s| s.size()).unwrap_or(0)
     }
 
+    /// The file as `stat` shows it while it is open: its current size and last change.
+    pub fn metadata(&self) -> Metadata {
+        self.open.metadata()
+    }
+
     pub async fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<()> {
         self.grow_to(offset + data.len() as u64)?;
         if let Some(t) = &self.fs.account.upload {
@@ -417,6 +506,7 @@ impl Upload {
         self.fs
             .timed("write", session.write_at(offset, data))
             .await?;
+        self.open.set_size(session.size());
         self.log.add(data.len());
         Ok(())
     }
@@ -429,7 +519,9 @@ impl Upload {
     pub async fn set_len(&mut self, len: u64) -> Result<()> {
         self.grow_to(len)?;
         let fs = self.fs.clone();
-        self.session().set_len(len).await.map_err(|e| fs.shown(e))
+        self.session().set_len(len).await.map_err(|e| fs.shown(e))?;
+        self.open.set_size(len);
+        Ok(())
     }
 
     pub async fn read_at(&mut self, offset: u64, len: usize) -> Result<Bytes> {

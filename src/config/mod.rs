@@ -446,6 +446,31 @@ pub enum MqttMode {
     Off,
 }
 
+/// The temporary names of common clients (each checked against the client's source or manual;
+/// `docs/events.md` lists them). None matches an ordinary final name such as `report.csv`,
+/// `.profile` or `.gitignore`.
+pub const DEFAULT_TEMP_PATTERNS: [&str; 11] = [
+    // WinSCP (its "transfer to temporary filename" option).
+    "*.filepart",
+    // Browsers, wget/curl scripts, rclone 1.63+ (`name.XXXXXXXX.partial`, --partial-suffix).
+    "*.part",
+    "*.partial",
+    "*.tmp",
+    // lftp with xfer:use-temp-file (xfer:temp-file-name, default `.in.*`).
+    ".in.*",
+    // rsync: `.name.XXXXXX` (mkstemp's six characters) beside the final name.
+    ".*.??????",
+    // gedit and other GIO programs (g_file_replace): `.goutputstream-XXXXXX`.
+    ".goutputstream-*",
+    // vim: swap files `.name.swp` (`.swo`, `.swn`, …), the `4913` write test, `name~` backups
+    // (emacs too).
+    ".*.sw?",
+    "4913",
+    "*~",
+    // emacs auto-save files.
+    "#*#",
+];
+
 /// `[events]`
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -457,9 +482,7 @@ pub struct EventsConfig {
 impl Default for EventsConfig {
     fn default() -> Self {
         EventsConfig {
-            temp_patterns: ["*.filepart", "*.part", "*.partial", "*.tmp"]
-                .map(String::from)
-                .to_vec(),
+            temp_patterns: DEFAULT_TEMP_PATTERNS.map(String::from).to_vec(),
         }
     }
 }

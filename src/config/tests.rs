@@ -125,9 +125,23 @@ fn defaults_are_designs_values() {
     assert_eq!(c.limits.max_connections_per_ip, 50);
     assert_eq!(c.limits.login_failures_per_ip, 5);
     assert_eq!(c.limits.ban_time, Duration::from_secs(300));
+    // DESIGN.md lists the first four; the rest are the temporary names of lftp, rsync, gedit,
+    // vim and emacs (issue 15, docs/events.md), a documented extension.
     assert_eq!(
         c.events.temp_patterns,
-        ["*.filepart", "*.part", "*.partial", "*.tmp"]
+        [
+            "*.filepart",
+            "*.part",
+            "*.partial",
+            "*.tmp",
+            ".in.*",
+            ".*.??????",
+            ".goutputstream-*",
+            ".*.sw?",
+            "4913",
+            "*~",
+            "#*#"
+        ]
     );
     assert!(c.users.is_empty());
     c.validate().expect("the defaults are valid");

@@ -71,4 +71,41 @@ mod tests {
         assert!(glob(b"a*b*c", b"axxbyyc"));
         assert!(!glob(b"a*b*c", b"axxbyy"));
     }
+
+    #[test]
+    fn the_defaults_catch_client_temp_names_and_spare_real_files() {
+        let t = TempNames::new(&crate::config::EventsConfig::default().temp_patterns);
+        for temp in [
+            "report.csv.filepart",         // WinSCP
+            "report.csv.a1b2c3d4.partial", // rclone 1.63+
+            ".in.report.csv",              // lftp xfer:use-temp-file
+            ".report.csv.Xy3Ab9",          // rsync
+            ".goutputstream-4ZQ2B1",       // gedit
+            ".notes.txt.swp",              // vim swap
+            ".notes.txt.swo",
+            "4913",        // vim write test
+            "notes.txt~",  // vim/emacs backup
+            "#notes.txt#", // emacs auto-save
+        ] {
+            assert!(
+                t.matches(&format!("/d/{temp}")),
+                "{temp} is a temporary name"
+            );
+        }
+        for real in [
+            "report.csv",
+            ".profile",
+            ".gitignore",
+            ".env.local",
+            ".eslintrc.json",
+            "in.csv",
+            "4913.csv",
+            "notes.txt",
+            "a#b",
+            "archive.tar.gz",
+            ".config",
+        ] {
+            assert!(!t.matches(&format!("/d/{real}")), "{real} is a final name");
+        }
+    }
 }

@@ -96,8 +96,11 @@ impl SftpFrontend {
             };
             let _ = stream.set_nodelay(true);
             let config = self.config.clone();
-            let handler = ssh::SshConnection::new(self.access.clone(), peer, tasks.clone());
+            let login = Arc::new(std::sync::OnceLock::new());
+            let handler =
+                ssh::SshConnection::new(self.access.clone(), peer, tasks.clone(), login.clone());
             let abort = abort.clone();
+            let shutdown = shutdown.clone();
             tasks.spawn(async move {
                 let _permit = permit;
                 // A duplicate of the socket, to cut a session whose loop no longer listens.
@@ -111,13 +114,21 @@ impl SftpFrontend {
                 };
                 tracing::debug!(%peer, "ssh: session start");
                 let handle = session.handle();
+                // At shutdown a session is ended as soon as it has no transfer running: an idle
+                // one at once, a busy one when its transfers end (or when the grace period does).
+                let idle_at_shutdown = async {
+                    shutdown.cancelled().await;
+                    if let Some(fs) = login.get() {
+                        crate::access::UserFs::idle(fs).await;
+                    }
+                };
                 tokio::select! {
                     r = &mut session => {
                         if let Err(e) = r {
                             tracing::debug!(%peer, error = %e, "ssh: session ended with an error");
                         }
                     }
-                    _ = abort.cancelled() => {
+                    _ = async { tokio::select! { _ = abort.cancelled() => {}, _ = idle_at_shutdown => {} } } => {
                         let _ = tokio::time::timeout(
                             Duration::from_secs(2),
                             handle.disconnect(russh::Disconnect::ByApplication, "the server is shutting down".into(), String::new()),

@@ -194,10 +194,22 @@ where
                 if !valid_name(name) {
                     return Err(format!("protocol error: unacceptable file name {name:?}"));
                 }
+                // The name rules of every protocol (UTF-8, length, characters): a refused name
+                // skips that file or directory, and the rest of the copy goes on.
                 let dest = match dirs.last() {
-                    Some(d) => d.join(name),
-                    None if target_is_dir => target.join(name),
-                    None => target.clone(),
+                    Some(d) => d.child(name),
+                    None if target_is_dir => target.child(name),
+                    None => Ok(target.clone()),
+                };
+                let dest = match dest {
+                    Ok(d) => d,
+                    Err(e) => {
+                        let shown: String = name.chars().take(60).collect();
+                        let more = if shown.len() < name.len() { "…" } else { "" };
+                        refuse(w, &format!("{shown}{more}: {}", e.message())).await?;
+                        failures += 1;
+                        continue;
+                    }
                 };
                 if kind == "D" {
                     if !cmd.recursive {

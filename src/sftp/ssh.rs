@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use russh::keys::PublicKey;
 use russh::server::{
@@ -30,17 +30,31 @@ pub struct SshConnection {
     fs: Option<UserFs>,
     channels: HashMap<ChannelId, Channel<Msg>>,
     tasks: TaskTracker,
+    /// The logged-in session, for the connection's task: at shutdown it waits for the session's
+    /// running transfers, then disconnects.
+    login: Arc<OnceLock<UserFs>>,
 }
 
 impl SshConnection {
-    pub fn new(access: Arc<Access>, peer: SocketAddr, tasks: TaskTracker) -> Self {
+    pub fn new(
+        access: Arc<Access>,
+        peer: SocketAddr,
+        tasks: TaskTracker,
+        login: Arc<OnceLock<UserFs>>,
+    ) -> Self {
         SshConnection {
             access,
             peer,
             fs: None,
             channels: HashMap::new(),
             tasks,
+            login,
         }
+    }
+
+    fn logged_in(&mut self, fs: UserFs) {
+        let _ = self.login.set(fs.clone());
+        self.fs = Some(fs);
     }
 
     fn reject() -> Auth {
@@ -88,7 +102,7 @@ impl russh::server::Handler for SshConnection {
             .await
         {
             Ok(fs) => {
-                self.fs = Some(fs);
+                self.logged_in(fs);
                 Ok(Auth::Accept)
             }
             Err(Refusal::Banned(left)) => {
@@ -133,7 +147,7 @@ impl russh::server::Handler for SshConnection {
             .await
         {
             Ok(fs) => {
-                self.fs = Some(fs);
+                self.logged_in(fs);
                 Ok(Auth::Accept)
             }
             Err(_) => Ok(Self::reject()),

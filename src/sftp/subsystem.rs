@@ -5,7 +5,7 @@
 //! |----------------------------------|-------------------------------------------------------|
 //! | REALPATH                         | jail resolution only                                  |
 //! | STAT, LSTAT, FSTAT               | `stat` (or the open handle's own size)                |
-//! | OPEN with WRITE/APPEND           | `open_write` (CREAT → create, EXCL → create_new, TRUNC → truncate) |
+//! | OPEN with WRITE/APPEND/CREAT     | `open_write` (CREAT → create, EXCL → create_new, TRUNC → truncate) |
 //! | OPEN read-only                   | `open_read`                                           |
 //! | READ / WRITE                     | `read_at` / `write_at` (APPEND: at the end)           |
 //! | CLOSE of a written file          | `commit` — a failure is reported here, never dropped  |
@@ -17,11 +17,15 @@
 //! | statvfs@openssh.com              | the user's quota                                      |
 //! | fsync@openssh.com, limits@openssh.com | accepted; limits announce 255 KiB reads/writes   |
 //!
+//! An upload is visible to STAT and listings from its OPEN on (the shared layer's open-upload
+//! registry); OPEN, RENAME and REMOVE of a path the session still has open for writing commit it
+//! first (`settle`: sshfs's CLOSE comes late).
+//!
 //! A session that ends with uploads still open (the client vanished) keeps what arrived, flagged
 //! incomplete, as `storage.partial_uploads` says, so `reput` can resume it.
 
 use std::collections::HashMap;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use russh_sftp::extensions::{
@@ -53,17 +57,19 @@ enum Open {
     Read {
         download: Download,
         path: UserPath,
-        sent: u64,
-        started: Instant,
     },
     Write {
-        upload: Box<Upload>,
+        /// `None` once a checkpoint committed it (see `settle`); opened again, continuing the
+        /// committed file, if the handle is used again.
+        upload: Option<Box<Upload>>,
         path: UserPath,
         append: bool,
         readable: bool,
         mtime: Option<SystemTime>,
-        received: u64,
-        started: Instant,
+        /// Written to (or truncated) since the open or the last checkpoint.
+        dirty: bool,
+        /// A checkpoint committed this handle's content already.
+        checkpointed: bool,
     },
     Dir {
         path: UserPath,
@@ -116,12 +122,86 @@ impl SftpHandler {
             .ok_or_else(|| StatusCode::Failure.with_message(format!("no open handle {handle:?}")))
     }
 
-    fn log(&self, direction: &str, path: &UserPath, bytes: u64, started: Instant, result: &str) {
-        let ctx = self.fs.context();
-        tracing::info!(
-            user = %ctx.user, protocol = %ctx.protocol, peer = %ctx.peer, path = %path, bytes,
-            ms = started.elapsed().as_millis() as u64, result, "{direction}"
-        );
+    /// The upload behind a write handle, opened again (continuing the committed file) after a
+    /// checkpoint committed it.
+    async fn upload_of(&mut self, handle: &str) -> Result<&mut Upload, StatusReply> {
+        let fs = self.fs.clone();
+        match self.get(handle)? {
+            Open::Write { upload, path, .. } => {
+                if upload.is_none() {
+                    let again = fs
+                        .open_write(path, OpenOptions::EXISTING)
+                        .await
+                        .map_err(reply)?;
+                    *upload = Some(Box::new(again));
+                }
+                Ok(upload.as_mut().expect("opened above"))
+            }
+            _ => {
+                Err(StatusCode::PermissionDenied
+                    .with_message("the file was not opened for writing"))
+            }
+        }
+    }
+
+    fn touched(&mut self, handle: &str) {
+        if let Some(Open::Write { dirty, .. }) = self.handles.get_mut(handle) {
+            *dirty = true;
+        }
+    }
+
+    /// Commits this session's open uploads of `p` before another request on that path.
+    ///
+    /// sshfs sends CLOSE when the kernel releases the file, after the program's close(2) has
+    /// returned: the program's next step on the same path (open it again, rename it, remove it:
+    /// `git`, `rsync`, `sqlite3`, editors) can reach us before that CLOSE. On a POSIX file system
+    /// the data is in the file by then, so here the open upload is committed first (a
+    /// checkpoint), and the late CLOSE has nothing left to do. Other sessions are not affected:
+    /// they see committed content only, as always.
+    async fn settle(&mut self, p: &UserPath) -> Result<(), StatusReply> {
+        let open: Vec<String> = self
+            .handles
+            .iter()
+            .filter_map(|(h, o)| match o {
+                Open::Write {
+                    path,
+                    upload: Some(_),
+                    ..
+                } if path == p => Some(h.clone()),
+                _ => None,
+            })
+            .collect();
+        for h in open {
+            let Some(Open::Write {
+                upload,
+                mtime,
+                dirty,
+                checkpointed,
+                ..
+            }) = self.handles.get_mut(&h)
+            else {
+                continue;
+            };
+            let Some(u) = upload.take() else { continue };
+            let result = if *checkpointed && !*dirty {
+                // Opened again after a checkpoint but not changed: nothing new to commit.
+                u.abort().await.map(drop)
+            } else {
+                u.commit(*mtime).await.map(drop)
+            };
+            match result {
+                Ok(()) => {
+                    *dirty = false;
+                    *checkpointed = true;
+                }
+                Err(e) => {
+                    // The handle is gone: its CLOSE will fail too, so the client hears of it.
+                    self.handles.remove(&h);
+                    return Err(reply(e));
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -195,15 +275,16 @@ impl russh_sftp::server::Handler for SftpHandler {
                     attrs: listing::attrs(download.metadata()),
                 })
             }
-            Open::Write { upload, .. } => {
-                let attrs = FileAttributes {
-                    size: Some(upload.size()),
-                    permissions: Some(0o100644),
-                    ..Default::default()
-                };
-                return Ok(Attrs { id, attrs });
+            Open::Write {
+                upload: Some(upload),
+                ..
+            } => {
+                return Ok(Attrs {
+                    id,
+                    attrs: listing::attrs(&upload.metadata()),
+                })
             }
-            Open::Dir { path, .. } => path.clone(),
+            Open::Write { path, .. } | Open::Dir { path, .. } => path.clone(),
         };
         let meta = self.fs.stat(&path).await.map_err(reply)?;
         Ok(Attrs {
@@ -220,7 +301,12 @@ impl russh_sftp::server::Handler for SftpHandler {
         _attrs: FileAttributes,
     ) -> Result<Handle, Self::Error> {
         let p = self.path(&filename)?;
-        let writes = pflags.intersects(OpenFlags::WRITE | OpenFlags::APPEND | OpenFlags::TRUNCATE);
+        self.settle(&p).await?;
+        // CREAT alone writes too: paramiko's open(path, "x") sends CREAT|EXCL without WRITE, and
+        // must create the file, or fail when it exists (lock files), not open it for reading.
+        let writes = pflags.intersects(
+            OpenFlags::WRITE | OpenFlags::APPEND | OpenFlags::TRUNCATE | OpenFlags::CREATE,
+        );
         let open = if writes {
             let opts = OpenOptions {
                 create: pflags.contains(OpenFlags::CREATE),
@@ -230,22 +316,17 @@ impl russh_sftp::server::Handler for SftpHandler {
             };
             let upload = self.fs.open_write(&p, opts).await.map_err(reply)?;
             Open::Write {
-                upload: Box::new(upload),
+                upload: Some(Box::new(upload)),
                 path: p,
                 append: pflags.contains(OpenFlags::APPEND),
                 readable: pflags.contains(OpenFlags::READ),
                 mtime: None,
-                received: 0,
-                started: Instant::now(),
+                dirty: false,
+                checkpointed: false,
             }
         } else {
             let download = self.fs.open_read(&p).await.map_err(reply)?;
-            Open::Read {
-                download,
-                path: p,
-                sent: 0,
-                started: Instant::now(),
-            }
+            Open::Read { download, path: p }
         };
         Ok(Handle {
             id,
@@ -262,16 +343,13 @@ impl russh_sftp::server::Handler for SftpHandler {
     ) -> Result<Data, Self::Error> {
         let len = (len as u64).min(MAX_IO_LEN) as usize;
         let data: Bytes = match self.get(&handle)? {
-            Open::Read { download, sent, .. } => {
-                let d = download.read_at(offset, len).await.map_err(reply)?;
-                *sent += d.len() as u64;
-                d
-            }
-            Open::Write {
-                upload,
-                readable: true,
-                ..
-            } => upload.read_at(offset, len).await.map_err(reply)?,
+            Open::Read { download, .. } => download.read_at(offset, len).await.map_err(reply)?,
+            Open::Write { readable: true, .. } => self
+                .upload_of(&handle)
+                .await?
+                .read_at(offset, len)
+                .await
+                .map_err(reply)?,
             Open::Write { .. } => {
                 return Err(StatusCode::PermissionDenied
                     .with_message("the file was not opened for reading"))
@@ -296,27 +374,16 @@ impl russh_sftp::server::Handler for SftpHandler {
         offset: u64,
         data: Vec<u8>,
     ) -> Result<Status, Self::Error> {
-        match self.get(&handle)? {
-            Open::Write {
-                upload,
-                append,
-                received,
-                ..
-            } => {
-                let r = if *append {
-                    upload.append(&data).await
-                } else {
-                    upload.write_at(offset, &data).await
-                };
-                r.map_err(reply)?;
-                *received += data.len() as u64;
-                Ok(ok(id))
-            }
-            _ => {
-                Err(StatusCode::PermissionDenied
-                    .with_message("the file was not opened for writing"))
-            }
-        }
+        let append = matches!(self.get(&handle)?, Open::Write { append: true, .. });
+        let upload = self.upload_of(&handle).await?;
+        let r = if append {
+            upload.append(&data).await
+        } else {
+            upload.write_at(offset, &data).await
+        };
+        r.map_err(reply)?;
+        self.touched(&handle);
+        Ok(ok(id))
     }
 
     async fn close(&mut self, id: u32, handle: String) -> Result<Status, Self::Error> {
@@ -324,33 +391,23 @@ impl russh_sftp::server::Handler for SftpHandler {
             StatusCode::Failure.with_message(format!("no open handle {handle:?}"))
         })?;
         match open {
+            // The transfer's audit line is written by the shared layer (one per transfer).
             Open::Write {
                 upload,
-                path,
                 mtime,
-                received,
-                started,
-                ..
-            } => match (*upload).commit(mtime).await {
-                Ok(_) => {
-                    self.log("upload", &path, received, started, "ok");
-                    Ok(ok(id))
-                }
-                Err(e) => {
-                    self.log("upload", &path, received, started, e.message());
-                    Err(reply(e))
-                }
-            },
-            Open::Read {
-                path,
-                sent,
-                started,
+                dirty,
+                checkpointed,
                 ..
             } => {
-                self.log("download", &path, sent, started, "ok");
-                Ok(ok(id))
+                let result = match upload {
+                    // A checkpoint committed everything already.
+                    None => Ok(()),
+                    Some(u) if checkpointed && !dirty => u.abort().await,
+                    Some(u) => u.commit(mtime).await.map(drop),
+                };
+                result.map(|_| ok(id)).map_err(reply)
             }
-            Open::Dir { .. } => Ok(ok(id)),
+            Open::Read { .. } | Open::Dir { .. } => Ok(ok(id)),
         }
     }
 
@@ -361,6 +418,16 @@ impl russh_sftp::server::Handler for SftpHandler {
         attrs: FileAttributes,
     ) -> Result<Status, Self::Error> {
         let p = self.path(&path)?;
+        // A file this session has open for writing (sshfs sets times and sizes by path, on a
+        // file it has just created and not closed yet) changes through its open upload: the
+        // store has no committed version to change yet, and the close would overwrite one.
+        let open = self.handles.iter().find_map(|(h, o)| match o {
+            Open::Write { path, .. } if *path == p => Some(h.clone()),
+            _ => None,
+        });
+        if let Some(handle) = open {
+            return self.fsetstat(id, handle, attrs).await;
+        }
         if let Some(size) = attrs.size {
             self.fs.set_size(&p, size).await.map_err(reply)?;
         }
@@ -377,11 +444,21 @@ impl russh_sftp::server::Handler for SftpHandler {
         attrs: FileAttributes,
     ) -> Result<Status, Self::Error> {
         let path = match self.get(&handle)? {
-            Open::Write { upload, mtime, .. } => {
+            Open::Write {
+                upload: None, path, ..
+            } if attrs.size.is_none() => path.clone(),
+            Open::Write { .. } => {
                 if let Some(size) = attrs.size {
-                    upload.set_len(size).await.map_err(reply)?;
+                    self.upload_of(&handle)
+                        .await?
+                        .set_len(size)
+                        .await
+                        .map_err(reply)?;
+                    self.touched(&handle);
                 }
-                if let Some(t) = attrs.mtime {
+                if let (Some(t), Some(Open::Write { mtime, .. })) =
+                    (attrs.mtime, self.handles.get_mut(&handle))
+                {
                     // Applied by the commit at close, together with the content.
                     *mtime = Some(time(t));
                 }
@@ -443,6 +520,7 @@ impl russh_sftp::server::Handler for SftpHandler {
 
     async fn remove(&mut self, id: u32, filename: String) -> Result<Status, Self::Error> {
         let p = self.path(&filename)?;
+        self.settle(&p).await?;
         self.fs.delete(&p).await.map_err(reply)?;
         Ok(ok(id))
     }
@@ -471,6 +549,8 @@ impl russh_sftp::server::Handler for SftpHandler {
         newpath: String,
     ) -> Result<Status, Self::Error> {
         let (from, to) = (self.path(&oldpath)?, self.path(&newpath)?);
+        self.settle(&from).await?;
+        self.settle(&to).await?;
         self.fs.rename(&from, &to, false).await.map_err(reply)?;
         Ok(ok(id))
     }
@@ -500,6 +580,8 @@ impl russh_sftp::server::Handler for SftpHandler {
                 let r: HardlinkExtension =
                     russh_sftp::de::from_bytes(&mut bytes).map_err(bad_message)?;
                 let (from, to) = (self.path(&r.oldpath)?, self.path(&r.newpath)?);
+                self.settle(&from).await?;
+                self.settle(&to).await?;
                 self.fs.rename(&from, &to, true).await.map_err(reply)?;
                 Ok(ok(id).into())
             }
@@ -558,22 +640,22 @@ fn extended_reply<T: serde::Serialize>(id: u32, value: &T) -> Result<Packet, Sta
 impl Drop for SftpHandler {
     fn drop(&mut self) {
         // The session ended with uploads still open: the client vanished (or never closed them).
+        // The shared layer logs each as a transfer ("incomplete" or "aborted").
         for (_, open) in self.handles.drain() {
             if let Open::Write {
-                upload,
+                upload: Some(upload),
                 path,
-                received,
                 ..
             } = open
             {
                 let ctx = self.fs.context().clone();
                 self.tasks.spawn(async move {
-                    let kept = (*upload).cut_off().await;
-                    tracing::info!(
-                        user = %ctx.user, peer = %ctx.peer, path = %path, received,
-                        kept = ?kept.as_ref().map(|c| c.is_some()).map_err(|e| e.to_string()),
-                        "sftp: upload cut off"
-                    );
+                    if let Err(e) = (*upload).cut_off().await {
+                        tracing::warn!(
+                            user = %ctx.user, peer = %ctx.peer, path = %path, error = %e,
+                            "sftp: an upload cut off could not be kept"
+                        );
+                    }
                 });
             }
         }
