@@ -1410,6 +1410,7 @@ mod broker {
         let t = start(Kind::Embedded, |c| {
             embedded(port)(c);
             c.limits.login_failures_per_ip = 3;
+            common::sftp_on(c);
         })
         .await;
         t.gw().access.set_failure_delay(Duration::ZERO);
@@ -1427,6 +1428,10 @@ mod broker {
             Ok(mut f) => f.login("alice", PASSWORD).await.is_err(),
         };
         assert!(refused, "FTP still let the banned address in");
+        assert!(
+            common::ssh_login(t.sftp_addr(), "alice", PASSWORD).await.is_err(),
+            "SFTP still let the banned address in"
+        );
         t.stop().await;
     }
 
