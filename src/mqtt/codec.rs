@@ -185,10 +185,12 @@ fn q5(q: Q5) -> u8 {
 
 fn read_v4(buf: &mut BytesMut, max: usize) -> Result<Option<Incoming>, DecodeError> {
     use v4::Packet as P;
-    let packet = match P::read(buf, max) {
-        Ok(p) => p,
-        Err(e) => return need_more_or(e),
-    };
+    // Framing first: only a packet not yet whole means "more bytes". Once it is whole, any
+    // error reading it (rumqttc reports a short field as "insufficient bytes" too) is malformed.
+    if let Err(e) = rumqttc::mqttbytes::check(buf.iter(), max) {
+        return need_more_or(e);
+    }
+    let packet = P::read(buf, max).map_err(|e| DecodeError::Malformed(format!("{e:?}")))?;
     Ok(Some(match packet {
         P::Connect(_) => Incoming::Unexpected("a second CONNECT"),
         P::Publish(p) => Incoming::Publish(PublishIn {
@@ -228,16 +230,23 @@ fn read_v5(buf: &mut BytesMut, max: usize) -> Result<Option<Incoming>, DecodeErr
     use v5::Packet as P;
     // A DISCONNECT with no reason code (remaining length 0, "normal disconnection", MQTT 5
     // §3.14.2.1) is valid, but rumqttc's reader refuses it as "payload required".
-    if buf.len() >= 2 && buf[0] == 0xE0 && buf[1] == 0 {
-        let _ = buf.split_to(2);
+    // Likewise a reason code without a property length (§3.14.2.2.1: it may be omitted).
+    if buf.len() >= 2 && buf[0] == 0xE0 && buf[1] <= 1 {
+        let whole = 2 + usize::from(buf[1]);
+        if buf.len() < whole {
+            return Ok(None);
+        }
+        let _ = buf.split_to(whole);
         return Ok(Some(Incoming::Disconnect {
             session_expiry: None,
         }));
     }
-    let packet = match P::read(buf, Some(max as u32)) {
-        Ok(p) => p,
-        Err(e) => return need_more_or_v5(e),
-    };
+    // Framing first, as for 3.1.1.
+    if let Err(e) = v5::check(buf.iter(), Some(max as u32)) {
+        return need_more_or_v5(e);
+    }
+    let packet =
+        P::read(buf, Some(max as u32)).map_err(|e| DecodeError::Malformed(format!("{e:?}")))?;
     Ok(Some(match packet {
         P::Connect(..) => Incoming::Unexpected("a second CONNECT"),
         P::Publish(p) => {
@@ -422,6 +431,7 @@ impl Writer {
                         Err(Refused::NotAuthorized) => C::NotAuthorized,
                         Err(Refused::Invalid) => C::TopicFilterInvalid,
                         Err(Refused::SharedNotSupported) => C::SharedSubscriptionsNotSupported,
+                        Err(Refused::QuotaExceeded) => C::QuotaExceeded,
                     })
                     .collect();
                 let _ = v5::Packet::SubAck(v5::SubAck {
@@ -464,6 +474,7 @@ impl Writer {
                         Refused::Invalid | Refused::SharedNotSupported => {
                             v5::PubAckReason::TopicNameInvalid
                         }
+                        Refused::QuotaExceeded => v5::PubAckReason::QuotaExceeded,
                     };
                     ack.properties = Some(v5::PubAckProperties {
                         reason_string: Some(text.to_string()),
@@ -569,6 +580,7 @@ pub enum Refused {
     NotAuthorized,
     Invalid,
     SharedNotSupported,
+    QuotaExceeded,
 }
 
 /// Why the server closes a connection.
@@ -704,6 +716,16 @@ mod tests {
             }))
         );
         assert_eq!(read(Version::V5, &mut b, 1024), Ok(Some(Incoming::PingReq)));
+        let mut b = BytesMut::from(&[0xE0u8, 0x01, 0x00][..]);
+        assert!(matches!(
+            read(Version::V5, &mut b, 1024),
+            Ok(Some(Incoming::Disconnect { .. }))
+        ));
+        // A whole packet whose inside is short is malformed, not "wait for more".
+        let mut b = BytesMut::from(&[0x82u8, 0x02, 0x00, 0x01, 0xC0, 0x00][..]);
+        assert!(read(Version::V5, &mut b, 1024).is_err());
+        let mut b = BytesMut::from(&[0x82u8, 0x02, 0x00, 0x01][..]);
+        assert!(read(Version::V311, &mut b, 1024).is_err());
     }
 
     #[test]

@@ -144,7 +144,9 @@ impl Reply {
         format!(
             "{base}/{}{}",
             self.kind,
-            crate::events::topic("", &self.path_text).trim_start_matches("/events")
+            crate::events::topic("", &self.path_text)
+                .strip_prefix("/events")
+                .unwrap_or_default()
         )
     }
 }
@@ -157,7 +159,6 @@ pub(super) async fn run_for_user(
     user: &str,
     p: super::codec::PublishIn,
 ) {
-    let _slot = broker.commands.acquire().await;
     let rules = broker.router.rules();
     let reply_base = rules.reply_prefix(user);
     let mut reply = handle(fs, rules.prefix(), &p.topic, &p.payload).await;
@@ -321,7 +322,14 @@ async fn run_command(
             loop {
                 let page = fs.list(&p, after.as_deref(), 1000).await?;
                 for e in &page.entries {
-                    let mtime = humantime::format_rfc3339_seconds(e.metadata.mtime).to_string();
+                    // humantime panics before 1970 and past 9999: such times are shown as null.
+                    let mtime = e
+                        .metadata
+                        .mtime
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .ok()
+                        .filter(|d| d.as_secs() < 253_402_300_800)
+                        .map(|_| humantime::format_rfc3339_seconds(e.metadata.mtime).to_string());
                     entries.push(json!({
                         "name": e.name,
                         "type": if e.metadata.is_dir() { "dir" } else { "file" },

@@ -105,6 +105,8 @@ where
     };
     let max_expiry = broker.router.max_expiry();
     let expiry = match (connect.version, connect.session_expiry) {
+        // Anonymous clients get no persistent session: nothing of theirs is kept once they go.
+        _ if matches!(principal, Principal::Anonymous { .. }) => Duration::ZERO,
         (Version::V311, _) if connect.clean => Duration::ZERO,
         (Version::V311, _) => max_expiry,
         (Version::V5, e) => Duration::from_secs(u64::from(e.unwrap_or(0))).min(max_expiry),
@@ -138,11 +140,18 @@ where
         None,
     );
     let session = attached.session.clone();
+    // However the connection ends (a panic included), its session is let go.
+    let _detach = Detach {
+        router: &broker.router,
+        session: session.clone(),
+        conn: attached.conn,
+    };
     // Messages sent before a reconnect and never acknowledged go again, marked DUP.
     for (pkid, q) in session.unacked() {
         write_message(&writer, &mut out, &q.message, q.qos, pkid, true, &connect);
     }
     let window = usize::from(connect.receive_maximum.unwrap_or(u16::MAX)).clamp(1, INFLIGHT);
+    let max_packet = connect.max_packet_size.map(|m| m as usize);
     let keepalive = (connect.keep_alive > 0)
         .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
     let commands = Arc::new(Semaphore::new(COMMANDS_PER_CONNECTION));
@@ -160,6 +169,7 @@ where
             &principal,
             fs.as_ref(),
             &session,
+            attached.conn,
             &commands,
             peer,
         )
@@ -176,7 +186,9 @@ where
             break Some(Goodbye::TakenOver);
         }
         let mut more = false;
-        while let Some((q, pkid)) = session.next_to_send(window, &broker.router) {
+        while let Some((q, pkid)) =
+            session.next_to_send(attached.conn, window, max_packet, &broker.router)
+        {
             write_message(&writer, &mut out, &q.message, q.qos, pkid, false, &connect);
             if out.len() >= WRITE_BATCH {
                 more = true;
@@ -212,9 +224,13 @@ where
                     Ok(0) | Err(_) => break None,
                     Ok(_) => last_heard = Instant::now(),
                 }
-                match handle_input(&broker, &writer, &mut out, &mut inbuf, &connect, &principal, fs.as_ref(), &session, &commands, peer).await {
+                match handle_input(&broker, &writer, &mut out, &mut inbuf, &connect, &principal, fs.as_ref(), &session, attached.conn, &commands, peer).await {
                     Flow::Go => {}
                     Flow::Stop(g) => break g,
+                }
+                // A large packet (a put) grew the buffer: give the memory back once it is done.
+                if inbuf.is_empty() && inbuf.capacity() > 64 * 1024 {
+                    inbuf = BytesMut::with_capacity(4096);
                 }
             }
         }
@@ -226,8 +242,19 @@ where
         let _ = tokio::time::timeout(Duration::from_secs(1), wr.write_all(&out)).await;
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), wr.shutdown()).await;
-    broker.router.detach(&session, attached.conn);
     tracing::debug!(%peer, user = principal.name(), client = client_id, "mqtt: disconnected");
+}
+
+struct Detach<'a> {
+    router: &'a super::router::Router,
+    session: Arc<super::router::Session>,
+    conn: u64,
+}
+
+impl Drop for Detach<'_> {
+    fn drop(&mut self) {
+        self.router.detach(&self.session, self.conn);
+    }
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
@@ -337,11 +364,10 @@ fn write_message(
     dup: bool,
     c: &ConnectIn,
 ) {
-    // MQTT 5 §3.1.2.11.4: a message larger than the client's maximum is not sent to it.
-    if let Some(max) = c.max_packet_size {
-        if m.payload.len() + m.topic.len() + 64 > max as usize {
-            return;
-        }
+    // MQTT 5 §3.1.2.11.4: a message larger than the client's maximum is not sent to it (the
+    // router drops those before they get a packet id; this catches a resent one).
+    if c.max_packet_size.is_some_and(|max| m.cost() > max as usize) {
+        return;
     }
     writer.publish(
         out,
@@ -374,6 +400,7 @@ async fn handle_input(
     principal: &Principal,
     fs: Option<&UserFs>,
     session: &Arc<super::router::Session>,
+    conn: u64,
     commands: &Arc<Semaphore>,
     peer: SocketAddr,
 ) -> Flow {
@@ -409,15 +436,25 @@ async fn handle_input(
                                 user_properties: Vec::new(),
                             });
                         } else if let Some(fs) = fs {
-                            // Wait for a slot: the connection is not read meanwhile, so a client
-                            // cannot pile up commands.
-                            let Ok(permit) = commands.clone().acquire_owned().await else {
-                                return Flow::Stop(None);
+                            // Wait for a slot of this connection and one of the gateway's: the
+                            // connection is not read meanwhile, so no client can pile up
+                            // commands (or their payloads) in memory.
+                            let slots = async {
+                                let mine = commands.clone().acquire_owned().await.ok()?;
+                                let global = broker.commands.clone().acquire_owned().await.ok()?;
+                                Some((mine, global))
+                            };
+                            let permits = tokio::select! {
+                                _ = broker.shutdown.cancelled() => None,
+                                p = slots => p,
+                            };
+                            let Some(permits) = permits else {
+                                return Flow::Stop(Some(Goodbye::ShuttingDown));
                             };
                             let (broker, fs) = (broker.clone(), fs.clone());
                             let user = principal.name().to_string();
                             broker.clone().tasks.spawn(async move {
-                                let _permit = permit;
+                                let _permits = permits;
                                 super::commands::run_for_user(&broker, &fs, &user, p).await;
                             });
                         }
@@ -429,7 +466,7 @@ async fn handle_input(
                     }
                 }
             }
-            Incoming::PubAck(pkid) => session.acked(pkid),
+            Incoming::PubAck(pkid) => session.acked(pkid, &broker.router),
             Incoming::PubRel(pkid) => writer.pubcomp(out, pkid),
             Incoming::PubRec(_) | Incoming::PubComp(_) => {}
             Incoming::Subscribe { pkid, filters } => {
@@ -437,10 +474,13 @@ async fn handle_input(
                 let granted: Vec<_> = filters
                     .iter()
                     .map(|(filter, qos)| {
-                        rules.may_subscribe(principal, filter).map(|()| {
+                        rules.may_subscribe(principal, filter).and_then(|()| {
                             let q = (*qos).min(1);
-                            session.subscribe(filter, q);
-                            q
+                            if session.subscribe(conn, filter, q) {
+                                Ok(q)
+                            } else {
+                                Err(codec::Refused::QuotaExceeded)
+                            }
                         })
                     })
                     .collect();
@@ -453,7 +493,7 @@ async fn handle_input(
             }
             Incoming::Unsubscribe { pkid, filters } => {
                 for f in &filters {
-                    session.unsubscribe(f);
+                    session.unsubscribe(conn, f);
                 }
                 writer.unsuback(out, pkid, filters.len());
             }
@@ -461,6 +501,7 @@ async fn handle_input(
             Incoming::Disconnect { session_expiry } => {
                 if let Some(e) = session_expiry {
                     session.set_expiry(
+                        conn,
                         Duration::from_secs(u64::from(e)).min(broker.router.max_expiry()),
                     );
                 }

@@ -186,20 +186,27 @@ async fn websocket(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>) {
     let session = tokio::spawn(serve(broker.clone(), theirs, peer));
     let (mut sink, mut source) = ws.split();
     let (mut from_broker, mut to_broker) = tokio::io::split(ours);
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        tokio::select! {
-            msg = source.next() => match msg {
-                Some(Ok(WsMessage::Binary(data))) => {
+    // The two directions run independently: a client sending a large put while the broker writes
+    // it a large reply must not wait on itself.
+    let inbound = async move {
+        while let Some(msg) = source.next().await {
+            match msg {
+                Ok(WsMessage::Binary(data)) => {
                     if to_broker.write_all(&data).await.is_err() {
                         break;
                     }
                 }
-                Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => {}
+                Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_)) => {}
                 // MQTT over WebSocket is binary only (MQTT 5 §6).
-                Some(Ok(WsMessage::Text(_))) | Some(Ok(WsMessage::Close(_))) | Some(Err(_)) | None => break,
-            },
-            n = from_broker.read(&mut buf) => match n {
+                Ok(WsMessage::Text(_) | WsMessage::Close(_)) | Err(_) => break,
+            }
+        }
+        let _ = to_broker.shutdown().await;
+    };
+    let outbound = async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match from_broker.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
                     let sent = tokio::time::timeout(
@@ -211,12 +218,23 @@ async fn websocket(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>) {
                         break;
                     }
                 }
-            },
+            }
         }
+        let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
+    };
+    // The client going away ends the inbound side, which closes the broker's input; the broker
+    // then ends, which ends the outbound side.
+    // Once one side is done the other gets a moment to finish, no more: a client that never
+    // answers our Close does not keep the connection.
+    tokio::pin!(inbound, outbound);
+    tokio::select! {
+        _ = &mut inbound => { let _ = tokio::time::timeout(Duration::from_secs(5), outbound).await; }
+        _ = &mut outbound => { let _ = tokio::time::timeout(Duration::from_secs(5), inbound).await; }
     }
-    let _ = to_broker.shutdown().await;
-    drop(to_broker);
-    drop(from_broker);
-    let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
-    let _ = session.await;
+    match session.await {
+        Err(e) if e.is_panic() => {
+            tracing::error!(%peer, cause = ?e, "mqtt: a WebSocket connection handler panicked; that connection was closed");
+        }
+        _ => {}
+    }
 }

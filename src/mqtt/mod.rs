@@ -54,7 +54,7 @@ pub struct Broker {
     gateway_login: (String, String),
     /// `Some(home)` when anonymous clients may connect (`home`: the events they see).
     anonymous: Option<Option<String>>,
-    commands: Semaphore,
+    commands: Arc<Semaphore>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
 }
@@ -93,7 +93,7 @@ pub async fn start_embedded(
         access,
         gateway_login: (user.clone(), password.clone()),
         anonymous,
-        commands: Semaphore::new(COMMANDS_AT_ONCE),
+        commands: Arc::new(Semaphore::new(COMMANDS_AT_ONCE)),
         tasks: tasks.clone(),
         shutdown: shutdown.clone(),
     });

@@ -20,8 +20,12 @@ use tokio::sync::Notify;
 
 use super::acl::{filter_matches, Principal, Rules};
 
-/// Bytes queued for one session at most.
+/// Bytes queued for one session at most (sent and unacknowledged ones included).
 pub const SESSION_QUEUE_BYTES: usize = 32 << 20;
+/// Subscriptions (filters) one session may hold.
+pub const MAX_SUBSCRIPTIONS: usize = 64;
+/// Persistent sessions one user may keep; a new one past it ends that user's oldest offline one.
+pub const PERSISTENT_PER_USER: usize = 16;
 /// Bytes queued over all sessions at most.
 pub const TOTAL_QUEUE_BYTES: usize = 256 << 20;
 
@@ -37,8 +41,18 @@ pub struct Message {
 }
 
 impl Message {
-    fn cost(&self) -> usize {
-        self.topic.len() + self.payload.len() + 64
+    /// Bytes it holds (and an upper bound of its encoded size on the wire).
+    pub fn cost(&self) -> usize {
+        self.topic.len()
+            + self.payload.len()
+            + self.content_type.as_ref().map_or(0, |c| c.len() + 3)
+            + self.correlation_data.as_ref().map_or(0, |c| c.len() + 3)
+            + self
+                .user_properties
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 5)
+                .sum::<usize>()
+            + 64
     }
 }
 
@@ -62,6 +76,18 @@ pub struct Session {
     inner: Mutex<Inner>,
 }
 
+impl Inner {
+    fn owned_by(&self, conn: u64) -> bool {
+        self.owner.as_ref().is_some_and(|(c, _)| *c == conn)
+    }
+
+    /// A message of `cost` bytes left the session (delivered at QoS 0, acknowledged, dropped).
+    fn release(&mut self, cost: usize, router: &Router) {
+        self.queued_bytes -= cost;
+        router.queued_bytes.fetch_sub(cost, Ordering::Relaxed);
+    }
+}
+
 struct Inner {
     subscriptions: BTreeMap<String, u8>,
     queue: VecDeque<Queued>,
@@ -79,25 +105,57 @@ struct Inner {
 }
 
 impl Session {
-    pub fn subscribe(&self, filter: &str, qos: u8) {
-        self.lock().subscriptions.insert(filter.to_string(), qos);
-    }
-
-    pub fn unsubscribe(&self, filter: &str) {
-        self.lock().subscriptions.remove(filter);
-    }
-
-    /// Takes the next message to send, if the client has room for it (`in_flight` < `window`).
-    /// QoS 1 messages get a packet id and are kept until acknowledged.
-    pub fn next_to_send(&self, window: usize, router: &Router) -> Option<(Queued, u16)> {
+    /// Subscribes, for connection `conn` if it still owns the session; `false` when the session
+    /// already holds [`MAX_SUBSCRIPTIONS`] other filters.
+    pub fn subscribe(&self, conn: u64, filter: &str, qos: u8) -> bool {
         let mut inner = self.lock();
-        if inner.unacked.len() >= window {
+        if !inner.owned_by(conn) {
+            return true;
+        }
+        if inner.subscriptions.len() >= MAX_SUBSCRIPTIONS
+            && !inner.subscriptions.contains_key(filter)
+        {
+            return false;
+        }
+        inner.subscriptions.insert(filter.to_string(), qos);
+        true
+    }
+
+    pub fn unsubscribe(&self, conn: u64, filter: &str) {
+        let mut inner = self.lock();
+        if inner.owned_by(conn) {
+            inner.subscriptions.remove(filter);
+        }
+    }
+
+    /// Takes the next message for connection `conn` to send, if it still owns the session and
+    /// the client has room for it (`in_flight` < `window`). QoS 1 messages get a packet id and are
+    /// kept — and counted against the queue limits — until acknowledged. Messages larger than
+    /// the client's `max_packet` (MQTT 5) are dropped for it, as the spec says.
+    pub fn next_to_send(
+        &self,
+        conn: u64,
+        window: usize,
+        max_packet: Option<usize>,
+        router: &Router,
+    ) -> Option<(Queued, u16)> {
+        let mut inner = self.lock();
+        if !inner.owned_by(conn) || inner.unacked.len() >= window {
             return None;
         }
-        let q = inner.queue.pop_front()?;
-        let cost = q.message.cost();
-        inner.queued_bytes -= cost;
-        router.queued_bytes.fetch_sub(cost, Ordering::Relaxed);
+        let q = loop {
+            let q = inner.queue.pop_front()?;
+            if max_packet.is_some_and(|max| q.message.cost() > max) {
+                inner.release(q.message.cost(), router);
+                inner.dropped += 1;
+                router.dropped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            break q;
+        };
+        if q.qos == 0 {
+            inner.release(q.message.cost(), router);
+        }
         let mut pkid = 0;
         if q.qos > 0 {
             // Packet ids 1..=65535, skipping those still in flight.
@@ -114,8 +172,11 @@ impl Session {
     }
 
     /// The client acknowledged a QoS 1 message.
-    pub fn acked(&self, pkid: u16) {
-        self.lock().unacked.remove(&pkid);
+    pub fn acked(&self, pkid: u16, router: &Router) {
+        let mut inner = self.lock();
+        if let Some(q) = inner.unacked.remove(&pkid) {
+            inner.release(q.message.cost(), router);
+        }
     }
 
     /// Messages sent before and not acknowledged (to send again, DUP set, after a reconnect).
@@ -129,11 +190,14 @@ impl Session {
 
     /// Whether connection `conn` still owns this session (a newer connection may have taken it).
     pub fn owned_by(&self, conn: u64) -> bool {
-        self.lock().owner.as_ref().is_some_and(|(c, _)| *c == conn)
+        self.lock().owned_by(conn)
     }
 
-    pub fn set_expiry(&self, expiry: Duration) {
-        self.lock().expiry = expiry;
+    pub fn set_expiry(&self, conn: u64, expiry: Duration) {
+        let mut inner = self.lock();
+        if inner.owned_by(conn) {
+            inner.expiry = expiry;
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -258,9 +322,26 @@ impl Router {
         let (session, present) = match existing {
             Some(s) if !clean => (s, true),
             old => {
+                let replacing = old.is_some();
                 if let Some(old) = old {
                     self.discard(&old);
-                } else if map.len() >= self.max_sessions {
+                } else if !expiry.is_zero() {
+                    // A user's persistent sessions are capped: the oldest one away goes first,
+                    // so nobody can hold the whole pool with sessions of made-up client ids.
+                    let mut away: Vec<(Instant, SessionKey)> = map
+                        .iter()
+                        .filter(|(k, _)| k.user == key.user)
+                        .filter_map(|(k, s)| s.lock().offline_since.map(|t| (t, k.clone())))
+                        .collect();
+                    if away.len() >= PERSISTENT_PER_USER {
+                        away.sort();
+                        if let Some(s) = map.remove(&away[0].1) {
+                            self.discard(&s);
+                        }
+                    }
+                }
+                // The gateway's own publisher is never refused for lack of room.
+                if !replacing && map.len() >= self.max_sessions && principal != Principal::Gateway {
                     return None;
                 }
                 let s = Arc::new(Session {
@@ -319,12 +400,14 @@ impl Router {
         } else {
             inner.offline_since = Some(Instant::now());
             // QoS 0 messages are not kept for an offline client.
-            let before = inner.queued_bytes;
+            let gone: usize = inner
+                .queue
+                .iter()
+                .filter(|q| q.qos == 0)
+                .map(|q| q.message.cost())
+                .sum();
             inner.queue.retain(|q| q.qos > 0);
-            let kept: usize = inner.queue.iter().map(|q| q.message.cost()).sum();
-            inner.queued_bytes = kept;
-            self.queued_bytes
-                .fetch_sub(before - kept, Ordering::Relaxed);
+            inner.release(gone, self);
         }
     }
 
@@ -423,7 +506,7 @@ mod tests {
         let a = r
             .attach(key("c"), alice(), false, Duration::from_secs(60))
             .unwrap();
-        a.session.subscribe("filegate/events/#", 1);
+        assert!(a.session.subscribe(a.conn, "filegate/events/#", 1));
         r.detach(&a.session, a.conn);
         for i in 0..5 {
             r.publish(event(&format!("/home/alice/{i}")));
@@ -434,7 +517,7 @@ mod tests {
             .unwrap();
         assert!(b.present);
         let mut got = vec![];
-        while let Some((q, pkid)) = b.session.next_to_send(100, &r) {
+        while let Some((q, pkid)) = b.session.next_to_send(b.conn, 100, None, &r) {
             assert!(pkid > 0);
             got.push(q.message.topic.clone());
         }
@@ -448,6 +531,10 @@ mod tests {
         let c = r.attach(key("c"), alice(), true, Duration::ZERO).unwrap();
         assert!(!c.present);
         assert!(c.session.unacked().is_empty());
+        assert!(
+            !b.session.owned_by(b.conn),
+            "the old connection was told to go"
+        );
         r.detach(&c.session, c.conn);
         assert_eq!(r.stats().0, 0);
         assert_eq!(r.stats().1, 0);
@@ -462,6 +549,56 @@ mod tests {
         r.detach(&a.session, a.conn);
         assert!(b.session.owned_by(b.conn));
         assert_eq!(r.stats().0, 1);
+    }
+
+    #[test]
+    fn unacknowledged_messages_count_until_acknowledged() {
+        let r = Router::new(Rules::new("filegate", false), 10, Duration::ZERO, 10);
+        let a = r.attach(key("c"), alice(), true, Duration::ZERO).unwrap();
+        assert!(a.session.subscribe(a.conn, "filegate/events/#", 1));
+        r.publish(event("/home/alice/x"));
+        let held = r.stats().1;
+        assert!(held > 0);
+        let (_, pkid) = a.session.next_to_send(a.conn, 10, None, &r).unwrap();
+        assert_eq!(r.stats().1, held, "in flight, still counted");
+        a.session.acked(pkid, &r);
+        assert_eq!(r.stats().1, 0);
+        // Too big for the client: dropped for it, and nothing stays counted.
+        r.publish(event("/home/alice/y"));
+        assert!(a.session.next_to_send(a.conn, 10, Some(10), &r).is_none());
+        assert_eq!(r.stats().1, 0);
+    }
+
+    #[test]
+    fn subscriptions_and_persistent_sessions_are_capped_per_user() {
+        let r = Router::new(
+            Rules::new("filegate", false),
+            10,
+            Duration::from_secs(60),
+            1000,
+        );
+        let a = r.attach(key("c"), alice(), true, Duration::ZERO).unwrap();
+        for i in 0..MAX_SUBSCRIPTIONS {
+            assert!(a.session.subscribe(a.conn, &format!("a/{i}"), 1));
+        }
+        assert!(!a.session.subscribe(a.conn, "one/more", 1));
+        assert!(
+            a.session.subscribe(a.conn, "a/0", 0),
+            "a filter it has is replaced"
+        );
+        for i in 0..PERSISTENT_PER_USER + 5 {
+            let s = r
+                .attach(
+                    key(&format!("p{i}")),
+                    alice(),
+                    false,
+                    Duration::from_secs(60),
+                )
+                .unwrap();
+            r.detach(&s.session, s.conn);
+        }
+        // The connected session plus at most PERSISTENT_PER_USER kept ones.
+        assert!(r.stats().0 <= PERSISTENT_PER_USER + 1, "{}", r.stats().0);
     }
 
     #[test]
