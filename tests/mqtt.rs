@@ -1317,6 +1317,55 @@ mod broker {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn retained_messages_are_never_kept() {
+        let port = test_support::free_port();
+        let t = start(Kind::Embedded, embedded(port)).await;
+        let flood = probe(port, "flood", Some(("alice", PASSWORD)), true)
+            .await
+            .unwrap();
+        for i in 0..40 {
+            for topic in [
+                format!("retained/{i}"),
+                format!("filegate/events/home/alice/r{i}"),
+                format!("filegate/replies/alice/r{i}"),
+            ] {
+                flood
+                    .client
+                    .publish(topic, QoS::AtLeastOnce, true, vec![b'r'; 256 * 1024])
+                    .await
+                    .unwrap();
+            }
+        }
+        // A retained command is run once, like any command, and not kept either.
+        flood
+            .client
+            .publish(
+                "filegate/commands/put/kept.txt",
+                QoS::AtLeastOnce,
+                true,
+                b"k".to_vec(),
+            )
+            .await
+            .unwrap();
+        let mut late = probe(port, "late", Some(("alice", PASSWORD)), true)
+            .await
+            .unwrap();
+        late.subscribe("#").await;
+        // The marker: alice's own next upload; nothing retained may arrive before it.
+        let mut ftp = ftp(&t).await;
+        ftp.put_file("marker.txt", &mut &b"m"[..]).await.unwrap();
+        let (_, before) = late.until("filegate/events/home/alice/marker.txt").await;
+        assert!(
+            before
+                .iter()
+                .all(|t| t == "filegate/events/home/alice/kept.txt"
+                    || t == "filegate/events/home/alice"),
+            "retained or forged messages arrived: {before:?}"
+        );
+        t.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_persistent_session_receives_what_it_missed_in_order() {
         let port = test_support::free_port();
         let t = start(Kind::Embedded, embedded(port)).await;
