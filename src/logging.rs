@@ -8,8 +8,11 @@ use crate::config::LogFormat;
 /// The protocol libraries log routine client trouble (failed logins, resets) as errors: quieter.
 /// rumqttd 0.20 logs every client that disconnects, even cleanly, as an error from its link and
 /// router modules: those two are off (the broker's failures are logged by filegate itself).
+/// rustls warns about every TLS client that sends an IP address as its server name (SNI), which
+/// Python's `ssl`, Java and others do whenever they connect by address: normal client behaviour,
+/// ignored by the handshake, so only its errors are logged.
 pub const DEFAULT_FILTER: &str = "info,rumqttd=warn,rumqttd::server::broker=off,\
-     rumqttd::router::routing=off,libunftp=warn,russh=warn";
+     rumqttd::router::routing=off,libunftp=warn,russh=warn,rustls::msgs::handshake=error";
 
 /// Installs the global subscriber. `RUST_LOG` (e.g. `filegate=debug,info`) overrides the default
 /// `info`; an unparsable `RUST_LOG` falls back to `info` with a warning. Calling it again (tests) is
@@ -22,8 +25,10 @@ pub fn init(format: LogFormat) {
         },
         _ => (EnvFilter::new(DEFAULT_FILTER), None),
     };
+    // Colour codes only for a person at a terminal: a file, a pipe or a log collector gets plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let installed = match format {
         LogFormat::Text => builder.try_init(),
