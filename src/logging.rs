@@ -8,9 +8,9 @@ use crate::config::LogFormat;
 /// The protocol libraries log routine client trouble (failed logins, resets) as errors: quieter.
 /// rumqttd 0.20 logs every client that disconnects, even cleanly, as an error from its link and
 /// router modules: those two are off (the broker's failures are logged by filegate itself).
-/// rustls warns about every TLS client that sends an IP address as its server name (SNI), which
-/// Python's `ssl`, Java and others do whenever they connect by address: normal client behaviour,
-/// ignored by the handshake, so only its errors are logged.
+/// rustls warns about every TLS client that sends an IP address as its server name (SNI), as some
+/// FTPS clients do when they connect by address: harmless (the handshake ignores the name) and
+/// nothing the operator can change, so that module logs only errors.
 pub const DEFAULT_FILTER: &str = "info,rumqttd=warn,rumqttd::server::broker=off,\
      rumqttd::router::routing=off,libunftp=warn,russh=warn,rustls::msgs::handshake=error";
 
