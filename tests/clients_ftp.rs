@@ -253,6 +253,8 @@ async fn commons_net(kind: Kind) {
     t.stop().await;
 }
 
+/// Runs lftp with `commands`; any command that fails (after one try: a reply that never comes
+/// fails it after 10 s) fails the test.
 fn lftp(t: &TestGateway, name: &str, commands: &str) -> Vec<u8> {
     let a = t.ftp_addr();
     client(
@@ -262,7 +264,7 @@ fn lftp(t: &TestGateway, name: &str, commands: &str) -> Vec<u8> {
             &format!("{name},{PASSWORD}"),
             "-e",
             &format!(
-                "set ftp:ssl-allow no; set net:timeout 5; set net:max-retries 2; set cmd:fail-exit yes; {commands}; bye"
+                "set ftp:ssl-allow no; set net:timeout 10; set net:max-retries 1; set cmd:fail-exit yes; {commands}; bye"
             ),
             &format!("ftp://{}:{}", a.ip(), a.port()),
         ],

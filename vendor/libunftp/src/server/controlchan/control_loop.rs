@@ -126,6 +126,7 @@ where
         session = session.binder(b);
     }
     session.ascii = ascii_by_default;
+    let tcp_stream = ReadPastUrgentMark(tcp_stream);
 
     // filegate patch: implicit FTPS: the TLS handshake comes first, within the idle timeout.
     let tcp_stream: Box<dyn AsyncReadAsyncWriteSendUnpin> = if implicit_tls {
@@ -606,5 +607,60 @@ where
             Event::Command(cmd) => self.handle_command(cmd).await,
             Event::InternalMsg(msg) => self.handle_internal_msg(msg).await,
         }
+    }
+}
+
+/// filegate patch: the control connection, read so that TCP urgent data cannot stall it.
+///
+/// Clients send `ABOR` after a Telnet "Synch" whose last byte is TCP urgent data (RFC 959 4.1.3;
+/// lftp does). A read stops at the urgent mark, so it returns fewer bytes than are waiting, and
+/// tokio takes a short read for a drained socket: it waits for the next readiness edge, which
+/// never comes, and the `ABOR` line stays unread until the client sends something else or gives
+/// up. So after each read, whatever else is already there is read too, until the socket says it
+/// would block. (filegate also sets SO_OOBINLINE, so that the urgent byte stays in the stream,
+/// where the codec drops it with the other Telnet bytes.)
+struct ReadPastUrgentMark(TcpStream);
+
+impl AsyncRead for ReadPastUrgentMark {
+    fn poll_read(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>, buf: &mut tokio::io::ReadBuf<'_>) -> std::task::Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        match std::pin::Pin::new(&mut this.0).poll_read(cx, buf) {
+            std::task::Poll::Ready(Ok(())) => {}
+            other => return other,
+        }
+        // Straight to the socket: tokio's `try_read` answers "would block" without asking it once
+        // the short read has cleared its readiness.
+        while buf.filled().len() > before && buf.remaining() > 0 {
+            match nix::unistd::read(&this.0, buf.initialize_unfilled()) {
+                Ok(0) => break,
+                Ok(n) => buf.advance(n),
+                // Would block: all read. Another error comes back on the next read.
+                Err(_) => break,
+            }
+        }
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for ReadPastUrgentMark {
+    fn poll_write(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>, buf: &[u8]) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>, bufs: &[std::io::IoSlice<'_>]) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_flush(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
     }
 }
