@@ -6,7 +6,10 @@ use crate::config::LogFormat;
 
 /// The filter used when `RUST_LOG` is unset.
 /// The protocol libraries log routine client trouble (failed logins, resets) as errors: quieter.
-pub const DEFAULT_FILTER: &str = "info,libunftp=warn,russh=warn";
+/// rustls warns about every TLS client that sends an IP address as its server name (SNI), as some
+/// FTPS clients do when they connect by address: harmless (the handshake ignores the name) and
+/// nothing the operator can change, so that module logs only errors.
+pub const DEFAULT_FILTER: &str = "info,libunftp=warn,russh=warn,rustls::msgs::handshake=error";
 
 /// Installs the global subscriber. `RUST_LOG` (e.g. `filegate=debug,info`) overrides the default
 /// `info`; an unparsable `RUST_LOG` falls back to `info` with a warning. Calling it again (tests) is
@@ -19,8 +22,10 @@ pub fn init(format: LogFormat) {
         },
         _ => (EnvFilter::new(DEFAULT_FILTER), None),
     };
+    // Colour codes only for a person at a terminal: a file, a pipe or a log collector gets plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let installed = match format {
         LogFormat::Text => builder.try_init(),

@@ -44,6 +44,9 @@ pub struct FtpBackend {
     pub tasks: tokio_util::task::TaskTracker,
     /// Fires when shutdown gives up waiting: running uploads are cut off (and kept, incomplete).
     pub abort: tokio_util::sync::CancellationToken,
+    /// The session's control connection, checked when an upload's data ends: a client that is
+    /// gone did not finish its file (see `probe`).
+    pub control: Option<std::sync::Arc<super::probe::ControlProbe>>,
 }
 
 #[derive(Debug, Clone)]
@@ -219,6 +222,7 @@ impl StorageBackend<FtpUser> for FtpBackend {
         };
         let idle = self.idle_timeout;
         let abort = self.abort.clone();
+        let control = self.control.clone();
         let task_path = p.clone();
         let transfer = self.tasks.spawn(async move {
             let p = task_path;
@@ -250,6 +254,15 @@ impl StorageBackend<FtpUser> for FtpBackend {
                         tracing::info!(path = %p, received, kept = ?kept.as_ref().map(|c| c.is_some()), "ftp: upload cut off: {cut}");
                         return Err(Error::new(FtpKind::ConnectionClosed, cut));
                     }
+                }
+            }
+            // The data connection ended normally, which a dead client's does too: complete only if
+            // the client is still there to hear the 226.
+            if let Some(control) = &control {
+                if let Some(gone) = control.client_gone(super::probe::CUT_OFF_WINDOW).await {
+                    let kept = upload.cut_off().await;
+                    tracing::info!(path = %p, received, kept = ?kept.as_ref().map(|c| c.is_some()), "ftp: upload cut off: {gone}");
+                    return Err(Error::new(FtpKind::ConnectionClosed, gone));
                 }
             }
             upload.commit(None).await.map_err(to_ftp)?;

@@ -7,6 +7,8 @@
 mod auth;
 mod backend;
 mod errors;
+mod probe;
+mod site;
 mod tls;
 
 use std::net::{IpAddr, SocketAddr};
@@ -148,7 +150,20 @@ impl FtpFrontend {
                 }
             };
             let _ = stream.set_nodelay(true);
-            let server = match self.server_for(peer, implicit, &tasks, &abort) {
+            // Clients send ABOR after a Telnet Synch whose last byte goes out of band (TCP urgent
+            // data, RFC 959 4.1.3). Without this, the read of the control connection stopped at
+            // the urgent mark and the ABOR line was never seen; inline, the byte is dropped with
+            // the other Telnet bytes before the command (as vsftpd does).
+            let _ = socket2::SockRef::from(&stream).set_out_of_band_inline(true);
+            // Without a probe an upload's end cannot be checked; that is logged, not fatal.
+            let control = match probe::ControlProbe::new(&stream) {
+                Ok(p) => Some(Arc::new(p)),
+                Err(e) => {
+                    tracing::warn!(%peer, error = %e, "ftp: cannot watch the control connection");
+                    None
+                }
+            };
+            let server = match self.server_for(peer, implicit, control.clone(), &tasks, &abort) {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::error!(error = %e, "ftp: cannot set up a session");
@@ -156,12 +171,19 @@ impl FtpFrontend {
                 }
             };
             let abort = abort.clone();
+            // Shutdown closes an idle session at once (421); a running transfer gets the grace
+            // period, then `abort`.
+            let stop = shutdown.clone().cancelled_owned();
             tasks.spawn(async move {
                 let _permit = permit;
                 tracing::debug!(%peer, "ftp: session start");
                 tokio::select! {
-                    _ = server.service_as(stream, peer) => {}
+                    _ = server.service_until(stream, peer, stop) => {}
                     _ = abort.cancelled() => tracing::info!(%peer, "ftp: session cut by shutdown"),
+                }
+                // The session is over: an upload still finishing has lost its client.
+                if let Some(control) = control {
+                    control.close();
                 }
                 tracing::debug!(%peer, "ftp: session end");
             });
@@ -172,6 +194,7 @@ impl FtpFrontend {
         &self,
         peer: SocketAddr,
         implicit: bool,
+        control: Option<Arc<probe::ControlProbe>>,
         tasks: &TaskTracker,
         abort: &CancellationToken,
     ) -> anyhow::Result<libunftp::Server<FtpBackend, auth::FtpUser>> {
@@ -180,6 +203,7 @@ impl FtpFrontend {
             idle_timeout: self.config.idle_timeout,
             tasks: tasks.clone(),
             abort: abort.clone(),
+            control,
         };
         let mut builder = ServerBuilder::with_user_detail_provider(
             Box::new(move || backend.clone()),
@@ -191,6 +215,9 @@ impl FtpFrontend {
         .passive_host(passive_host(&self.config.passive_host))
         .idle_session_timeout(self.config.idle_timeout.as_secs().max(1))
         .ascii_by_default(self.config.default_type == FtpType::Ascii)
+        .site_command(libunftp::options::RENAME_CHECK, site::RenameCheck)
+        .site_command(libunftp::options::MFMT, site::Mfmt)
+        .site_command("UTIME", site::Utime)
         .active_passive_mode(if self.config.active_mode {
             ActivePassiveMode::ActiveAndPassive
         } else {

@@ -37,6 +37,8 @@ where
     pub data_abort_rx: Option<Receiver<()>>,
     // filegate patch: TYPE A in effect, line endings are converted.
     pub ascii: bool,
+    // filegate patch: the facts `OPTS MLST` selected, read with the type.
+    pub mlst_facts: crate::server::controlchan::commands::MlstFacts,
 }
 
 use std::fmt;
@@ -118,6 +120,7 @@ where
                 // filegate patch: the type in effect when the transfer command came, not when the
                 // client connected (clients connect after PASV and may send TYPE after that).
                 self.ascii = session.ascii;
+                self.mlst_facts = session.mlst_facts;
                 self.handle_incoming(DataChanMsg::ExternalCommand(command), session.start_pos).await;
             },
             Some(_) = data_abort_rx.recv() => {
@@ -131,7 +134,6 @@ where
         session.data_busy = false;
     }
 
-    #[tracing_attributes::instrument]
     async fn handle_incoming(self, incoming: DataChanMsg, start_pos: u64) {
         match incoming {
             DataChanMsg::Abort => {
@@ -145,7 +147,6 @@ where
         }
     }
 
-    #[tracing_attributes::instrument]
     async fn execute_command(self, cmd: DataChanCmd, start_pos: u64) {
         match cmd {
             DataChanCmd::Retr { path } => {
@@ -169,7 +170,6 @@ where
         }
     }
 
-    #[tracing_attributes::instrument]
     async fn exec_retr(self, path: String, start_pos: u64) {
         let path = self.cwd.join(path);
         let tx: Sender<ControlChanMsg> = self.control_msg_tx.clone();
@@ -267,7 +267,6 @@ where
         }
     }
 
-    #[tracing_attributes::instrument]
     async fn exec_stor(self, path: String, start_pos: u64) {
         let path = self.cwd.join(path);
         let tx = self.control_msg_tx.clone();
@@ -326,7 +325,6 @@ where
         }
     }
 
-    #[tracing_attributes::instrument]
     async fn exec_appe(self, path: String) {
         let path = self.cwd.join(&path);
         let tx = self.control_msg_tx.clone();
@@ -385,7 +383,6 @@ where
         }
     }
 
-    #[tracing_attributes::instrument]
     async fn exec_list_variant(self, path: Option<String>, command: ListCommand) {
         let path = self.resolve_path(path);
         let tx = self.control_msg_tx.clone();
@@ -477,7 +474,6 @@ where
         }
     }
 
-    #[tracing_attributes::instrument]
     async fn exec_mlsd(self, path: Option<String>) {
         let path = self.resolve_path(path);
         let tx = self.control_msg_tx.clone();
@@ -499,7 +495,7 @@ where
                         .map(|component| component.as_os_str().to_string_lossy())
                         .unwrap_or("unknown".into());
 
-                    let facts_str = crate::server::controlchan::commands::mlst::format_facts(&file_info.metadata);
+                    let facts_str = crate::server::controlchan::commands::mlst::format_facts(&file_info.metadata, self.mlst_facts);
                     let line = format!("{} {}", facts_str, filename);
                     buffer.push_str(&line);
                     buffer.push_str("\r\n");
@@ -572,7 +568,6 @@ where
         }
     }
 
-    #[tracing_attributes::instrument]
     async fn writer(socket: TcpStream, ftps_mode: FtpsConfig, command: &'static str) -> Box<dyn AsyncWrite + Send + Unpin + Sync> {
         match ftps_mode {
             FtpsConfig::Off => Box::new(MeasuringWriter::new(socket, command)) as Box<dyn AsyncWrite + Send + Unpin + Sync>,
@@ -598,7 +593,6 @@ where
         }
     }
 
-    #[tracing_attributes::instrument]
     async fn reader(socket: TcpStream, ftps_mode: FtpsConfig, command: &'static str) -> Box<dyn AsyncRead + Send + Unpin + Sync> {
         match ftps_mode {
             FtpsConfig::Off => Box::new(MeasuringReader::new(socket, command)) as Box<dyn AsyncRead + Send + Unpin + Sync>,
@@ -606,7 +600,12 @@ where
             FtpsConfig::On { tls_config } => {
                 let acceptor: TlsAcceptor = tls_config.into();
                 match within(acceptor.accept(socket)).await {
-                    Ok(tls_stream) => Box::new(MeasuringReader::new(tls_stream, command)) as Box<dyn AsyncRead + Send + Unpin + Sync>,
+                    Ok(tls_stream) => Box::new(MeasuringReader::new(TlsUploadEnd::new(tls_stream), command)) as Box<dyn AsyncRead + Send + Unpin + Sync>,
+                    // filegate patch: a data connection closed before its handshake ended carried
+                    // no byte of the file: an empty upload (basic-ftp sends an empty file so over
+                    // FTPS), complete if its client is still there (see TlsUploadEnd). A handshake
+                    // that fails on bad bytes (a plaintext client) still fails the transfer.
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Box::new(tokio::io::empty()),
                     Err(e) => Box::new(FailedHandshake(e.kind(), e.to_string())),
                 }
             }
@@ -634,7 +633,6 @@ where
 /// logger: logger set up with needed context for use by the data channel.
 /// session_arc: the user session that is also shared with the control channel.
 /// socket: the data socket we'll be working with.
-#[tracing_attributes::instrument]
 pub async fn spawn_processing<Storage, User>(logger: slog::Logger, session_arc: SharedSession<Storage, User>, mut socket: TcpStream)
 where
     Storage: StorageBackend<User> + 'static,
@@ -711,6 +709,7 @@ where
             data_abort_rx: Some(data_abort_rx),
             data_cmd_rx: Some(data_cmd_rx),
             ascii: false,
+            mlst_facts: Default::default(),
         };
 
         // The control channel need to know if the data channel is busy so that it doesn't time out
@@ -849,6 +848,55 @@ impl ListCommand {
 }
 
 /// filegate patch: the data connection whose TLS handshake failed; every read and write reports it.
+/// filegate patch: how an upload's TLS data connection ends, as vsftpd and pure-ftpd do it.
+///
+/// - The client's close_notify is answered with ours before the end of the upload is reported:
+///   Python's `ssl` (ftplib `FTP_TLS.storbinary`) waits for it in `unwrap()` and failed with
+///   `SSLEOFError` when the connection was just closed.
+/// - A TCP close without close_notify (basic-ftp, many Windows clients) is an end of file, not an
+///   error (vsftpd's default `strict_ssl_read_eof=NO`): refusing it refused every empty file they
+///   upload. Whether such an upload is complete is decided by whether its client is still there
+///   (filegate checks its control connection), which also covers a client killed mid-transfer.
+struct TlsUploadEnd<S> {
+    inner: S,
+    /// The end was seen; our close_notify is being sent.
+    ending: bool,
+    /// Our close_notify went out: every read now reports the end.
+    done: bool,
+}
+
+impl<S> TlsUploadEnd<S> {
+    fn new(inner: S) -> Self {
+        TlsUploadEnd { inner, ending: false, done: false }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsUploadEnd<S> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(Ok(()));
+        }
+        if !this.ending {
+            let before = buf.filled().len();
+            match Pin::new(&mut this.inner).poll_read(cx, buf) {
+                Poll::Ready(Ok(())) if buf.filled().len() == before => this.ending = true,
+                Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => this.ending = true,
+                other => return other,
+            }
+        }
+        // The end of the upload: send our close_notify (errors do not matter any more: the
+        // client may have gone already), then report the end of file.
+        match Pin::new(&mut this.inner).poll_shutdown(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(_) => {
+                this.done = true;
+                Poll::Ready(Ok(()))
+            }
+        }
+    }
+}
+
 struct FailedHandshake(std::io::ErrorKind, String);
 
 impl FailedHandshake {

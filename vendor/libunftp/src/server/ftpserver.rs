@@ -868,7 +868,8 @@ where
         H: SiteCommandHandler<Storage, User> + 'static,
     {
         let key = name.into().to_ascii_uppercase();
-        let valid = !key.is_empty() && key.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_');
+        // filegate patch: options::RENAME_CHECK is a name no client can send.
+        let valid = key == crate::options::RENAME_CHECK || (!key.is_empty() && key.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_'));
         if !valid {
             self.configuration_error.get_or_insert_with(|| format!("Invalid SITE command name: {key:?}"));
         } else if key == "MD5" {
@@ -981,7 +982,6 @@ where
     /// drop(rt);
     /// ```
     ///
-    #[tracing_attributes::instrument]
     pub async fn listen<T: Into<String> + Debug>(self, bind_address: T) -> std::result::Result<(), ServerError> {
         let logger = self.logger.clone();
         let bind_address: SocketAddr = bind_address.into().parse()?;
@@ -1068,6 +1068,18 @@ where
     /// rather than its TCP peer (a proxy that said who the client is, e.g. with the PROXY
     /// protocol): shared passive ports expect data connections from `client`.
     pub async fn service_as(self, tcp_stream: tokio::net::TcpStream, client: std::net::SocketAddr) -> std::result::Result<(), crate::server::ControlChanError> {
+        self.service_until(tcp_stream, client, std::future::pending()).await
+    }
+
+    /// filegate patch: as [`service_as`](Self::service_as), and when `stop` completes the session
+    /// ends: at once with `421` when no transfer is running, else after its transfer (whose
+    /// reply the client still gets), then with `421`.
+    pub async fn service_until(
+        self,
+        tcp_stream: tokio::net::TcpStream,
+        client: std::net::SocketAddr,
+        stop: impl std::future::Future<Output = ()> + Send,
+    ) -> std::result::Result<(), crate::server::ControlChanError> {
         let failed_logins = self.failed_logins_policy.as_ref().map(|policy| FailedLoginsCache::new(policy.clone()));
         let options: chosen::OptionsHolder<Storage, User> = (&self).into();
         let shutdown_notifier = Arc::new(shutdown::Notifier::new());
@@ -1090,7 +1102,16 @@ where
                 slog::error!(self.logger, "Could not spawn control channel loop: {:?}", err);
             }
             Ok(jh) => {
-                if let Err(e) = jh.await {
+                let stopping = async {
+                    stop.await;
+                    shutdown_notifier.notify().await;
+                    std::future::pending::<()>().await
+                };
+                let finished = tokio::select! {
+                    finished = jh => finished,
+                    _ = stopping => unreachable!("pending"),
+                };
+                if let Err(e) = finished {
                     slog::error!(self.logger, "Control loop failed to complete: {:?}", e);
                 }
             }

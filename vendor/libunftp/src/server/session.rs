@@ -116,6 +116,8 @@ where
     pub binder: Option<Box<dyn crate::options::Binder>>,
     // filegate patch: set by `TYPE A`, cleared by `TYPE I`; converts line endings on transfers.
     pub ascii: bool,
+    // filegate patch: the facts `OPTS MLST` selected for MLST/MLSD (RFC 3659 7.9).
+    pub mlst_facts: crate::server::controlchan::commands::MlstFacts,
 }
 
 impl<Storage, User> Session<Storage, User>
@@ -151,6 +153,7 @@ where
             failed_logins: None,
             binder: None,
             ascii: false,
+            mlst_facts: Default::default(),
         }
     }
 

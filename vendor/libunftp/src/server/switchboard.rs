@@ -149,7 +149,6 @@ where
         }
     }
 
-    #[tracing_attributes::instrument]
     pub async fn get_session_by_connection_pair(&mut self, connection: &SocketAddrPair) -> Option<SharedSession<S, U>> {
         let key: SwitchboardKey = connection.into();
 

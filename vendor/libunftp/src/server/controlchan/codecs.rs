@@ -21,17 +21,26 @@ impl FtpCodec {
 }
 
 impl Decoder for FtpCodec {
-    type Item = Command;
+    // filegate patch: a line that does not parse is an item (answered 501, the session goes on),
+    // not an error of the stream: tokio-util's `Framed` ends the stream after a decoder error,
+    // which closed the session on any rejected command (`OPTS MLST …`, `MODE Z`).
+    type Item = Result<Command, ControlChanError>;
     type Error = ControlChanError;
 
     // Here we decode the incoming bytes into a meaningful command. We'll split on newlines, and
     // parse the resulting line using `Command::parse()`. This method will be called by tokio.
-    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Command>, Self::Error> {
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Self::Item>, Self::Error> {
         if let Some(newline_offset) = buf[self.next_index..].iter().position(|b| *b == b'\n') {
             let newline_index = newline_offset + self.next_index;
-            let line = buf.split_to(newline_index + 1);
+            let mut line = buf.split_to(newline_index + 1);
             self.next_index = 0;
-            Ok(Some(line_parser::parse(line)?))
+            // filegate patch: Telnet commands before a command are dropped (RFC 959 4.1.3): lftp
+            // and others send ABOR after "IAC IP IAC DM" (Interrupt Process, Synch), whose IAC may
+            // also have gone out of band. Left in, they made the line invalid UTF-8, the ABOR was
+            // never seen, and the client waited for its reply until its own timeout.
+            let telnet = line.iter().take_while(|b| **b >= 0xF0).count();
+            let _ = line.split_to(telnet);
+            Ok(Some(line_parser::parse(line).map_err(ControlChanError::from)))
         } else {
             self.next_index = buf.len();
             Ok(None)
@@ -82,6 +91,24 @@ impl Encoder<Reply> for FtpCodec {
 mod tests {
     use super::super::ReplyCode;
     use super::*;
+
+    #[test]
+    fn telnet_interrupt_before_abor_is_dropped() {
+        let mut codec = FtpCodec::new();
+        for sent in [&b"\xff\xf4\xff\xf2ABOR\r\n"[..], b"\xff\xf4\xf2ABOR\r\n", b"\xf2ABOR\r\n"] {
+            let mut buf = BytesMut::from(sent);
+            let parsed = codec.decode(&mut buf).unwrap().unwrap().unwrap();
+            assert_eq!(parsed, Command::Abor, "{sent:?}");
+        }
+    }
+
+    #[test]
+    fn a_rejected_line_is_an_item_not_the_end_of_the_stream() {
+        let mut codec = FtpCodec::new();
+        let mut buf = BytesMut::from(&b"MODE Z\r\nNOOP\r\n"[..]);
+        assert!(codec.decode(&mut buf).unwrap().unwrap().is_err());
+        assert_eq!(codec.decode(&mut buf).unwrap().unwrap().unwrap(), Command::Noop);
+    }
 
     #[test]
     fn encode_multiline_reply_with_blank_line_does_not_panic() {

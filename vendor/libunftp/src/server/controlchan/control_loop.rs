@@ -77,7 +77,6 @@ where
 }
 
 /// Does TCP processing when an FTP client connects
-#[tracing_attributes::instrument]
 pub(crate) async fn spawn<Storage, User>(
     config: Config<Storage, User>,
     tcp_stream: TcpStream,
@@ -127,6 +126,7 @@ where
         session = session.binder(b);
     }
     session.ascii = ascii_by_default;
+    let tcp_stream = ReadPastUrgentMark(tcp_stream);
 
     // filegate patch: implicit FTPS: the TLS handshake comes first, within the idle timeout.
     let tcp_stream: Box<dyn AsyncReadAsyncWriteSendUnpin> = if implicit_tls {
@@ -220,16 +220,30 @@ where
 
     let jh = tokio::spawn(async move {
         // The control channel event loop
-        slog::info!(logger, "Starting control loop");
+        slog::debug!(logger, "Starting control loop");
+        // filegate patch: shutdown closes an idle session at once with 421; a session with a
+        // transfer running is closed (421) when the transfer is over, after its reply.
+        let mut closing = false;
+        let mut say_goodbye = false;
+        // filegate patch: a transfer's 150 went out and its final reply not yet; an ABOR came then.
+        let mut transfer_running = false;
+        let mut abor_pending = false;
         loop {
+            if closing && !say_goodbye && !shared_session.lock().await.data_busy {
+                say_goodbye = true;
+            }
             let incoming = {
                 #[allow(unused_assignments)]
                 let mut incoming = None;
-                let mut timeout_delay = Box::pin(tokio::time::sleep(idle_session_timeout));
+                // While closing, the transfer's end is checked often instead of the idle timeout.
+                let mut timeout_delay = Box::pin(tokio::time::sleep(if closing { Duration::from_millis(100) } else { idle_session_timeout }));
                 tokio::select! {
+                    _ = std::future::ready(()), if say_goodbye => {
+                        incoming = Some(Ok(Event::InternalMsg(ControlChanMsg::ExitControlLoop)))
+                    },
                     cmd = command_source.next() => {
                         match cmd {
-                            Some(cmd_result) => incoming = Some(cmd_result.map(Event::Command)),
+                            Some(cmd_result) => incoming = Some(cmd_result.and_then(|parsed| parsed).map(Event::Command)),
                             None => {
                                 slog::info!(logger, "Control connection was closed.");
                                 incoming = Some(Ok(Event::InternalMsg(ControlChanMsg::ExitControlLoop)))
@@ -241,15 +255,14 @@ where
                     },
                     _ = &mut timeout_delay => {
                         let session = shared_session.lock().await;
-                        match session.data_busy {
+                        match session.data_busy || closing {
                             true => incoming = None,
                             false => incoming = Some(Err(ControlChanError::new(ControlChanErrorKind::ControlChannelTimeout)))
                         };
                     },
-                    _ = shutdown.listen() => {
-                        slog::info!(logger, "Closing open control connection because of shutdown signal");
-                        incoming = Some(Ok(Event::InternalMsg(ControlChanMsg::ExitControlLoop)))
-                        // TODO: Do we want to wait a bit for a data transfer to complete i.e. session.data_busy is true?
+                    _ = shutdown.listen(), if !closing => {
+                        slog::debug!(logger, "Shutdown: closing the control connection when no transfer runs");
+                        closing = true;
                     }
                 }
                 incoming
@@ -257,6 +270,11 @@ where
             match incoming {
                 None => {} // Loop again
                 Some(Ok(Event::InternalMsg(ControlChanMsg::ExitControlLoop))) => {
+                    if say_goodbye {
+                        let _ = reply_sink
+                            .send(Reply::new(ReplyCode::ServiceNotAvailable, "Server shutting down, closing control connection"))
+                            .await;
+                    }
                     let _ = event_chain.handle(Event::InternalMsg(ControlChanMsg::ExitControlLoop)).await;
                     if let Some(tx) = switchboard_msg_tx
                         && let Err(err) = tx.send(SwitchboardMessage::CloseDataPortCommand(shared_session.clone())).await
@@ -311,9 +329,60 @@ where
 
                     // TODO: Handle Event::InternalMsg(InternalMsg::PlaintextControlChannel)
 
+                    // filegate patch: ABOR while a transfer runs is answered after the transfer's
+                    // own reply (426, or 226 if it had finished), with a 226, in the order RFC 959
+                    // gives; upstream answered 226 at once and the transfer's reply came after it,
+                    // which lftp (`pget`) took for the reply to its next command and then waited.
+                    if matches!(event, Event::Command(Command::Abor)) && transfer_running {
+                        abor_pending = true;
+                        continue;
+                    }
+                    let starts_transfer = matches!(
+                        event,
+                        Event::Command(
+                            Command::Retr { .. } | Command::Stor { .. } | Command::Appe { .. } | Command::Stou | Command::List { .. } | Command::Nlst { .. } | Command::Mlsd { .. }
+                        )
+                    );
+                    let ends_transfer = matches!(
+                        event,
+                        Event::InternalMsg(
+                            ControlChanMsg::SentData { .. }
+                                | ControlChanMsg::WrittenData { .. }
+                                | ControlChanMsg::StorageError(_)
+                                | ControlChanMsg::ConnectionReset
+                                | ControlChanMsg::WriteFailed
+                                | ControlChanMsg::DirectorySuccessfullyListed
+                                | ControlChanMsg::DirectoryListFailure
+                                | ControlChanMsg::DataConnectionClosedAfterStor
+                        )
+                    );
                     let handle_result = match event_chain.handle(event).await {
                         Err(e) => Err(e),
-                        Ok(reply) => reply_sink.send(reply).await,
+                        Ok(reply) => {
+                            if starts_transfer && matches!(reply, Reply::CodeAndMsg { code: ReplyCode::FileStatusOkay, .. }) {
+                                transfer_running = true;
+                            }
+                            let sent = reply_sink.send(reply).await;
+                            if ends_transfer && transfer_running {
+                                transfer_running = false;
+                                // A REST offset counts for the next transfer only, failed or not
+                                // (upstream kept it after a failure: lftp's next RETR of another
+                                // file started at the offset of an aborted `pget` piece and got
+                                // an empty file).
+                                shared_session.lock().await.start_pos = 0;
+                                if abor_pending {
+                                    abor_pending = false;
+                                    match sent {
+                                        Ok(()) => reply_sink.send(Reply::new(ReplyCode::ClosingDataConnection, "Transfer aborted")).await,
+                                        failed => failed,
+                                    }
+                                } else {
+                                    sent
+                                }
+                            } else {
+                                sent
+                            }
+                        }
                     };
 
                     if let Err(chan_err) = handle_result {
@@ -341,10 +410,18 @@ where
 
 // gets the reply to be sent to the client and tells if the connection should be closed.
 fn handle_control_channel_error(logger: slog::Logger, error: ControlChanError) -> (Reply, bool) {
-    slog::warn!(logger, "Control channel error: {:?}", error);
+    // filegate patch: a client that closes its connection (many close TLS without close_notify)
+    // or sends a bad command is routine, not a warning for the operator.
+    match error.kind() {
+        ControlChanErrorKind::IoError | ControlChanErrorKind::InvalidCommand | ControlChanErrorKind::Utf8Error | ControlChanErrorKind::UnknownCommand { .. } => {
+            slog::debug!(logger, "Control channel error: {}", error)
+        }
+        _ => slog::warn!(logger, "Control channel error: {}", error),
+    }
     match error.kind() {
         ControlChanErrorKind::UnknownCommand { .. } => (Reply::new(ReplyCode::CommandSyntaxError, "Command not implemented"), false),
-        ControlChanErrorKind::Utf8Error => (Reply::new(ReplyCode::CommandSyntaxError, "Invalid UTF8 in command"), true),
+        // filegate patch: a line that is not UTF-8 is refused like any bad command, the session goes on.
+        ControlChanErrorKind::Utf8Error => (Reply::new(ReplyCode::CommandSyntaxError, "Invalid UTF8 in command"), false),
         ControlChanErrorKind::InvalidCommand => (Reply::new(ReplyCode::ParameterSyntaxError, "Invalid Parameter"), false),
         ControlChanErrorKind::ControlChannelTimeout => (
             Reply::new(ReplyCode::ClosingControlConnection, "Session timed out. Closing control connection"),
@@ -381,7 +458,6 @@ where
     Storage: StorageBackend<User> + 'static,
     Storage::Metadata: Metadata,
 {
-    #[tracing_attributes::instrument]
     async fn handle_internal_msg(&self, msg: ControlChanMsg) -> Result<Reply, ControlChanError> {
         use self::ControlChanMsg::*;
         use SessionState::*;
@@ -418,7 +494,9 @@ where
                 session.cmd_tls = false;
                 Ok(Reply::none())
             }
-            MkDirSuccess { path } => Ok(Reply::new_with_string(ReplyCode::DirCreated, path)),
+            // filegate patch: RFC 959 wants the name quoted, with quotes inside doubled (ftplib's
+            // `mkd` returned "" for the bare name).
+            MkDirSuccess { path } => Ok(Reply::new_with_string(ReplyCode::DirCreated, format!("\"{}\" created", path.replace('"', "\"\"")))),
             MkdirFail => Ok(Reply::new(ReplyCode::FileError, "Failed to create directory")),
             RenameSuccess { .. } => Ok(Reply::new(ReplyCode::FileActionOkay, "Renamed")),
             AuthSuccess { .. } => {
@@ -449,7 +527,6 @@ where
         }
     }
 
-    #[tracing_attributes::instrument]
     async fn handle_command(&self, cmd: Command) -> Result<Reply, ControlChanError> {
         let args = CommandContext {
             parsed_command: cmd.clone(),
@@ -530,5 +607,60 @@ where
             Event::Command(cmd) => self.handle_command(cmd).await,
             Event::InternalMsg(msg) => self.handle_internal_msg(msg).await,
         }
+    }
+}
+
+/// filegate patch: the control connection, read so that TCP urgent data cannot stall it.
+///
+/// Clients send `ABOR` after a Telnet "Synch" whose last byte is TCP urgent data (RFC 959 4.1.3;
+/// lftp does). A read stops at the urgent mark, so it returns fewer bytes than are waiting, and
+/// tokio takes a short read for a drained socket: it waits for the next readiness edge, which
+/// never comes, and the `ABOR` line stays unread until the client sends something else or gives
+/// up. So after each read, whatever else is already there is read too, until the socket says it
+/// would block. (filegate also sets SO_OOBINLINE, so that the urgent byte stays in the stream,
+/// where the codec drops it with the other Telnet bytes.)
+struct ReadPastUrgentMark(TcpStream);
+
+impl AsyncRead for ReadPastUrgentMark {
+    fn poll_read(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>, buf: &mut tokio::io::ReadBuf<'_>) -> std::task::Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        match std::pin::Pin::new(&mut this.0).poll_read(cx, buf) {
+            std::task::Poll::Ready(Ok(())) => {}
+            other => return other,
+        }
+        // Straight to the socket: tokio's `try_read` answers "would block" without asking it once
+        // the short read has cleared its readiness.
+        while buf.filled().len() > before && buf.remaining() > 0 {
+            match nix::unistd::read(&this.0, buf.initialize_unfilled()) {
+                Ok(0) => break,
+                Ok(n) => buf.advance(n),
+                // Would block: all read. Another error comes back on the next read.
+                Err(_) => break,
+            }
+        }
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for ReadPastUrgentMark {
+    fn poll_write(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>, buf: &[u8]) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>, bufs: &[std::io::IoSlice<'_>]) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_flush(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
     }
 }

@@ -197,7 +197,20 @@ where
     pub user: Arc<Option<User>>,
     /// The logger associated with the session.
     pub logger: slog::Logger,
+    /// filegate patch: the session's working directory, which relative paths in the arguments
+    /// are joined to.
+    pub cwd: std::path::PathBuf,
 }
+
+/// filegate patch: a [`SiteCommandHandler`] registered under this name is asked at `RNFR`
+/// whether the user may rename the path in `arguments` (already joined to the working
+/// directory): a reply other than 350 refuses the `RNFR` with that reply, instead of accepting it
+/// and refusing only the `RNTO`. No client's `SITE` can reach it: its name has a space in it.
+pub const RENAME_CHECK: &str = "RNFR CHECK";
+
+/// filegate patch: a [`SiteCommandHandler`] registered under this name serves `MFMT` (the
+/// "MFMT" draft: `MFMT YYYYMMDDHHMMSS path`, used by FileZilla and WinSCP), and FEAT lists it.
+pub const MFMT: &str = "MFMT";
 
 impl<Storage, User> std::fmt::Debug for SiteCommandContext<Storage, User>
 where

@@ -28,7 +28,6 @@ where
     Storage::Metadata: Metadata,
     User: UserDetail + 'static,
 {
-    #[tracing_attributes::instrument]
     async fn handle(&self, args: CommandContext<Storage, User>) -> Result<Reply, ControlChanError> {
         let mut session = args.session.lock().await;
         let logger = args.logger;

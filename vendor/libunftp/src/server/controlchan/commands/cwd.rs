@@ -40,11 +40,12 @@ where
     Storage: StorageBackend<User> + 'static,
     Storage::Metadata: Metadata,
 {
-    #[tracing_attributes::instrument]
     async fn handle(&self, args: CommandContext<Storage, User>) -> Result<Reply, ControlChanError> {
         let mut session = args.session.lock().await;
         let storage: Arc<Storage> = Arc::clone(&session.storage);
-        let path = session.cwd.join(self.path.clone());
+        // filegate patch: the working directory is kept simplified (`/a/..` is `/`, `..` never
+        // climbs above `/`), so that PWD shows what it means.
+        let path = lexically_normal(&session.cwd.join(self.path.clone()));
         let tx_success = args.tx_control_chan.clone();
         let tx_fail = args.tx_control_chan.clone();
         let logger = args.logger;
@@ -67,5 +68,36 @@ where
         }
 
         Ok(Reply::none())
+    }
+}
+
+/// filegate patch: `path` with `.` and `..` resolved as text, rooted at `/`; `..` at the root
+/// stays at the root, as the home is the top of the user's tree.
+pub(crate) fn lexically_normal(path: &std::path::Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::from("/");
+    for part in path.components() {
+        match part {
+            Component::Normal(name) => out.push(name),
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lexically_normal;
+    use std::path::Path;
+
+    #[test]
+    fn dots_are_resolved_and_never_climb_above_the_root() {
+        assert_eq!(lexically_normal(Path::new("/../..")), Path::new("/"));
+        assert_eq!(lexically_normal(Path::new("/a/./b/../c")), Path::new("/a/c"));
+        assert_eq!(lexically_normal(Path::new("/a/../../b")), Path::new("/b"));
+        assert_eq!(lexically_normal(Path::new("/")), Path::new("/"));
     }
 }

@@ -24,9 +24,10 @@ where
     Storage: StorageBackend<User> + 'static,
     Storage::Metadata: Metadata,
 {
-    #[tracing_attributes::instrument]
     async fn handle(&self, args: CommandContext<Storage, User>) -> Result<Reply, ControlChanError> {
-        let mut feat_text = vec![" SIZE", " MDTM", " UTF8", " EPSV", " MLST", " MLSD"];
+        // filegate patch: MLST lists its facts, `*` marking those selected (RFC 3659 7.8).
+        let mlst = format!(" MLST {}", args.session.lock().await.mlst_facts.describe(true));
+        let mut feat_text = vec![" SIZE", " MDTM", " UTF8", " EPSV", mlst.as_str(), " MLSD"];
 
         // Add the features. According to the spec each feature line must be
         // indented by a space.
@@ -37,6 +38,10 @@ where
         }
         if args.storage_features & FEATURE_RESTART > 0 {
             feat_text.push(" REST STREAM");
+        }
+        // filegate patch: MFMT when a handler serves it.
+        if args.site_handlers.contains_key(crate::options::MFMT) {
+            feat_text.push(" MFMT");
         }
         if args.sitemd5 != SiteMd5::None && args.storage_features & FEATURE_SITEMD5 > 0 {
             feat_text.push(" SITE MD5");

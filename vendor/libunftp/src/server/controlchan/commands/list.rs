@@ -37,7 +37,6 @@ where
     Storage: StorageBackend<User> + 'static,
     Storage::Metadata: Metadata,
 {
-    #[tracing_attributes::instrument]
     async fn handle(&self, args: CommandContext<Storage, User>) -> Result<Reply, ControlChanError> {
         let mut session = args.session.lock().await;
         let (cmd, path_opt): (DataChanCmd, Option<String>) = match args.parsed_command.clone() {
@@ -48,6 +47,11 @@ where
             _ => panic!("Programmer error, expected command to be LIST"),
         };
         let logger = args.logger;
+        if session.data_cmd_tx.is_some()
+            && let Some(refused) = super::list::refuse_unlistable(&mut session, path_opt.as_deref(), &args.tx_control_chan).await
+        {
+            return Ok(refused);
+        }
         match session.data_cmd_tx.take() {
             Some(tx) => {
                 tokio::spawn(async move {
@@ -67,4 +71,33 @@ where
             }
         }
     }
+}
+
+/// filegate patch: a listing of a path that cannot be listed is refused (550) before the 150, not
+/// after it: rclone and others take a 150 as "the directory exists". The refusal goes out like
+/// CWD's (through the control channel); the data connection is closed. `None`: go on and list.
+pub(crate) async fn refuse_unlistable<Storage, User>(
+    session: &mut crate::server::session::Session<Storage, User>,
+    path: Option<&str>,
+    tx_control_chan: &tokio::sync::mpsc::Sender<crate::server::chancomms::ControlChanMsg>,
+) -> Option<Reply>
+where
+    User: UserDetail + 'static,
+    Storage: StorageBackend<User> + 'static,
+    Storage::Metadata: Metadata,
+{
+    // Options (`LIST -la`) and wildcards are left to the listing itself.
+    let path = match path {
+        Some(p) if p.starts_with('-') || p.contains(['*', '?', '[']) => return None,
+        Some(p) if p != "." => session.cwd.join(p),
+        _ => session.cwd.clone(),
+    };
+    let user = session.user.clone();
+    let err = session.storage.metadata((*user).as_ref()?, &path).await.err()?;
+    drop(session.data_cmd_tx.take());
+    if let Some(abort) = session.data_abort_tx.take() {
+        let _ = abort.try_send(());
+    }
+    let _ = tx_control_chan.send(crate::server::chancomms::ControlChanMsg::StorageError(err)).await;
+    Some(Reply::none())
 }

@@ -32,7 +32,6 @@ where
     User: UserDetail,
     Storage: StorageBackend<User> + 'static,
 {
-    #[tracing_attributes::instrument]
     async fn handle(&self, args: CommandContext<Storage, User>) -> Result<Reply, ControlChanError> {
         let session = args.session.lock().await;
         let user = session.user.clone();

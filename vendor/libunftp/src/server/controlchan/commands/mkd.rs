@@ -10,7 +10,7 @@ use crate::{
     server::{
         chancomms::ControlChanMsg,
         controlchan::{
-            Reply,
+            Reply, ReplyCode,
             error::ControlChanError,
             handler::{CommandContext, CommandHandler},
         },
@@ -39,7 +39,6 @@ where
     Storage: StorageBackend<User> + 'static,
     Storage::Metadata: Metadata,
 {
-    #[tracing_attributes::instrument]
     async fn handle(&self, args: CommandContext<Storage, User>) -> Result<Reply, ControlChanError> {
         let session = args.session.lock().await;
         let user = session.user.clone();
@@ -52,7 +51,17 @@ where
             match storage.mkd((*user).as_ref().unwrap(), &path).await {
                 Err(err) => {
                     slog::warn!(logger, "MKD: Failure creating directory {:?} {}", path_str, err);
-                    if let Err(err) = tx.send(ControlChanMsg::StorageError(err)).await {
+                    // filegate patch: a name that exists is said to exist, not "File not found".
+                    let exists = match err.kind() {
+                        crate::storage::ErrorKind::PermanentFileNotAvailable => storage.metadata((*user).as_ref().unwrap(), &path).await,
+                        _ => Err(crate::storage::Error::from(crate::storage::ErrorKind::PermanentFileNotAvailable)),
+                    };
+                    let msg = match exists {
+                        Ok(m) if m.is_dir() => ControlChanMsg::CommandChannelReply(Reply::new(ReplyCode::FileError, "Directory already exists")),
+                        Ok(_) => ControlChanMsg::CommandChannelReply(Reply::new(ReplyCode::FileError, "A file of that name exists")),
+                        Err(_) => ControlChanMsg::StorageError(err),
+                    };
+                    if let Err(err) = tx.send(msg).await {
                         slog::warn!(logger, "MKD: Could not send internal message to notify of MKD failure: {}", err);
                     }
                 }

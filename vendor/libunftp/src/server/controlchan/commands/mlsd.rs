@@ -28,7 +28,6 @@ where
     Storage: StorageBackend<User> + 'static,
     Storage::Metadata: Metadata,
 {
-    #[tracing_attributes::instrument]
     async fn handle(&self, args: CommandContext<Storage, User>) -> Result<Reply, ControlChanError> {
         let mut session = args.session.lock().await;
         let (cmd, path_opt): (DataChanCmd, Option<String>) = match args.parsed_command.clone() {
@@ -39,6 +38,11 @@ where
             _ => panic!("Programmer error, expected command to be MLSD"),
         };
         let logger = args.logger;
+        if session.data_cmd_tx.is_some()
+            && let Some(refused) = super::list::refuse_unlistable(&mut session, path_opt.as_deref(), &args.tx_control_chan).await
+        {
+            return Ok(refused);
+        }
         match session.data_cmd_tx.take() {
             Some(tx) => {
                 tokio::spawn(async move {

@@ -35,11 +35,10 @@ where
     Storage: StorageBackend<User> + 'static,
     Storage::Metadata: Metadata,
 {
-    #[tracing_attributes::instrument]
     async fn handle(&self, args: CommandContext<Storage, User>) -> Result<Reply, ControlChanError> {
-        let (user, storage, cwd) = {
+        let (user, storage, cwd, selected) = {
             let session = args.session.lock().await;
-            (session.user.clone(), Arc::clone(&session.storage), session.cwd.clone())
+            (session.user.clone(), Arc::clone(&session.storage), session.cwd.clone(), session.mlst_facts)
         };
 
         let path = if let Some(p) = &self.path { p.clone().into() } else { cwd };
@@ -54,7 +53,7 @@ where
             }
         };
 
-        let facts_str = format_facts(&metadata);
+        let facts_str = format_facts(&metadata, selected);
         let response = format!(" {} {}", facts_str, path.display());
         Ok(Reply::new_multiline(ReplyCode::FileActionOkay, vec![" Listing", &response, "End"]))
     }
@@ -71,14 +70,20 @@ where
 ///
 /// # Returns
 /// A string containing semicolon-separated facts like "type=file;size=1234;modify=20231201120000"
-pub fn format_facts<M: Metadata>(metadata: &M) -> String {
+pub fn format_facts<M: Metadata>(metadata: &M, selected: MlstFacts) -> String {
     let mut facts = Vec::new();
 
-    facts.push(if metadata.is_dir() { "type=dir" } else { "type=file" }.to_string());
+    if selected.type_ {
+        facts.push(if metadata.is_dir() { "type=dir" } else { "type=file" }.to_string());
+    }
 
-    facts.push(format!("size={}", metadata.len()));
+    if selected.size {
+        facts.push(format!("size={}", metadata.len()));
+    }
 
-    if let Ok(modified) = metadata.modified() {
+    if selected.modify
+        && let Ok(modified) = metadata.modified()
+    {
         let dt: DateTime<Utc> = modified.into();
         facts.push(format!("modify={}", dt.format("%Y%m%d%H%M%S")));
     }
@@ -94,5 +99,67 @@ pub fn format_facts<M: Metadata>(metadata: &M) -> String {
         facts.push(format!("unix.gid={}", metadata.gid()));
     }
 
+    if facts.is_empty() {
+        return String::new();
+    }
     format!("{};", facts.join(";"))
+}
+
+/// filegate patch: the facts MLST and MLSD send, as chosen with `OPTS MLST` (RFC 3659 7.9); all
+/// of them until the client chooses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MlstFacts {
+    pub type_: bool,
+    pub size: bool,
+    pub modify: bool,
+}
+
+impl Default for MlstFacts {
+    fn default() -> Self {
+        MlstFacts {
+            type_: true,
+            size: true,
+            modify: true,
+        }
+    }
+}
+
+impl MlstFacts {
+    /// The facts named in an `OPTS MLST` argument (`type;size;`), case-insensitive; facts this
+    /// server does not know are ignored, as the RFC says.
+    pub fn parse(list: &str) -> Self {
+        let mut chosen = MlstFacts {
+            type_: false,
+            size: false,
+            modify: false,
+        };
+        for fact in list.split(';').map(|f| f.trim().to_ascii_lowercase()) {
+            match fact.as_str() {
+                "type" => chosen.type_ = true,
+                "size" => chosen.size = true,
+                "modify" => chosen.modify = true,
+                _ => {}
+            }
+        }
+        chosen
+    }
+
+    /// The facts as FEAT lists them (`type*;size*;modify*;`: a `*` marks the selected ones) or,
+    /// with `marked = false`, as the reply to `OPTS MLST` lists the selected ones.
+    pub fn describe(&self, marked: bool) -> String {
+        let mut out = String::new();
+        for (name, on) in [("type", self.type_), ("size", self.size), ("modify", self.modify)] {
+            if marked {
+                out.push_str(name);
+                if on {
+                    out.push('*');
+                }
+                out.push(';');
+            } else if on {
+                out.push_str(name);
+                out.push(';');
+            }
+        }
+        out
+    }
 }

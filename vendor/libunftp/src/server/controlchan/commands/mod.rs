@@ -66,7 +66,7 @@ pub use list::List;
 pub use mdtm::Mdtm;
 pub use mkd::Mkd;
 pub use mlsd::Mlsd;
-pub use mlst::Mlst;
+pub use mlst::{Mlst, MlstFacts};
 pub use mode::{Mode, ModeParam};
 pub use nlst::Nlst;
 pub use noop::Noop;

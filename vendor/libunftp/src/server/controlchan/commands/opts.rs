@@ -24,6 +24,8 @@ use async_trait::async_trait;
 pub enum Opt {
     /// The client wants us to enable UTF-8 encoding for file paths and such.
     Utf8 { on: bool },
+    /// filegate patch: `OPTS MLST fact;fact;…` chooses the facts MLST and MLSD send (RFC 3659 7.9).
+    Mlst { facts: String },
 }
 
 #[derive(Debug)]
@@ -44,9 +46,13 @@ where
     Storage: StorageBackend<User> + 'static,
     Storage::Metadata: Metadata,
 {
-    #[tracing_attributes::instrument]
-    async fn handle(&self, _args: CommandContext<Storage, User>) -> Result<Reply, ControlChanError> {
+    async fn handle(&self, args: CommandContext<Storage, User>) -> Result<Reply, ControlChanError> {
         match &self.option {
+            Opt::Mlst { facts } => {
+                let chosen = super::MlstFacts::parse(facts);
+                args.session.lock().await.mlst_facts = chosen;
+                Ok(Reply::new_with_string(ReplyCode::CommandOkay, format!("MLST OPTS {}", chosen.describe(false))))
+            }
             Opt::Utf8 { on: true } => Ok(Reply::new(ReplyCode::CommandOkay, "Always in UTF-8 mode.")),
             Opt::Utf8 { on: false } => Ok(Reply::new(ReplyCode::CommandNotImplementedForParameter, "Non UTF-8 mode not supported")),
         }

@@ -34,7 +34,6 @@ where
     Storage: StorageBackend<User> + 'static,
     Storage::Metadata: Metadata,
 {
-    #[tracing_attributes::instrument]
     async fn handle(&self, args: CommandContext<Storage, User>) -> Result<Reply, ControlChanError> {
         let session = args.session.lock().await;
         let user = session.user.clone();
@@ -43,6 +42,23 @@ where
         let tx_success: Sender<ControlChanMsg> = args.tx_control_chan.clone();
         let tx_fail: Sender<ControlChanMsg> = args.tx_control_chan.clone();
         let logger = args.logger;
+        // filegate patch: the back-end may refuse the rename now (a user without the permission
+        // gets 550 at RNFR, as vsftpd answers, not 350 and a refusal at RNTO).
+        if let Some(check) = args.site_handlers.get(crate::options::RENAME_CHECK) {
+            let context = crate::options::SiteCommandContext {
+                command: crate::options::RENAME_CHECK.to_string(),
+                arguments: path.to_string_lossy().to_string(),
+                username: session.username.clone(),
+                storage: Arc::clone(&storage),
+                user: user.clone(),
+                logger: logger.clone(),
+                cwd: session.cwd.clone(),
+            };
+            let reply = check.handle(&context).await;
+            if !matches!(reply, Reply::CodeAndMsg { code: ReplyCode::FileActionPending, .. }) {
+                return Ok(reply);
+            }
+        }
         drop(session);
 
         let session = args.session;

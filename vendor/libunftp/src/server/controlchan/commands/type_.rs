@@ -66,7 +66,6 @@ where
     Storage: StorageBackend<User> + 'static,
     Storage::Metadata: Metadata,
 {
-    #[tracing_attributes::instrument]
     async fn handle(&self, args: CommandContext<Storage, User>) -> Result<Reply, ControlChanError> {
         let (ascii, text) = match self.param {
             TypeParam::Ascii => (true, "Type set to A: line endings are converted"),

@@ -227,6 +227,12 @@ where
                 b"UTF8 OFF" | b"utf8 off" => Command::Opts {
                     option: Opt::Utf8 { on: false },
                 },
+                // filegate patch: `OPTS MLST` (RFC 3659 7.9), sent by basic-ftp on every connect.
+                [m, l, s, t, rest @ ..] if [*m, *l, *s, *t].eq_ignore_ascii_case(b"MLST") && (rest.is_empty() || rest[0] == b' ') => Command::Opts {
+                    option: Opt::Mlst {
+                        facts: String::from_utf8_lossy(rest).trim().to_string(),
+                    },
+                },
                 _ => return Err(ParseErrorKind::InvalidCommand.into()),
             }
         }
@@ -379,6 +385,14 @@ where
 
             let file = String::from_utf8_lossy(&params).to_string().into();
             Command::Mdtm { file }
+        }
+        // filegate patch: MFMT is served by the SITE handler registered as `options::MFMT`.
+        "MFMT" => {
+            let params = parse_to_eol(cmd_params)?;
+            Command::Site {
+                command: cmd_token,
+                arguments: String::from_utf8_lossy(&params).to_string(),
+            }
         }
         "SITE" => {
             let (cmd_token, cmd_params) = split_token_params(cmd_params);
