@@ -59,14 +59,21 @@ fn host_port(t: &TestGateway) -> (String, String) {
 /// exactly once, and no other file was announced created, modified or incomplete (no temporary
 /// name, no cut-off).
 async fn check_events(t: &TestGateway, home: &str, uploads: &[&str]) {
+    // What subscribers are told: the announcements under the default temp-name rules (a client
+    // that uploads under a temporary name and renames, like a current rclone, is announced once,
+    // under the final name).
+    let temp = filegate::events::TempNames::new(&filegate::Config::default().events.temp_patterns);
     let events = t.events().await;
     let announced: Vec<_> = events
         .iter()
-        .filter(|e| e.path.starts_with(&format!("{home}/")))
-        .filter(|e| {
+        .filter_map(|e| Some((filegate::events::announce(e, &temp)?, e)))
+        .filter(|(a, _)| a.path.starts_with(&format!("{home}/")))
+        .filter(|(a, _)| {
             matches!(
-                e.kind,
-                EventKind::FileCreated | EventKind::FileModified | EventKind::FileIncomplete
+                a.kind,
+                "io.filegate.file.created"
+                    | "io.filegate.file.modified"
+                    | "io.filegate.file.incomplete"
             )
         })
         .collect();
@@ -74,20 +81,20 @@ async fn check_events(t: &TestGateway, home: &str, uploads: &[&str]) {
         let path = format!("{home}/{name}");
         let complete: Vec<_> = announced
             .iter()
-            .filter(|e| e.path == path && e.complete == Some(true))
+            .filter(|(a, e)| a.path == path && e.complete == Some(true))
             .collect();
         assert_eq!(
             complete.len(),
             1,
-            "{path}: {} complete events: {announced:#?}",
+            "{path}: {} complete announcements: {announced:#?}",
             complete.len()
         );
     }
-    for e in &announced {
-        let name = e.path.strip_prefix(&format!("{home}/")).unwrap();
+    for (a, e) in &announced {
+        let name = a.path.strip_prefix(&format!("{home}/")).unwrap();
         assert!(
             uploads.contains(&name) && e.complete == Some(true),
-            "{home}: unexpected event {e:#?}"
+            "{home}: unexpected announcement {a:?} of {e:#?}"
         );
     }
 }
@@ -395,7 +402,7 @@ async fn curl_ranges_and_create_dirs(kind: Kind) {
     t.stop().await;
 }
 
-/// rclone's FTP back-end (Debian's 1.60): `sync` of a few hundred small files into a folder that
+/// rclone's FTP back-end (Debian's 1.60 and a current release): `sync` of a few hundred small files into a folder that
 /// does not exist yet (it lists it first: a 150 before the 550 failed every such sync), then
 /// `check`, then a second sync that has nothing to do.
 async fn rclone_sync_into_a_new_folder(kind: Kind) {
@@ -411,22 +418,41 @@ async fn rclone_sync_into_a_new_folder(kind: Kind) {
     }
     let obscured = String::from_utf8(client("rclone", &["obscure", PASSWORD])).unwrap();
     let a = t.ftp_addr();
-    let remote = format!(
-        ":ftp,host={},port={},user=rclone,pass={}:new/folder",
-        a.ip(),
-        a.port(),
-        obscured.trim()
-    );
-    let config = t.temp_path("rclone.conf");
-    std::fs::write(&config, "").unwrap();
-    let rclone = |args: &[&str]| {
-        let mut all = vec!["--config", config.to_str().unwrap(), "-q"];
-        all.extend_from_slice(args);
-        client("rclone", &all)
-    };
-    rclone(&["sync", local.to_str().unwrap(), &remote]);
-    rclone(&["check", local.to_str().unwrap(), &remote]);
-    rclone(&["sync", local.to_str().unwrap(), &remote]);
+    // Debian's rclone syncs into new/folder, the current release into new/current.
+    for (version, binary) in common::rclones() {
+        let into = if version == "current" {
+            "new/current"
+        } else {
+            "new/folder"
+        };
+        let remote = format!(
+            ":ftp,host={},port={},user=rclone,pass={}:{into}",
+            a.ip(),
+            a.port(),
+            obscured.trim()
+        );
+        let config = t.temp_path("rclone.conf");
+        std::fs::write(&config, "").unwrap();
+        let rclone = |args: &[&str]| {
+            let out = Command::new(&binary)
+                .args(["--config", config.to_str().unwrap(), "-q"])
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "rclone ({version}) {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        rclone(&["sync", local.to_str().unwrap(), &remote]);
+        rclone(&["check", local.to_str().unwrap(), &remote]);
+        rclone(&["sync", local.to_str().unwrap(), &remote]);
+    }
+    let names: Vec<String> = names
+        .iter()
+        .flat_map(|n| [n.clone(), n.replace("new/folder/", "new/current/")])
+        .collect();
     let uploads: Vec<&str> = names.iter().map(String::as_str).collect();
     check_events(&t, "/home/rclone", &uploads).await;
     t.stop().await;

