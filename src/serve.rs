@@ -27,7 +27,7 @@ pub struct Gateway {
     pub ftps_implicit_addr: Option<SocketAddr>,
     /// The SSH (SFTP/SCP) listener's address.
     pub sftp_addr: Option<SocketAddr>,
-    /// `/healthz`, `/readyz`, `/metrics`.
+    /// `/healthz`, `/readyz`, `/metrics` and the file API under `/api/v1`.
     pub http_addr: SocketAddr,
     probes: Arc<Probes>,
     /// The HTTP endpoint stays up until everything else has stopped.
@@ -69,7 +69,11 @@ impl Gateway {
         });
         let stop_http = CancellationToken::new();
         let http_tasks = TaskTracker::new();
-        http_tasks.spawn(http.run(probes.clone(), stop_http.clone()));
+        let api = Arc::new(crate::http::api::Api {
+            access: access.clone(),
+            max_file_size: config.storage.max_file_size,
+        });
+        http_tasks.spawn(http.run(probes.clone(), api, stop_http.clone()));
         let stop_accepting = CancellationToken::new();
         let abort_sessions = CancellationToken::new();
         let tasks = TaskTracker::new();
@@ -150,7 +154,7 @@ impl Gateway {
         }
         lines.extend(self.mqtt_banner.iter().cloned());
         lines.push(format!(
-            "filegate: http listening on {} (/healthz, /readyz, /metrics)",
+            "filegate: http listening on {} (/api/v1, /healthz, /readyz, /metrics)",
             self.http_addr
         ));
         lines.push(format!("filegate: {}; ready", self.storage));
