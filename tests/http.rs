@@ -21,6 +21,7 @@ on_both_backends!(
     jail_matrix_is_refused_and_creates_nothing,
     python_requests_client,
     a_body_cut_off_is_not_a_complete_file,
+    quota_limits_and_wrong_methods,
 );
 
 /// What curl got: the status, the final header block (lower-case names) and the body.
@@ -679,5 +680,55 @@ async fn probes_and_unknown_endpoints() {
     curl(&t, &["-u", ALICE, &url(&t, "nothing-here")])
         .await
         .problem(404);
+    t.stop().await;
+}
+
+/// The quota: a `Content-Length` that cannot fit is 413 before the body (a replacement is credited
+/// with what it replaces), a chunked body that outgrows it is 507; neither leaves anything behind.
+async fn quota_limits_and_wrong_methods(kind: Kind) {
+    let t = start(kind, |c| c.users[0].quota_bytes = Some(100_000)).await;
+    let file = |name: &str, len: usize| {
+        let p = t.temp_path(name);
+        std::fs::write(&p, content(4, len)).unwrap();
+        p.display().to_string()
+    };
+    let (small, bigger, rest) = (
+        file("60k", 60_000),
+        file("90k", 90_000),
+        file("50k", 50_000),
+    );
+    let r = curl(&t, &["-u", ALICE, "-T", &small, &url(&t, "files/q.bin")]).await;
+    assert_eq!(r.status, 201);
+    let r = curl(&t, &["-u", ALICE, "-T", &bigger, &url(&t, "files/q.bin")]).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let p = curl(&t, &["-u", ALICE, "-T", &rest, &url(&t, "files/more.bin")])
+        .await
+        .problem(413);
+    assert_eq!(p["type"], "urn:filegate:problem:quota-exceeded");
+    let data = format!("@{rest}");
+    let p = curl(
+        &t,
+        &[
+            "-u",
+            ALICE,
+            "-X",
+            "PUT",
+            "-H",
+            "Transfer-Encoding: chunked",
+            "--data-binary",
+            &data,
+            &url(&t, "files/more.bin"),
+        ],
+    )
+    .await
+    .problem(507);
+    assert_eq!(p["type"], "urn:filegate:problem:quota-exceeded");
+    assert!(!store_has(&t, "/home/alice/more.bin").await);
+    assert_eq!(t.store_bytes("/home/alice/q.bin").await, content(4, 90_000));
+    assert_eq!(http_events(&t).await.len(), 2);
+
+    let r = curl(&t, &["-u", ALICE, "-X", "PATCH", &url(&t, "files/q.bin")]).await;
+    r.problem(405);
+    assert_eq!(r.header("allow"), Some("GET, HEAD, PUT, DELETE"));
     t.stop().await;
 }

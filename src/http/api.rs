@@ -65,14 +65,17 @@ pub fn router(api: Shared) -> Router {
 }
 
 async fn method_not_allowed(method: axum::http::Method, uri: Uri) -> Problem {
+    let allow = if uri.path().starts_with("/api/v1/files") {
+        "GET, HEAD, PUT, DELETE"
+    } else {
+        "POST"
+    };
     Problem::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method-not-allowed",
-        format!(
-            "{method} is not served on {} (see docs/http.md)",
-            uri.path()
-        ),
+        format!("{method} is not served on {}; use {allow}", uri.path()),
     )
+    .with_header(header::ALLOW, HeaderValue::from_static(allow))
 }
 
 async fn unknown_route(uri: Uri) -> Problem {
@@ -584,7 +587,7 @@ async fn put_file(
     // A body that cannot fit is refused before a byte of it is read (curl waits for this answer
     // after `Expect: 100-continue`).
     if let Some(len) = content_length(&headers) {
-        too_large(fs, api.max_file_size, len)?;
+        too_large(fs, &path, api.max_file_size, len).await?;
     }
     if flag(&q, "parents")? {
         make_parents(fs, &path).await?;
@@ -674,7 +677,7 @@ async fn receive(
 }
 
 /// Refuses an upload of `len` bytes that the store's file size limit or the user's quota cannot take.
-fn too_large(fs: &UserFs, max_file_size: u64, len: u64) -> Result<()> {
+async fn too_large(fs: &UserFs, path: &UserPath, max_file_size: u64, len: u64) -> Result<()> {
     if max_file_size > 0 && len > max_file_size {
         return Err(Problem::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -683,13 +686,18 @@ fn too_large(fs: &UserFs, max_file_size: u64, len: u64) -> Result<()> {
         ));
     }
     if let (used, Some(quota)) = fs.quota_bytes() {
-        if used.saturating_add(len) > quota {
+        // A replacement gives back the bytes of the file it replaces.
+        let replaced = match fs.stat(path).await {
+            Ok(m) if m.is_file() => m.size,
+            _ => 0,
+        };
+        if used.saturating_sub(replaced).saturating_add(len) > quota {
             return Err(Problem::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "quota-exceeded",
                 format!(
                     "the body has {len} bytes; your quota has {} of {quota} bytes left",
-                    quota.saturating_sub(used)
+                    quota.saturating_sub(used.saturating_sub(replaced))
                 ),
             ));
         }
