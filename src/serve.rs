@@ -69,14 +69,19 @@ impl Gateway {
         });
         let stop_http = CancellationToken::new();
         let http_tasks = TaskTracker::new();
-        let api = Arc::new(crate::http::api::Api {
-            access: access.clone(),
-            max_file_size: config.storage.max_file_size,
-        });
-        http_tasks.spawn(http.run(probes.clone(), api, stop_http.clone()));
         let stop_accepting = CancellationToken::new();
         let abort_sessions = CancellationToken::new();
         let tasks = TaskTracker::new();
+        // API requests are sessions like FTP's: refused once shutdown begins, waited for within
+        // the grace period, then ended (the listener itself stays up for the probes).
+        let api = Arc::new(crate::http::api::Api {
+            access: access.clone(),
+            max_file_size: config.storage.max_file_size,
+            stop_accepting: stop_accepting.clone(),
+            abort_sessions: abort_sessions.clone(),
+            sessions: tasks.clone(),
+        });
+        http_tasks.spawn(http.run(probes.clone(), api, stop_http.clone()));
         let (mut ftp_addr, mut ftps_implicit_addr) = (None, None);
         if config.ftp.enabled {
             let ftp = FtpFrontend::bind(&config.ftp, access.clone()).await?;

@@ -732,3 +732,59 @@ async fn quota_limits_and_wrong_methods(kind: Kind) {
     assert_eq!(r.header("allow"), Some("GET, HEAD, PUT, DELETE"));
     t.stop().await;
 }
+
+/// Shutdown does not wait forever for a slow download: after `server.shutdown_grace` the transfer
+/// ends (the client sees it unfinished, never as the whole file) and the gateway stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_a_slow_download_after_the_grace_period() {
+    let t = start(Kind::Embedded, |c| {
+        c.users[0].bandwidth_down = Some(100_000);
+        c.server.shutdown_grace = Duration::from_secs(1);
+    })
+    .await;
+    let data = content(5, 2_000_000);
+    let local = t.temp_path("slow.bin");
+    std::fs::write(&local, &data).unwrap();
+    let r = curl(
+        &t,
+        &[
+            "-u",
+            ALICE,
+            "-T",
+            &local.display().to_string(),
+            &url(&t, "files/slow.bin"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 201);
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = out_dir.path().join("slow.bin");
+    let (u, o, curl_bin) = (url(&t, "files/slow.bin"), out.clone(), program("curl"));
+    let download = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(curl_bin)
+            .args(["-sS", "--max-time", "60", "-u", ALICE, "-o"])
+            .arg(&o)
+            .arg(&u)
+            .output()
+            .unwrap()
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0) == 0 {
+        assert!(Instant::now() < deadline, "the download never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stopping = Instant::now();
+    tokio::time::timeout(Duration::from_secs(20), t.stop())
+        .await
+        .expect("the gateway stops despite the running download");
+    assert!(
+        stopping.elapsed() >= Duration::from_millis(900),
+        "the grace period was not given"
+    );
+    let result = download.await.unwrap();
+    assert!(
+        !result.status.success(),
+        "curl took the cut download for complete"
+    );
+    assert!(std::fs::metadata(&out).unwrap().len() < data.len() as u64);
+}

@@ -17,6 +17,8 @@ use futures_util::StreamExt as _;
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde_json::json;
 use storage_backend::{ErrorKind, Metadata, OpenOptions, StoreError};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::task_tracker::{TaskTracker, TaskTrackerToken};
 
 use super::errors::Problem;
 use crate::access::{Access, ConnectionPermit, Protocol, UserFs, UserPath};
@@ -33,6 +35,12 @@ pub struct Api {
     pub access: Arc<Access>,
     /// `storage.max_file_size` (0 = unlimited), to refuse a too-large upload before its body.
     pub max_file_size: u64,
+    /// Cancelled when shutdown begins: new requests are refused with 503.
+    pub stop_accepting: CancellationToken,
+    /// Cancelled when the grace period is over: running transfers end (uploads cut off).
+    pub abort_sessions: CancellationToken,
+    /// The gateway's sessions, which shutdown waits for; each request is one while it runs.
+    pub sessions: TaskTracker,
 }
 
 type Shared = Arc<Api>;
@@ -95,6 +103,8 @@ async fn unknown_route(uri: Uri) -> Problem {
 pub struct Session {
     fs: UserFs,
     _permit: ConnectionPermit,
+    /// Shutdown waits (within its grace period) until this is dropped.
+    _running: TaskTrackerToken,
 }
 
 #[axum::async_trait]
@@ -110,6 +120,14 @@ impl FromRequestParts<Shared> for Session {
                 Problem::from(StoreError::new(ErrorKind::Internal, "no peer address"))
             })?;
         // A banned address is refused before its credentials are even looked at.
+        if api.stop_accepting.is_cancelled() {
+            return Err(Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting-down",
+                "the gateway is shutting down; try again in a moment (or another gateway)",
+            )
+            .with_header(header::RETRY_AFTER, HeaderValue::from(1u64)));
+        }
         let permit = api.access.admit(peer.ip())?;
         let (user, password) = basic_credentials(&parts.headers)?;
         let fs = api
@@ -119,6 +137,7 @@ impl FromRequestParts<Shared> for Session {
         Ok(Session {
             fs,
             _permit: permit,
+            _running: api.sessions.token(),
         })
     }
 }
@@ -234,7 +253,7 @@ fn flag(q: &[(String, String)], name: &str) -> Result<bool> {
 
 /// `GET /api/v1/files/{path}`: a file's content (ranges, ETag) or a directory's listing page.
 async fn get_file(
-    State(_api): State<Shared>,
+    State(api): State<Shared>,
     session: Session,
     uri: Uri,
     headers: HeaderMap,
@@ -278,27 +297,42 @@ async fn get_file(
     // Whether the body runs to the end of the file: then the stream's end is read too, so the
     // audit line says the download completed.
     let to_end = start + len == size;
+    let abort = api.abort_sessions.clone();
     let body = futures_util::stream::unfold(
         (pieces, len, download, session),
-        move |(mut pieces, left, download, session)| async move {
-            if left == 0 {
-                if to_end {
-                    while pieces.next().await.is_some() {}
-                }
-                return None;
-            }
-            match pieces.next().await? {
-                Ok(mut data) => {
-                    if data.len() as u64 > left {
-                        data.truncate(left as usize);
+        move |(mut pieces, left, download, session)| {
+            let abort = abort.clone();
+            async move {
+                if left == 0 {
+                    if to_end {
+                        while pieces.next().await.is_some() {}
                     }
-                    let left = left - data.len() as u64;
-                    Some((Ok(data), (pieces, left, download, session)))
+                    return None;
                 }
-                Err(e) => Some((
-                    Err(std::io::Error::other(e.to_string())),
-                    (pieces, 0, download, session),
-                )),
+                let piece = tokio::select! {
+                    piece = pieces.next() => piece?,
+                    // Shutdown's grace period is over: the download ends unfinished (an error, so
+                    // the client cannot take it for the whole file).
+                    _ = abort.cancelled() => {
+                        return Some((
+                            Err(std::io::Error::other("the gateway is shutting down")),
+                            (pieces, 0, download, session),
+                        ));
+                    }
+                };
+                match piece {
+                    Ok(mut data) => {
+                        if data.len() as u64 > left {
+                            data.truncate(left as usize);
+                        }
+                        let left = left - data.len() as u64;
+                        Some((Ok(data), (pieces, left, download, session)))
+                    }
+                    Err(e) => Some((
+                        Err(std::io::Error::other(e.to_string())),
+                        (pieces, 0, download, session),
+                    )),
+                }
             }
         },
     );
@@ -599,6 +633,7 @@ async fn put_file(
         path.clone(),
         body,
         content_length(&headers),
+        api.abort_sessions.clone(),
     ));
     let info = task.await.map_err(|e| {
         Problem::from(StoreError::new(
@@ -643,11 +678,27 @@ async fn receive(
     path: UserPath,
     body: Body,
     expected: Option<u64>,
+    abort: CancellationToken,
 ) -> Result<storage_backend::CommitInfo> {
     let mut upload = fs.open_write(&path, OpenOptions::REPLACE).await?;
     let mut data = body.into_data_stream();
     let mut received = 0u64;
-    while let Some(piece) = data.next().await {
+    loop {
+        let piece = tokio::select! {
+            piece = data.next() => match piece {
+                Some(piece) => piece,
+                None => break,
+            },
+            // Shutdown's grace period is over: the upload is cut off like a vanished client's.
+            _ = abort.cancelled() => {
+                upload.cut_off().await?;
+                return Err(Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "shutting-down",
+                    "the gateway shut down during the upload; it is not complete",
+                ));
+            }
+        };
         match piece {
             Ok(bytes) => {
                 if let Err(e) = upload.append(&bytes).await {
