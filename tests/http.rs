@@ -261,6 +261,10 @@ async fn curl_files_ranges_and_events(kind: Kind) {
     .await;
     assert_eq!(r.status, 201);
     assert_eq!(r.json()["path"], "/x/y/z ä.bin");
+    assert_eq!(
+        r.header("location"),
+        Some("/api/v1/files/x/y/z%20%C3%A4.bin")
+    );
     let r = curl(
         &t,
         &["-u", ALICE, "-I", &url(&t, "files/x/y/z%20%C3%A4.bin")],
@@ -540,6 +544,24 @@ assert r.status_code == 401 and r.headers["Content-Type"] == "application/proble
 
 r = s.post(base + "/move", json={"from": "py/data.bin", "to": "py/renamed.bin"})
 assert r.status_code == 200, r.text
+
+# Names with a space, a plus and a non-ASCII letter, paged one by one through the cursor.
+for name in ["a b+c.txt", "ä.txt", "z.txt"]:
+    r = s.put(base + "/files/py/" + requests.utils.quote(name), data=b"x")
+    assert r.status_code == 201, (name, r.text)
+names, cursor = [], None
+while True:
+    params = {"limit": 1}
+    if cursor is not None:
+        params["cursor"] = cursor
+    j = s.get(base + "/files/py", params=params).json()
+    assert len(j["entries"]) <= 1, j
+    names += [e["name"] for e in j["entries"]]
+    cursor = j["next"]
+    if cursor is None:
+        break
+want = sorted(["a b+c.txt", "renamed.bin", "ä.txt", "z.txt"], key=lambda n: n.encode())
+assert names == want, names
 r = s.delete(base + "/files/py", params={"recursive": "true"})
 assert r.status_code == 204, r.text
 r = s.get(base + "/files/py")
@@ -574,6 +596,12 @@ async fn python_requests_client(kind: Kind) {
             EventKind::FileCreated,
             EventKind::FileModified,
             EventKind::FileRenamed,
+            EventKind::FileCreated,
+            EventKind::FileCreated,
+            EventKind::FileCreated,
+            EventKind::FileDeleted,
+            EventKind::FileDeleted,
+            EventKind::FileDeleted,
             EventKind::FileDeleted,
             EventKind::DirDeleted,
         ]

@@ -660,7 +660,22 @@ async fn put_file(
             .headers_mut()
             .insert(header::ETAG, value(&format!("\"{sha}\"")));
     }
+    if info.created {
+        response
+            .headers_mut()
+            .insert(header::LOCATION, location("/api/v1/files", &path));
+    }
     Ok(response)
+}
+
+/// The URL path of `path` under `prefix`, each segment percent-encoded.
+fn location(prefix: &str, path: &UserPath) -> HeaderValue {
+    let mut out = prefix.to_string();
+    for seg in path.as_str().split('/').filter(|s| !s.is_empty()) {
+        out.push('/');
+        out.extend(utf8_percent_encode(seg, ATTR));
+    }
+    value(&out)
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {
@@ -842,10 +857,11 @@ async fn make_dir(State(_api): State<Shared>, session: Session, uri: Uri) -> Res
     } else {
         fs.mkdir(&path).await?;
     }
-    Ok(json_response(
-        StatusCode::CREATED,
-        json!({ "path": path.as_str() }),
-    ))
+    let mut response = json_response(StatusCode::CREATED, json!({ "path": path.as_str() }));
+    response
+        .headers_mut()
+        .insert(header::LOCATION, location("/api/v1/files", &path));
+    Ok(response)
 }
 
 #[derive(serde::Deserialize)]
