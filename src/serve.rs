@@ -27,7 +27,7 @@ pub struct Gateway {
     pub ftps_implicit_addr: Option<SocketAddr>,
     /// The SSH (SFTP/SCP) listener's address.
     pub sftp_addr: Option<SocketAddr>,
-    /// `/healthz`, `/readyz`, `/metrics`.
+    /// `/healthz`, `/readyz`, `/metrics` and the file API under `/api/v1`.
     pub http_addr: SocketAddr,
     probes: Arc<Probes>,
     /// The HTTP endpoint stays up until everything else has stopped.
@@ -69,10 +69,19 @@ impl Gateway {
         });
         let stop_http = CancellationToken::new();
         let http_tasks = TaskTracker::new();
-        http_tasks.spawn(http.run(probes.clone(), stop_http.clone()));
         let stop_accepting = CancellationToken::new();
         let abort_sessions = CancellationToken::new();
         let tasks = TaskTracker::new();
+        // API requests are sessions like FTP's: refused once shutdown begins, waited for within
+        // the grace period, then ended (the listener itself stays up for the probes).
+        let api = Arc::new(crate::http::api::Api {
+            access: access.clone(),
+            max_file_size: config.storage.max_file_size,
+            stop_accepting: stop_accepting.clone(),
+            abort_sessions: abort_sessions.clone(),
+            sessions: tasks.clone(),
+        });
+        http_tasks.spawn(http.run(probes.clone(), api, stop_http.clone()));
         let (mut ftp_addr, mut ftps_implicit_addr) = (None, None);
         if config.ftp.enabled {
             let ftp = FtpFrontend::bind(&config.ftp, access.clone()).await?;
@@ -150,7 +159,7 @@ impl Gateway {
         }
         lines.extend(self.mqtt_banner.iter().cloned());
         lines.push(format!(
-            "filegate: http listening on {} (/healthz, /readyz, /metrics)",
+            "filegate: http listening on {} (/api/v1, /healthz, /readyz, /metrics)",
             self.http_addr
         ));
         lines.push(format!("filegate: {}; ready", self.storage));

@@ -36,6 +36,7 @@ pub enum Protocol {
     Ftps,
     Sftp,
     Mqtt,
+    Http,
 }
 
 impl Protocol {
@@ -45,6 +46,7 @@ impl Protocol {
             Protocol::Ftps => "ftps",
             Protocol::Sftp => "sftp",
             Protocol::Mqtt => "mqtt",
+            Protocol::Http => "http",
         }
     }
 }

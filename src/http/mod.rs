@@ -1,4 +1,8 @@
-//! The operations endpoint on `http.listen`: `/healthz`, `/readyz`, `/metrics`.
+//! The HTTP listener (`http.listen`): the operations endpoints `/healthz`, `/readyz`, `/metrics`,
+//! and the file API under `/api/v1` ([`api`], `docs/http.md`).
+
+pub mod api;
+pub mod errors;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -50,12 +54,15 @@ impl HttpServer {
         self.listener.local_addr().expect("bound listener")
     }
 
-    pub async fn run(self, probes: Arc<Probes>, stop: CancellationToken) {
+    pub async fn run(self, probes: Arc<Probes>, api: Arc<api::Api>, stop: CancellationToken) {
         let app = Router::new()
             .route("/healthz", get(|| async { "ok\n" }))
             .route("/readyz", get(readyz))
             .route("/metrics", get(metrics))
-            .with_state(probes);
+            .with_state(probes)
+            .merge(api::router(api));
+        // The peer's address reaches the API's logins (bans are per address).
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         if let Err(e) = axum::serve(self.listener, app)
             .with_graceful_shutdown(stop.cancelled_owned())
             .await
