@@ -1058,36 +1058,8 @@ mod broker {
             "-P",
             PASSWORD,
         ];
-        let mut put = base.to_vec();
-        put.extend([
-            "-V",
-            "mqttv311",
-            "-q",
-            "1",
-            "-t",
-            "filegate/commands/put/m.txt",
-            "-m",
-            "from mosquitto_pub",
-        ]);
-        common::client("mosquitto_pub", &put);
-        let mut rr = base.to_vec();
-        rr.extend([
-            "-V",
-            "mqttv5",
-            "-t",
-            "filegate/commands/get/m.txt",
-            "-e",
-            "filegate/replies/alice/rr",
-            "-m",
-            "",
-            "-W",
-            "20",
-        ]);
-        let got = common::client("mosquitto_rr", &rr);
-        assert_eq!(
-            String::from_utf8_lossy(&got).trim_end(),
-            "from mosquitto_pub"
-        );
+        mosquitto_pub(&base, "m.txt", "from mosquitto_pub");
+        assert_eq!(mosquitto_rr(&base, "m.txt", "rr"), "from mosquitto_pub");
         // And the broker still serves new connections and events.
         let mut sub = subscribe(port, Some(("alice", PASSWORD)), "after", true)
             .await
@@ -1731,37 +1703,11 @@ async fn tls_and_websocket_listeners_serve_both_versions() {
         "-P",
         PASSWORD,
     ];
-    let mut put = base.to_vec();
-    put.extend([
-        "-V",
-        "mqttv311",
-        "-q",
-        "1",
-        "-t",
-        "filegate/commands/put/tls.txt",
-        "-m",
-        "over TLS",
-    ]);
-    common::client("mosquitto_pub", &put);
-    let mut rr = base.to_vec();
-    rr.extend([
-        "-V",
-        "mqttv5",
-        "-t",
-        "filegate/commands/get/tls.txt",
-        "-e",
-        "filegate/replies/alice/tls",
-        "-m",
-        "",
-        "-W",
-        "20",
-    ]);
-    let got = common::client("mosquitto_rr", &rr);
-    assert_eq!(String::from_utf8_lossy(&got).trim_end(), "over TLS");
+    mosquitto_pub(&base, "tls.txt", "over TLS");
+    assert_eq!(mosquitto_rr(&base, "tls.txt", "tls"), "over TLS");
     // A plaintext client on the TLS port gets nowhere, and the port keeps serving.
     assert!(super_probe_fails(tls_port).await);
-    let got = common::client("mosquitto_rr", &rr);
-    assert_eq!(String::from_utf8_lossy(&got).trim_end(), "over TLS");
+    assert_eq!(mosquitto_rr(&base, "tls.txt", "tls"), "over TLS");
 
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -1792,4 +1738,27 @@ async fn super_probe_fails(port: u16) -> bool {
         tokio::time::timeout(Duration::from_secs(15), el.poll()).await,
         Ok(Ok(Event::Incoming(Packet::ConnAck(_))))
     )
+}
+
+/// `mosquitto_pub` (MQTT 3.1.1, QoS 1) puts `body` as alice's `name` with a file command.
+fn mosquitto_pub(base: &[&str], name: &str, body: &str) {
+    let topic = format!("filegate/commands/put/{name}");
+    let mut args = base.to_vec();
+    args.extend(["-V", "mqttv311", "-q", "1", "-t", &topic, "-m", body]);
+    common::client("mosquitto_pub", &args);
+}
+
+/// `mosquitto_rr` (MQTT 5 request/response) gets alice's `name`, the reply on
+/// `filegate/replies/alice/{reply}`; the content it printed.
+fn mosquitto_rr(base: &[&str], name: &str, reply: &str) -> String {
+    let (topic, reply) = (
+        format!("filegate/commands/get/{name}"),
+        format!("filegate/replies/alice/{reply}"),
+    );
+    let mut args = base.to_vec();
+    args.extend([
+        "-V", "mqttv5", "-t", &topic, "-e", &reply, "-m", "", "-W", "20",
+    ]);
+    let got = common::client("mosquitto_rr", &args);
+    String::from_utf8_lossy(&got).trim_end().to_string()
 }

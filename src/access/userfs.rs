@@ -221,6 +221,41 @@ impl UserFs {
             .map(drop)
     }
 
+    /// Makes the missing directories above `path` (devices and scripts put to paths, not into
+    /// prepared trees: MQTT `put`, HTTP `?parents=true`). Walks up only as far as the first one
+    /// that exists; one that appears meanwhile is fine, a file in the way is not.
+    pub async fn make_parents(&self, path: &UserPath) -> Result<()> {
+        let mut missing = Vec::new();
+        let mut dir = path.parent();
+        while !dir.is_root() {
+            match self.stat(&dir).await {
+                Ok(m) if m.is_dir() => break,
+                Ok(_) => {
+                    return Err(StoreError::new(
+                        ErrorKind::NotADirectory,
+                        format!("{dir} is a file, not a directory"),
+                    ))
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    missing.push(dir.clone());
+                    dir = dir.parent();
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        for d in missing.into_iter().rev() {
+            match self.mkdir(&d).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => match self.stat(&d).await {
+                    Ok(m) if m.is_dir() => {}
+                    _ => return Err(e),
+                },
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     pub async fn rmdir(&self, path: &UserPath) -> Result<()> {
         self.require(Permission::Delete, "remove directories")?;
         let sp = self.changeable(path)?;

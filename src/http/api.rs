@@ -624,7 +624,7 @@ async fn put_file(
         too_large(fs, &path, api.max_file_size, len).await?;
     }
     if flag(&q, "parents")? {
-        make_parents(fs, &path).await?;
+        fs.make_parents(&path).await?;
     }
     // The upload runs in its own task: when the client vanishes, hyper may drop this handler,
     // but the upload must still end properly (cut off, kept or dropped), not just disappear.
@@ -771,20 +771,6 @@ async fn too_large(fs: &UserFs, path: &UserPath, max_file_size: u64, len: u64) -
     Ok(())
 }
 
-/// Makes the missing directories above `path` (`?parents=true`).
-async fn make_parents(fs: &UserFs, path: &UserPath) -> Result<()> {
-    let mut ancestors = Vec::new();
-    let mut p = path.parent();
-    while !p.is_root() {
-        ancestors.push(p.clone());
-        p = p.parent();
-    }
-    for dir in ancestors.into_iter().rev() {
-        mkdir_exists_ok(fs, &dir).await?;
-    }
-    Ok(())
-}
-
 /// mkdir that accepts an existing directory (but not a file in the way).
 async fn mkdir_exists_ok(fs: &UserFs, dir: &UserPath) -> Result<()> {
     match fs.mkdir(dir).await {
@@ -852,7 +838,7 @@ async fn make_dir(State(_api): State<Shared>, session: Session, uri: Uri) -> Res
     let fs = &session.fs;
     let path = target(fs, &uri, "/api/v1/dirs")?;
     if flag(&query(&uri)?, "parents")? {
-        make_parents(fs, &path).await?;
+        fs.make_parents(&path).await?;
         mkdir_exists_ok(fs, &path).await?;
     } else {
         fs.mkdir(&path).await?;

@@ -251,29 +251,6 @@ async fn handle(fs: &UserFs, prefix: &str, topic: &str, payload: &[u8]) -> Reply
     }
 }
 
-async fn make_parents(fs: &UserFs, p: &UserPath) -> Result<(), StoreError> {
-    let mut missing = Vec::new();
-    let mut dir = p.parent();
-    while !dir.is_root() {
-        match fs.stat(&dir).await {
-            Ok(_) => break,
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                missing.push(dir.clone());
-                dir = dir.parent();
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    for d in missing.into_iter().rev() {
-        match fs.mkdir(&d).await {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
 enum Outcome {
     Content(Bytes),
     Json(serde_json::Value),
@@ -296,7 +273,7 @@ async fn run_command(
             }
             // Devices put to paths, not into prepared trees: missing directories are made (as the
             // commands user, so with its mkdir permission).
-            make_parents(fs, &p).await?;
+            fs.make_parents(&p).await?;
             let mut upload = fs.open_write(&p, OpenOptions::REPLACE).await?;
             upload.write_at(0, payload).await?;
             let info = upload.commit(None).await?;

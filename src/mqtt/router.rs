@@ -158,7 +158,7 @@ impl Session {
         }
         let mut pkid = 0;
         if q.qos > 0 {
-            // Packet ids 1..=65535, skipping those still in flight.
+            // Packet ids 1..=65535, passing over the ids still in flight.
             loop {
                 inner.next_pkid = inner.next_pkid.wrapping_add(1).max(1);
                 if !inner.unacked.contains_key(&inner.next_pkid) {
