@@ -1060,6 +1060,45 @@ mod broker {
         ];
         mosquitto_pub(&base, "m.txt", "from mosquitto_pub");
         assert_eq!(mosquitto_rr(&base, "m.txt", "rr"), "from mosquitto_pub");
+        // mosquitto_sub (3.1.1) sees alice's events: puts go on until its subscription is in and
+        // it has printed one, then it exits (-C 1).
+        let mut sub_args = base.to_vec();
+        sub_args.extend([
+            "-V",
+            "mqttv311",
+            "-C",
+            "1",
+            "-W",
+            "30",
+            "-t",
+            "filegate/events/home/alice/sub/#",
+        ]);
+        let sub = std::process::Command::new(common::program("mosquitto_sub"))
+            .args(&sub_args)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut sub = sub;
+        let mut i = 0;
+        while sub.try_wait().unwrap().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "mosquitto_sub never got an event"
+            );
+            mosquitto_pub(&base, &format!("sub/{i}.txt"), "x");
+            i += 1;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let out = sub.wait_with_output().unwrap();
+        let event: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(event["data"]["user"], "alice");
+        // The folder made by the first put, or a file in it.
+        let path = event["data"]["path"].as_str().unwrap();
+        assert!(
+            path == "/home/alice/sub" || path.starts_with("/home/alice/sub/"),
+            "{path}"
+        );
         // And the broker still serves new connections and events.
         let mut sub = subscribe(port, Some(("alice", PASSWORD)), "after", true)
             .await
