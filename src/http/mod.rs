@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod errors;
+pub mod events;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
