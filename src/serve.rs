@@ -85,7 +85,7 @@ impl Gateway {
             stop_accepting: stop_accepting.clone(),
             abort_sessions: abort_sessions.clone(),
             sessions: tasks.clone(),
-            events: hub,
+            events: hub.clone(),
         });
         http_tasks.spawn(http.run(probes.clone(), api, stop_http.clone()));
         let (mut ftp_addr, mut ftps_implicit_addr) = (None, None);
@@ -113,6 +113,7 @@ impl Gateway {
             config,
             store.clone(),
             access.clone(),
+            hub,
             stop_events.clone(),
             &event_tasks,
         )

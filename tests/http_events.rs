@@ -292,6 +292,46 @@ async fn every_protocol_reaches_its_owners_streams_only(kind: Kind) {
         ["/home/bob/bobs.txt", "/home/bob/done.txt"],
         "bob sees his own events only"
     );
+    // A device that speaks only MQTT recovers a gap with the `events` command (MQTT 5
+    // request/response): the same documents, only alice's.
+    let port = mqtt_port.to_string();
+    let reply = blocking(move || {
+        client(
+            "mosquitto_rr",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-u",
+                "alice",
+                "-P",
+                PASSWORD,
+                "-V",
+                "mqttv5",
+                "-t",
+                "filegate/commands/events",
+                "-e",
+                "filegate/replies/alice/gap",
+                "-m",
+                r#"{"after": 0, "limit": 1000}"#,
+                "-W",
+                "20",
+            ],
+        )
+    })
+    .await;
+    let page: Value = serde_json::from_slice(&reply).unwrap();
+    assert_eq!(page["ok"], true, "{page}");
+    let replayed: Vec<&str> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["data"]["protocol"] != "system")
+        .map(|e| e["subject"].as_str().unwrap())
+        .collect();
+    assert_eq!(replayed, want.map(|(p, _)| p), "{page}");
+    assert_eq!(page["next_after"], page["last_seq"]);
     // The documents are MQTT's: the CloudEvent a store event renders to, byte for byte.
     let store_events = t.events().await;
     let ftp_event = store_events

@@ -33,6 +33,7 @@ pub async fn start(
     config: &Config,
     store: Store,
     access: Arc<Access>,
+    hub: Arc<EventHub>,
     shutdown: CancellationToken,
     tasks: &TaskTracker,
 ) -> anyhow::Result<MqttSide> {
@@ -58,7 +59,8 @@ pub async fn start(
             // The broker outlives the publisher: it stops once the publisher has flushed.
             let broker_stop = CancellationToken::new();
             let embedded =
-                crate::mqtt::start_embedded(m, access.clone(), broker_stop.clone(), tasks).await?;
+                crate::mqtt::start_embedded(m, access.clone(), hub, broker_stop.clone(), tasks)
+                    .await?;
             banner.extend(crate::mqtt::banner(&embedded));
             let host = if embedded.addr.ip().is_unspecified() {
                 "127.0.0.1".to_string()
@@ -104,6 +106,7 @@ pub async fn start(
                 &uuid::Uuid::new_v4().simple().to_string()[..8]
             ),
             topic_prefix: m.topic_prefix.clone(),
+            events: hub,
         };
         banner.push(format!(
             "filegate: mqtt commands on {}/commands/# as {}",

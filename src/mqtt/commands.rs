@@ -1,5 +1,6 @@
 //! File commands over MQTT (`mqtt.commands = true`): put, get, list and delete through the shared
-//! user layer (jail, permissions, quota, size limits).
+//! user layer (jail, permissions, quota, size limits), and `events`: a page of the event history
+//! for a device that saw a gap in `seq` and speaks only MQTT (`docs/events.md`).
 //!
 //! Requests: `{prefix}/commands/{op}/{path}` — the path relative to the user's home, one topic
 //! level per segment, encoded as in event topics; `put` carries the content as payload.
@@ -31,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::access::{UserFs, UserPath};
+use crate::events::{EventHub, StreamRefused};
 
 /// Largest `put` accepted (and largest `get` answered); larger ones get an error reply.
 pub const MAX_COMMAND_BYTES: usize = 8 << 20;
@@ -42,6 +44,7 @@ pub struct CommandSettings {
     pub broker: super::client::BrokerLogin,
     pub client_id: String,
     pub topic_prefix: String,
+    pub events: Arc<crate::events::EventHub>,
 }
 
 pub async fn run_external(
@@ -80,12 +83,16 @@ pub async fn run_external(
                     tracing::warn!("mqtt commands: too many at once; one dropped");
                     continue;
                 };
-                let (client, fs, prefix) =
-                    (client.clone(), fs.clone(), settings.topic_prefix.clone());
+                let (client, fs, prefix, events) = (
+                    client.clone(),
+                    fs.clone(),
+                    settings.topic_prefix.clone(),
+                    settings.events.clone(),
+                );
                 tasks.spawn(async move {
                     let _permit = permit;
                     let topic = String::from_utf8_lossy(&p.topic).to_string();
-                    let reply = handle(&fs, &prefix, &topic, &p.payload).await;
+                    let reply = handle(&fs, &events, &prefix, &topic, &p.payload).await;
                     let fallback = reply.topic_below(&format!("{prefix}/replies"));
                     let props = p.properties.unwrap_or_default();
                     let (reply_topic, correlation) = match props.response_topic {
@@ -161,7 +168,7 @@ pub(super) async fn run_for_user(
 ) {
     let rules = broker.router.rules();
     let reply_base = rules.reply_prefix(user);
-    let mut reply = handle(fs, rules.prefix(), &p.topic, &p.payload).await;
+    let mut reply = handle(fs, &broker.events, rules.prefix(), &p.topic, &p.payload).await;
     let default_topic = reply.topic_below(reply_base.trim_end_matches('/'));
     let topic = match p.response_topic {
         Some(t) if t.starts_with(&reply_base) && rumqttc::mqttbytes::valid_topic(&t) => t,
@@ -220,10 +227,23 @@ pub fn parse_request<'t>(prefix: &str, topic: &'t str) -> (&'t str, String) {
     (op, path)
 }
 
-async fn handle(fs: &UserFs, prefix: &str, topic: &str, payload: &[u8]) -> Reply {
+async fn handle(
+    fs: &UserFs,
+    events: &EventHub,
+    prefix: &str,
+    topic: &str,
+    payload: &[u8],
+) -> Reply {
     let (op, path_text) = parse_request(prefix, topic);
-    let result = run_command(fs, op, &path_text, payload).await;
+    let result = run_command(fs, events, op, &path_text, payload).await;
     match result {
+        Ok(Outcome::Refused(v)) => Reply {
+            ok: false,
+            body: Bytes::from(serde_json::to_vec(&v).expect("json")),
+            content_type: "application/json",
+            kind: op.into(),
+            path_text,
+        },
         Ok(Outcome::Content(data)) => Reply {
             ok: true,
             body: data,
@@ -254,16 +274,70 @@ async fn handle(fs: &UserFs, prefix: &str, topic: &str, payload: &[u8]) -> Reply
 enum Outcome {
     Content(Bytes),
     Json(serde_json::Value),
+    /// A refusal with more to say than an error kind (`events`: `oldest_seq`).
+    Refused(serde_json::Value),
+}
+
+/// The `events` command's payload (all optional): as `GET /api/v1/events?after=&limit=`.
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct EventsRequest {
+    after: Option<u64>,
+    limit: Option<usize>,
+}
+
+/// `events`: one page of the history the user may see, or why not (`gone` with `oldest_seq`).
+async fn events_page(fs: &UserFs, hub: &EventHub, payload: &[u8]) -> Result<Outcome, StoreError> {
+    let req: EventsRequest = if payload.iter().all(u8::is_ascii_whitespace) {
+        EventsRequest::default()
+    } else {
+        serde_json::from_slice(payload).map_err(|e| {
+            StoreError::new(
+                ErrorKind::InvalidArgument,
+                format!("events takes {{\"after\": SEQ, \"limit\": N}} (both optional): {e}"),
+            )
+        })?
+    };
+    let limit = req.limit.unwrap_or(100).clamp(1, 1000);
+    let viewer = crate::mqtt::Principal::user(fs);
+    let after = match req.after {
+        Some(a) => a,
+        None => hub.oldest().await?.saturating_sub(1),
+    };
+    match hub.page(&viewer, after, limit).await {
+        Ok((shown, next_after, last_seq)) => {
+            let docs: Vec<serde_json::Value> = shown
+                .iter()
+                .map(|r| serde_json::from_slice(&r.json).expect("CloudEvents documents are JSON"))
+                .collect();
+            Ok(Outcome::Json(
+                json!({"ok": true, "op": "events", "events": docs,
+                "next_after": next_after, "last_seq": last_seq}),
+            ))
+        }
+        Err(refused @ StreamRefused::Gone { oldest_seq, .. }) => Ok(Outcome::Refused(
+            json!({"ok": false, "op": "events", "error": "gone", "message": refused.to_string(),
+                "oldest_seq": oldest_seq}),
+        )),
+        Err(refused @ StreamRefused::Future { last_seq, .. }) => Ok(Outcome::Refused(
+            json!({"ok": false, "op": "events", "error": "invalid_argument",
+                "message": refused.to_string(), "last_seq": last_seq}),
+        )),
+        Err(StreamRefused::Store(e)) => Err(e),
+        Err(other) => Err(StoreError::new(ErrorKind::Unavailable, other.to_string())),
+    }
 }
 
 async fn run_command(
     fs: &UserFs,
+    events: &EventHub,
     op: &str,
     path: &str,
     payload: &[u8],
 ) -> Result<Outcome, StoreError> {
     let p = fs.resolve(&UserPath::root(), path.as_bytes())?;
     match op {
+        "events" => events_page(fs, events, payload).await,
         "put" => {
             if payload.len() > MAX_COMMAND_BYTES {
                 return Err(StoreError::new(
@@ -334,7 +408,7 @@ async fn run_command(
         }
         other => Err(StoreError::new(
             ErrorKind::InvalidArgument,
-            format!("unknown command {other:?}: use put, get, list or delete"),
+            format!("unknown command {other:?}: use put, get, list, delete or events"),
         )),
     }
 }

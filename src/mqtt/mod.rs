@@ -55,6 +55,8 @@ pub struct Broker {
     /// `Some(home)` when anonymous clients may connect (`home`: the events they see).
     anonymous: Option<Option<String>>,
     commands: Arc<Semaphore>,
+    /// The history the `events` command pages through.
+    events: Arc<crate::events::EventHub>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
 }
@@ -73,6 +75,7 @@ pub struct EmbeddedBroker {
 pub async fn start_embedded(
     config: &MqttConfig,
     access: Arc<Access>,
+    events: Arc<crate::events::EventHub>,
     shutdown: CancellationToken,
     tasks: &TaskTracker,
 ) -> anyhow::Result<EmbeddedBroker> {
@@ -94,6 +97,7 @@ pub async fn start_embedded(
         gateway_login: (user.clone(), password.clone()),
         anonymous,
         commands: Arc::new(Semaphore::new(COMMANDS_AT_ONCE)),
+        events,
         tasks: tasks.clone(),
         shutdown: shutdown.clone(),
     });
