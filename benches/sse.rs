@@ -77,7 +77,7 @@ async fn put(addr: std::net::SocketAddr, path: &str) {
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(
         format!(
-            "PUT /api/v1/files/{path} HTTP/1.1\r\nHost: b\r\nAuthorization: Basic {}\r\n\
+            "PUT /api/v1/files/{path}?parents=true HTTP/1.1\r\nHost: b\r\nAuthorization: Basic {}\r\n\
              Content-Length: 5\r\nConnection: close\r\n\r\nhello",
             auth()
         )
