@@ -502,15 +502,40 @@ impl Default for EventsConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
-    /// `/healthz`, `/readyz`, `/metrics`.
+    /// Plain HTTP: the probes (`/healthz`, `/readyz`, `/metrics`), the file API and the web UI.
     #[serde(with = "de::addr")]
     pub listen: SocketAddr,
+    pub tls: HttpTlsConfig,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: loopback(9090),
+            tls: HttpTlsConfig::default(),
+        }
+    }
+}
+
+/// `[http.tls]`
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpTlsConfig {
+    /// HTTPS listener serving everything `http.listen` serves; `None` (`""`) = off.
+    #[serde(with = "de::opt_addr")]
+    pub listen: Option<SocketAddr>,
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+impl Default for HttpTlsConfig {
+    fn default() -> Self {
+        HttpTlsConfig {
+            listen: None,
+            cert: "certs/http.crt".into(),
+            key: "certs/http.key".into(),
         }
     }
 }
