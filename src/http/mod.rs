@@ -3,6 +3,8 @@
 
 pub mod api;
 pub mod errors;
+pub mod transfer;
+pub mod uploads;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
