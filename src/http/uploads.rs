@@ -488,17 +488,10 @@ pub async fn create(
     let mut offset_now = None;
     if length == 0 {
         // Nothing to wait for: the (empty) file is published at once.
-        let holder = uuid::Uuid::new_v4().to_string();
-        let rec = acquire(fs, store, &id, &holder).await?;
-        let result = write(&api, fs, store, &id, &holder, rec, 0, &headers, Body::empty()).await;
-        release(store, &id, &holder).await;
-        offset_now = Some(result?);
+        fs.open_staging(&id, &target).await?.commit(None).await?;
+        offset_now = Some(locked_write(&api, fs, &id, 0, &headers, Body::empty()).await?);
     } else if with_body {
-        let holder = uuid::Uuid::new_v4().to_string();
-        let rec = acquire(fs, store, &id, &holder).await?;
-        let result = write(&api, fs, store, &id, &holder, rec, 0, &headers, body).await;
-        release(store, &id, &holder).await;
-        offset_now = Some(result?);
+        offset_now = Some(locked_write(&api, fs, &id, 0, &headers, body).await?);
     }
     let mut response = StatusCode::CREATED.into_response();
     let h = response.headers_mut();
@@ -574,12 +567,7 @@ pub async fn patch_upload(
         .ok_or_else(|| Problem::bad_request("Upload-Offset is missing"))?;
     // A checksum that cannot be checked is refused before the lock is even taken.
     checksum(&headers)?;
-    let store = api.access.store();
-    let holder = uuid::Uuid::new_v4().to_string();
-    let rec = acquire(fs, store, &id, &holder).await?;
-    let result = write(&api, fs, store, &id, &holder, rec, client_offset, &headers, body).await;
-    release(store, &id, &holder).await;
-    let offset = result?;
+    let offset = locked_write(&api, fs, &id, client_offset, &headers, body).await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
     response
         .headers_mut()
@@ -662,6 +650,35 @@ fn checksum(headers: &HeaderMap) -> Result<Option<Checksum>> {
     }
 }
 
+/// Takes the upload's lease, writes the body, lets go. In a task of its own: when the client
+/// vanishes hyper may drop the handler, but what arrived must still be committed, the file
+/// published if it is whole, and the lease given back (else the resuming client would wait for
+/// the lease to run out).
+async fn locked_write(
+    api: &Shared,
+    fs: &UserFs,
+    id: &str,
+    client_offset: u64,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<u64> {
+    let (api, fs, id, headers) = (api.clone(), fs.clone(), id.to_string(), headers.clone());
+    let task = tokio::spawn(async move {
+        let store = api.access.store().clone();
+        let holder = uuid::Uuid::new_v4().to_string();
+        let rec = acquire(&fs, &store, &id, &holder).await?;
+        let result = write(&api, &fs, &store, &id, &holder, rec, client_offset, &headers, body).await;
+        release(&store, &id, &holder).await;
+        result
+    });
+    task.await.map_err(|e| {
+        Problem::from(StoreError::new(
+            ErrorKind::Internal,
+            format!("the upload task failed: {e}"),
+        ))
+    })?
+}
+
 /// Appends the body at `client_offset` (the lease held), publishes the file when it is whole,
 /// and returns the new offset.
 #[allow(clippy::too_many_arguments)]
@@ -704,9 +721,7 @@ async fn write(
     }
     let sum = checksum(headers)?;
     let upload = fs.open_staging(id, &target).await?;
-    // The body is read in a task of its own: when the client vanishes hyper drops this handler,
-    // but what arrived must still be committed (or dropped) properly.
-    let task = tokio::spawn(receive(
+    let received = receive(
         upload,
         body,
         room,
@@ -715,10 +730,8 @@ async fn write(
         id.to_string(),
         holder.to_string(),
         api.abort_sessions.clone(),
-    ));
-    let received = task.await.map_err(|e| {
-        Problem::from(StoreError::new(ErrorKind::Internal, format!("the upload task failed: {e}")))
-    })??;
+    )
+    .await?;
     let now = current + received;
     if now == up.length {
         publish(fs, store, id, holder, &target).await?;
