@@ -575,7 +575,11 @@ fn range(headers: &HeaderMap, size: u64, etag: Option<&HeaderValue>) -> Result<O
 }
 
 /// One page of a directory listing; `next` is the cursor of the page after it.
-pub(crate) async fn list_dir(fs: &UserFs, dir: &UserPath, q: &[(String, String)]) -> Result<Response> {
+pub(crate) async fn list_dir(
+    fs: &UserFs,
+    dir: &UserPath,
+    q: &[(String, String)],
+) -> Result<Response> {
     let limit = page_limit(q)?;
     let cursor = param(q, "cursor").filter(|c| !c.is_empty());
     let page = fs.list(dir, cursor, limit).await?;
@@ -603,19 +607,19 @@ pub(crate) fn page_limit(q: &[(String, String)]) -> Result<usize> {
 
 /// One entry of a listing page.
 pub(crate) fn listing_entry(e: &storage_backend::DirEntry) -> serde_json::Value {
-            let m = &e.metadata;
-            let mut entry = json!({
-                "name": e.name,
-                "type": if m.is_dir() { "dir" } else { "file" },
-                "mtime": humantime::format_rfc3339_millis(m.mtime).to_string(),
-            });
-            if m.is_file() {
-                entry["size"] = json!(m.size);
-                entry["version"] = json!(m.version);
-                entry["sha256"] = json!(m.sha256);
-                entry["complete"] = json!(m.complete);
-            }
-            entry
+    let m = &e.metadata;
+    let mut entry = json!({
+        "name": e.name,
+        "type": if m.is_dir() { "dir" } else { "file" },
+        "mtime": humantime::format_rfc3339_millis(m.mtime).to_string(),
+    });
+    if m.is_file() {
+        entry["size"] = json!(m.size);
+        entry["version"] = json!(m.version);
+        entry["sha256"] = json!(m.sha256);
+        entry["complete"] = json!(m.complete);
+    }
+    entry
 }
 
 pub(crate) fn json_response(status: StatusCode, body: serde_json::Value) -> Response {
@@ -816,7 +820,10 @@ pub(crate) fn wanted_digest(headers: &HeaderMap) -> Result<Option<[u8; 32]>> {
                         "{name}: sha-256 must be :<base64 of 32 bytes>: (RFC 9530)"
                     ))
                 };
-                let b64 = val.trim().strip_prefix(':').and_then(|v| v.strip_suffix(':'));
+                let b64 = val
+                    .trim()
+                    .strip_prefix(':')
+                    .and_then(|v| v.strip_suffix(':'));
                 let bytes = b64
                     .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
                     .ok_or_else(bad)?;
@@ -833,7 +840,12 @@ pub(crate) fn wanted_digest(headers: &HeaderMap) -> Result<Option<[u8; 32]>> {
 }
 
 /// Refuses an upload of `len` bytes that the store's file size limit or the user's quota cannot take.
-pub(crate) async fn too_large(fs: &UserFs, path: &UserPath, max_file_size: u64, len: u64) -> Result<()> {
+pub(crate) async fn too_large(
+    fs: &UserFs,
+    path: &UserPath,
+    max_file_size: u64,
+    len: u64,
+) -> Result<()> {
     if max_file_size > 0 && len > max_file_size {
         return Err(Problem::new(
             StatusCode::PAYLOAD_TOO_LARGE,
