@@ -37,6 +37,30 @@ pub fn load_pair(
     Ok((certs, key))
 }
 
+/// A TLS server configuration with rustls's safe defaults (TLS 1.2 and 1.3) from a PEM pair, offering
+/// the given ALPN protocols; errors name `{section}.cert` / `{section}.key`.
+pub fn server_config(
+    cert: &Path,
+    key: &Path,
+    section: &str,
+    alpn: &[&[u8]],
+) -> anyhow::Result<std::sync::Arc<rustls::ServerConfig>> {
+    let (certs, key) = load_pair(cert, key, section)?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS setup")?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .with_context(|| {
+            format!(
+                "{section}.cert and {section}.key do not form a usable certificate and key pair"
+            )
+        })?;
+    server.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(std::sync::Arc::new(server))
+}
+
 pub fn gen_cert(args: &GenCertArgs) -> anyhow::Result<()> {
     for path in [&args.cert, &args.key] {
         if path.exists() && !args.force {

@@ -29,6 +29,8 @@ pub struct Gateway {
     pub sftp_addr: Option<SocketAddr>,
     /// `/healthz`, `/readyz`, `/metrics` and the file API under `/api/v1`.
     pub http_addr: SocketAddr,
+    /// `http.tls.listen`, when set.
+    pub https_addr: Option<SocketAddr>,
     probes: Arc<Probes>,
     /// The HTTP endpoint stays up until everything else has stopped.
     stop_http: CancellationToken,
@@ -59,8 +61,9 @@ impl Gateway {
             "store opened: {storage}"
         );
         let access = Access::new(config, store.clone()).map_err(|e| anyhow::anyhow!(e))?;
-        let http = HttpServer::bind(config.http.listen).await?;
+        let http = HttpServer::bind(&config.http).await?;
         let http_addr = http.local_addr();
+        let https_addr = http.tls_addr();
         let probes = Arc::new(Probes {
             store: store.clone(),
             metrics: access.metrics().clone(),
@@ -130,6 +133,7 @@ impl Gateway {
             ftps_implicit_addr,
             sftp_addr,
             http_addr,
+            https_addr,
             probes,
             stop_http,
             http_tasks,
@@ -169,6 +173,11 @@ impl Gateway {
             "filegate: http listening on {} (/api/v1, /healthz, /readyz, /metrics)",
             self.http_addr
         ));
+        if let Some(addr) = self.https_addr {
+            lines.push(format!(
+                "filegate: https listening on {addr} (the same over TLS)"
+            ));
+        }
         lines.push(format!("filegate: {}; ready", self.storage));
         lines
     }

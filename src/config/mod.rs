@@ -491,12 +491,13 @@ impl Default for EventsConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
-    /// `/healthz`, `/readyz`, `/metrics`.
+    /// Plain HTTP: the probes (`/healthz`, `/readyz`, `/metrics`), the file API and the web UI.
     #[serde(with = "de::addr")]
     pub listen: SocketAddr,
     /// A resumable (tus) upload nobody has written to for this long is given up.
     #[serde(with = "de::duration")]
     pub upload_expiry: Duration,
+    pub tls: HttpTlsConfig,
 }
 
 impl Default for HttpConfig {
@@ -504,6 +505,30 @@ impl Default for HttpConfig {
         HttpConfig {
             listen: loopback(9090),
             upload_expiry: Duration::from_secs(24 * 3600),
+            tls: HttpTlsConfig::default(),
+        }
+    }
+}
+
+/// `[http.tls]`
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpTlsConfig {
+    /// HTTPS listener serving everything `http.listen` serves; `None` (`""`) = off.
+    #[serde(with = "de::opt_addr")]
+    pub listen: Option<SocketAddr>,
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+impl Default for HttpTlsConfig {
+    fn default() -> Self {
+        HttpTlsConfig {
+            listen: None,
+            cert: "certs/http.crt".into(),
+            key: "certs/http.key".into(),
         }
     }
 }

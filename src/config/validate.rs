@@ -500,6 +500,9 @@ fn listeners(c: &Config, p: &mut Problems) {
         bound.push(("mqtt.listen", c.mqtt.listen));
     }
     bound.push(("http.listen", c.http.listen));
+    if let Some(addr) = c.http.tls.listen {
+        bound.push(("http.tls.listen", addr));
+    }
     for (n, (key, addr)) in bound.iter().enumerate() {
         if addr.port() == 0 {
             continue; // port 0: the system picks a free port for each

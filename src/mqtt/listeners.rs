@@ -31,18 +31,9 @@ pub async fn bind(config: &MqttConfig) -> anyhow::Result<Bound> {
     let tcp = listen(config.listen, "mqtt.listen").await?;
     let tls = match config.tls.listen {
         Some(addr) => {
-            let (certs, key) =
-                crate::certs::load_pair(&config.tls.cert, &config.tls.key, "mqtt.tls")?;
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let server = rustls::ServerConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .context("TLS setup")?
-                .with_no_client_auth()
-                .with_single_cert(certs, key)
-                .context(
-                    "mqtt.tls.cert and mqtt.tls.key do not form a usable certificate and key pair",
-                )?;
-            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+            let server =
+                crate::certs::server_config(&config.tls.cert, &config.tls.key, "mqtt.tls", &[])?;
+            let acceptor = tokio_rustls::TlsAcceptor::from(server);
             Some((listen(addr, "mqtt.tls.listen").await?, acceptor))
         }
         None => None,
