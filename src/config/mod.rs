@@ -505,6 +505,9 @@ pub struct HttpConfig {
     /// Plain HTTP: the probes (`/healthz`, `/readyz`, `/metrics`), the file API and the web UI.
     #[serde(with = "de::addr")]
     pub listen: SocketAddr,
+    /// A resumable (tus) upload nobody has written to for this long is given up.
+    #[serde(with = "de::duration")]
+    pub upload_expiry: Duration,
     pub tls: HttpTlsConfig,
 }
 
@@ -512,6 +515,7 @@ impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: loopback(9090),
+            upload_expiry: Duration::from_secs(24 * 3600),
             tls: HttpTlsConfig::default(),
         }
     }
