@@ -80,6 +80,8 @@ impl Gateway {
             stop_accepting: stop_accepting.clone(),
             abort_sessions: abort_sessions.clone(),
             sessions: tasks.clone(),
+            // `Secure` cookies also when the listener is TLS (http.tls, when it lands).
+            auth: crate::http::auth::Settings::from_config(&config.http),
         });
         http_tasks.spawn(http.run(probes.clone(), api, stop_http.clone()));
         let (mut ftp_addr, mut ftps_implicit_addr) = (None, None);

@@ -2,6 +2,8 @@
 //! and the file API under `/api/v1` ([`api`], `docs/http.md`).
 
 pub mod api;
+pub mod auth;
+pub mod openapi;
 pub mod errors;
 
 use std::net::SocketAddr;
