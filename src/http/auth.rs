@@ -10,7 +10,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -542,10 +542,37 @@ async fn cookie_login(api: &Api, parts: &Parts, value: &str, peer: SocketAddr) -
 
 pub fn router() -> Router<Shared> {
     Router::new()
-        .route("/api/v1/session", get(whoami).post(login).delete(logout))
-        .route("/api/v1/me", get(me))
-        .route("/api/v1/keys", get(list_keys).post(create_key))
-        .route("/api/v1/keys/:id", delete(revoke_key))
+        .route(
+            "/api/v1/session",
+            get(whoami)
+                .post(login)
+                .delete(logout)
+                .fallback(|m: Method| only(m, "GET, HEAD, POST, DELETE")),
+        )
+        .route(
+            "/api/v1/me",
+            get(me).fallback(|m: Method| only(m, "GET, HEAD")),
+        )
+        .route(
+            "/api/v1/keys",
+            get(list_keys)
+                .post(create_key)
+                .fallback(|m: Method| only(m, "GET, HEAD, POST")),
+        )
+        .route(
+            "/api/v1/keys/:id",
+            delete(revoke_key).fallback(|m: Method| only(m, "DELETE")),
+        )
+}
+
+/// 405 with the methods the endpoint serves, as a problem like every other error.
+pub(super) async fn only(method: Method, allow: &'static str) -> Problem {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        format!("{method} is not served here; use {allow}"),
+    )
+    .with_header(header::ALLOW, HeaderValue::from_static(allow))
 }
 
 /// Who is logged in: the same as `GET /api/v1/session`, for any login.
@@ -1036,9 +1063,14 @@ pub async fn list_keys(State(api): State<Shared>, session: Session) -> Result<Re
 pub async fn revoke_key(
     State(api): State<Shared>,
     session: Session,
-    Path(id): Path<String>,
+    uri: axum::http::Uri,
 ) -> Result<Response> {
     not_with_a_key(&session)?;
+    // From the URI itself (not axum's Path), so a malformed id is a problem+json 404 too.
+    let raw = uri.path().rsplit('/').next().unwrap_or("");
+    let id = percent_encoding::percent_decode_str(raw)
+        .decode_utf8_lossy()
+        .to_string();
     let store = api.access.store();
     let not_found = || {
         Problem::from(StoreError::new(

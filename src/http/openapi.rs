@@ -196,11 +196,15 @@ pub fn document() -> String {
 
 pub fn router() -> Router<Shared> {
     Router::new()
-        .route("/api/v1/openapi.json", get(spec))
-        .route("/api/v1/docs", get(docs_page))
-        .route("/api/v1/docs/", get(docs_page))
-        .route("/api/v1/docs/swagger-ui-bundle.js", get(ui_js))
-        .route("/api/v1/docs/swagger-ui.css", get(ui_css))
+        .route("/api/v1/openapi.json", get(spec).fallback(get_only))
+        .route("/api/v1/docs", get(docs_page).fallback(get_only))
+        .route("/api/v1/docs/", get(docs_page).fallback(get_only))
+        .route("/api/v1/docs/swagger-ui-bundle.js", get(ui_js).fallback(get_only))
+        .route("/api/v1/docs/swagger-ui.css", get(ui_css).fallback(get_only))
+}
+
+async fn get_only(method: axum::http::Method) -> super::errors::Problem {
+    super::auth::only(method, "GET, HEAD").await
 }
 
 /// This OpenAPI document (no login needed).
