@@ -31,11 +31,21 @@ async fn served_spec_and_offline_docs_page() {
     let (status, page) = http_get(addr, "/api/v1/docs").await;
     assert_eq!(status, 200);
     // Everything the page loads comes from this server: no CDN.
-    for src in ["/api/v1/docs/swagger-ui-bundle.js", "/api/v1/docs/swagger-ui.css", "/api/v1/openapi.json"] {
+    for src in [
+        "/api/v1/docs/swagger-ui-bundle.js",
+        "/api/v1/docs/swagger-ui.css",
+        "/api/v1/openapi.json",
+    ] {
         assert!(page.contains(src), "{src} not in the page");
     }
-    assert!(!page.contains("https://") && !page.contains("http://"), "{page}");
-    for file in ["/api/v1/docs/swagger-ui-bundle.js", "/api/v1/docs/swagger-ui.css"] {
+    assert!(
+        !page.contains("https://") && !page.contains("http://"),
+        "{page}"
+    );
+    for file in [
+        "/api/v1/docs/swagger-ui-bundle.js",
+        "/api/v1/docs/swagger-ui.css",
+    ] {
         let (status, body) = http_get(addr, file).await;
         assert_eq!(status, 200, "{file}");
         assert!(body.len() > 100_000, "{file}");
@@ -47,7 +57,10 @@ async fn served_spec_and_offline_docs_page() {
 async fn schemathesis_finds_nothing() {
     let bin = schemathesis();
     // Generated logins are wrong passwords: they must not ban the address for the rest of the run.
-    let t = start(Kind::Embedded, |c| c.limits.login_failures_per_ip = 1_000_000).await;
+    let t = start(Kind::Embedded, |c| {
+        c.limits.login_failures_per_ip = 1_000_000
+    })
+    .await;
     let addr = t.gw().http_addr;
     let report = t.temp_path("junit.xml");
     let args: Vec<String> = vec![
@@ -59,6 +72,11 @@ async fn schemathesis_finds_nothing() {
         "alice:secret".into(),
         "--checks".into(),
         "all".into(),
+        // Every check but one: "schema-valid requests are accepted" cannot hold for a file API,
+        // where a valid but random path names nothing (404) or a file where a directory must be
+        // (409). Those answers are still checked against the document by the other checks.
+        "--exclude-checks".into(),
+        "positive_data_acceptance".into(),
         // A modest run: a few minutes at most on a small machine.
         "--max-examples".into(),
         "15".into(),

@@ -830,7 +830,11 @@ async fn mkdir_exists_ok(fs: &UserFs, dir: &UserPath) -> Result<()> {
         (status = 409, description = "The directory is not empty (add ?recursive=true)", body = super::openapi::ProblemBody, content_type = "application/problem+json"),
         super::openapi::Errors,
     ))]
-pub(super) async fn delete_file(State(_api): State<Shared>, session: Session, uri: Uri) -> Result<Response> {
+pub(super) async fn delete_file(
+    State(_api): State<Shared>,
+    session: Session,
+    uri: Uri,
+) -> Result<Response> {
     let fs = &session.fs;
     let path = target(fs, &uri, "/api/v1/files")?;
     let q = query(&uri)?;
@@ -890,7 +894,11 @@ async fn remove_tree(fs: &UserFs, root: &UserPath) -> Result<()> {
         (status = 507, description = "The quota is exhausted", body = super::openapi::ProblemBody, content_type = "application/problem+json"),
         super::openapi::Errors,
     ))]
-pub(super) async fn make_dir(State(_api): State<Shared>, session: Session, uri: Uri) -> Result<Response> {
+pub(super) async fn make_dir(
+    State(_api): State<Shared>,
+    session: Session,
+    uri: Uri,
+) -> Result<Response> {
     let fs = &session.fs;
     let path = target(fs, &uri, "/api/v1/dirs")?;
     if flag(&query(&uri)?, "parents")? {
@@ -926,7 +934,11 @@ pub(super) struct MoveRequest {
         (status = 409, description = "The target exists (add replace) or a parent is missing", body = super::openapi::ProblemBody, content_type = "application/problem+json"),
         super::openapi::Errors,
     ))]
-pub(super) async fn move_entry(State(_api): State<Shared>, session: Session, body: Body) -> Result<Response> {
+pub(super) async fn move_entry(
+    State(_api): State<Shared>,
+    session: Session,
+    body: Body,
+) -> Result<Response> {
     let fs = &session.fs;
     let bytes = axum::body::to_bytes(body, MAX_JSON_BODY)
         .await

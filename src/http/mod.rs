@@ -3,8 +3,8 @@
 
 pub mod api;
 pub mod auth;
-pub mod openapi;
 pub mod errors;
+pub mod openapi;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};

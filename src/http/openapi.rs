@@ -199,8 +199,14 @@ pub fn router() -> Router<Shared> {
         .route("/api/v1/openapi.json", get(spec).fallback(get_only))
         .route("/api/v1/docs", get(docs_page).fallback(get_only))
         .route("/api/v1/docs/", get(docs_page).fallback(get_only))
-        .route("/api/v1/docs/swagger-ui-bundle.js", get(ui_js).fallback(get_only))
-        .route("/api/v1/docs/swagger-ui.css", get(ui_css).fallback(get_only))
+        .route(
+            "/api/v1/docs/swagger-ui-bundle.js",
+            get(ui_js).fallback(get_only),
+        )
+        .route(
+            "/api/v1/docs/swagger-ui.css",
+            get(ui_css).fallback(get_only),
+        )
 }
 
 async fn get_only(method: axum::http::Method) -> super::errors::Problem {
