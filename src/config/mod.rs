@@ -509,12 +509,24 @@ pub struct HttpConfig {
     #[serde(with = "de::duration")]
     pub upload_expiry: Duration,
     pub tls: HttpTlsConfig,
+    /// A browser session (cookie) ends after this long without a request.
+    #[serde(with = "de::duration")]
+    pub session_idle: Duration,
+    /// A browser session ends this long after its login, however busy.
+    #[serde(with = "de::duration")]
+    pub session_max: Duration,
+    /// Session cookies get `Secure` (sent over HTTPS only) even on a plain listener: for a
+    /// gateway behind a TLS-terminating proxy. A TLS listener always sets it.
+    pub secure_cookies: bool,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: loopback(9090),
+            session_idle: Duration::from_secs(30 * 60),
+            session_max: Duration::from_secs(12 * 3600),
+            secure_cookies: false,
             upload_expiry: Duration::from_secs(24 * 3600),
             tls: HttpTlsConfig::default(),
         }

@@ -2,8 +2,10 @@
 //! and the file API under `/api/v1` ([`api`], `docs/http.md`).
 
 pub mod api;
+pub mod auth;
 pub mod errors;
 pub mod events;
+pub mod openapi;
 pub mod transfer;
 pub mod uploads;
 
