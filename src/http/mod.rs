@@ -1,8 +1,10 @@
 //! The HTTP listener (`http.listen`): the operations endpoints `/healthz`, `/readyz`, `/metrics`,
-//! and the file API under `/api/v1` ([`api`], `docs/http.md`).
+//! the file API under `/api/v1` ([`api`], `docs/http.md`) and the web interface at `/` ([`web`],
+//! `docs/web.md`).
 
 pub mod api;
 pub mod errors;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -60,6 +62,7 @@ impl HttpServer {
             .route("/readyz", get(readyz))
             .route("/metrics", get(metrics))
             .with_state(probes)
+            .merge(web::router())
             .merge(api::router(api));
         // The peer's address reaches the API's logins (bans are per address).
         let app = app.into_make_service_with_connect_info::<SocketAddr>();
