@@ -137,10 +137,10 @@ async fn in_headless_chromium(kind: Kind) {
 async fn seed_big_folder(t: &TestGateway) {
     let ctx = ChangeContext::new("alice", "test", "127.0.0.1:1");
     let store = t.store().clone();
-    store
-        .mkdir(&StorePath::parse("/home/alice").unwrap(), &ctx)
-        .await
-        .ok();
+    for dir in ["/home", "/home/alice"] {
+        // The home may exist already (the gateway makes it at a first login).
+        store.mkdir(&StorePath::parse(dir).unwrap(), &ctx).await.ok();
+    }
     store
         .mkdir(&StorePath::parse("/home/alice/big").unwrap(), &ctx)
         .await

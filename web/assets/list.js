@@ -329,6 +329,10 @@ export class FileView {
   }
 
   key(e) {
+    // The row the key was pressed in is the focused one (a click or a screen reader may have
+    // moved the focus without the arrows).
+    const at = this.indexOf(e.target);
+    if (at !== null && this.items[at]) this.focusIndex = at;
     const i = this.focusIndex;
     const cols = this.columns();
     const page = Math.max(1, Math.floor(this.scroller.clientHeight / this.lineHeight()) * cols);
