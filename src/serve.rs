@@ -72,6 +72,11 @@ impl Gateway {
         let stop_accepting = CancellationToken::new();
         let abort_sessions = CancellationToken::new();
         let tasks = TaskTracker::new();
+        let stop_events = CancellationToken::new();
+        let event_tasks = TaskTracker::new();
+        // Live events for /api/v1/events; its streams end when shutdown begins (stop_accepting).
+        let hub = crate::events::open_hub(config, store.clone()).await?;
+        event_tasks.spawn(hub.clone().run(stop_events.clone()));
         // API requests are sessions like FTP's: refused once shutdown begins, waited for within
         // the grace period, then ended (the listener itself stays up for the probes).
         let api = Arc::new(crate::http::api::Api {
@@ -80,6 +85,7 @@ impl Gateway {
             stop_accepting: stop_accepting.clone(),
             abort_sessions: abort_sessions.clone(),
             sessions: tasks.clone(),
+            events: hub,
         });
         http_tasks.spawn(http.run(probes.clone(), api, stop_http.clone()));
         let (mut ftp_addr, mut ftps_implicit_addr) = (None, None);
@@ -103,8 +109,6 @@ impl Gateway {
                 tasks.clone(),
             ));
         }
-        let stop_events = CancellationToken::new();
-        let event_tasks = TaskTracker::new();
         let mqtt = crate::events::start(
             config,
             store.clone(),

@@ -113,6 +113,11 @@ impl UserFs {
         &self.account.name
     }
 
+    /// The store path of the home this session is jailed in.
+    pub fn home(&self) -> &StorePath {
+        &self.account.home
+    }
+
     /// Returns once no transfer of this session is running (at once when none is).
     pub async fn idle(&self) {
         loop {

@@ -477,12 +477,23 @@ pub const DEFAULT_TEMP_PATTERNS: [&str; 11] = [
 pub struct EventsConfig {
     /// Glob patterns of temporary upload names that are not announced until renamed.
     pub temp_patterns: Vec<String>,
+    /// Delivered events kept for replay (`GET /api/v1/events?after=`, SSE resume), at most this
+    /// many; 0 keeps none.
+    pub history_max: u64,
+    /// Delivered events older than this leave the history.
+    #[serde(with = "de::duration")]
+    pub history_age: Duration,
+    /// Live event streams (SSE and WebSocket) one gateway serves at once.
+    pub max_streams: u32,
 }
 
 impl Default for EventsConfig {
     fn default() -> Self {
         EventsConfig {
             temp_patterns: DEFAULT_TEMP_PATTERNS.map(String::from).to_vec(),
+            history_max: 100_000,
+            history_age: Duration::from_secs(24 * 3600),
+            max_streams: 4096,
         }
     }
 }
@@ -662,6 +673,8 @@ impl Config {
             orphan_timeout: s.orphan_timeout,
             gc_grace: s.gc_grace,
             outbox_limit: s.outbox_limit,
+            history_max: self.events.history_max,
+            history_age: self.events.history_age,
         }
     }
 

@@ -60,6 +60,8 @@ pub(super) fn problems(config: &Config) -> Vec<Problem> {
             );
         }
     }
+    p.non_zero_duration("events.history_age", config.events.history_age, "24h");
+    p.non_zero("events.max_streams", config.events.max_streams.into(), 4096);
     limits(&config.limits, &mut p);
     users(&config.users, &mut p);
     listeners(config, &mut p);

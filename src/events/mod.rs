@@ -3,6 +3,7 @@
 //! front-end's (`crate::mqtt`); this module starts them with the publisher.
 
 mod cloudevent;
+mod hub;
 mod names;
 mod publisher;
 
@@ -18,6 +19,7 @@ use crate::access::Access;
 use crate::config::{Config, MqttMode};
 pub use crate::mqtt::{parse_request, MAX_COMMAND_BYTES};
 pub use cloudevent::{announce, payload, topic, Announcement};
+pub use hub::{Ended, EventHub, Refused as StreamRefused, Rendered, Subscription};
 pub use names::TempNames;
 pub use publisher::{EventPublisher, PublisherSettings, LEASE_TTL};
 
@@ -118,6 +120,23 @@ pub async fn start(
     Ok(MqttSide { banner })
 }
 
+/// The CloudEvents `source` of this gateway's events (MQTT and HTTP alike).
+pub fn source(config: &Config) -> String {
+    format!("filegate://{}", config.server.id)
+}
+
+/// The hub behind `/api/v1/events`, with the same `[events]` rules as the MQTT publisher.
+pub async fn open_hub(config: &Config, store: Store) -> anyhow::Result<Arc<EventHub>> {
+    EventHub::open(
+        store,
+        TempNames::new(&config.events.temp_patterns),
+        source(config),
+        config.events.max_streams,
+    )
+    .await
+    .context("cannot read the event outbox")
+}
+
 /// `mqtt://host:port` or `mqtts://host:port` (credentials come from their own keys).
 struct BrokerUrl {
     host: String,
@@ -203,7 +222,7 @@ impl BrokerUrl {
             ),
             topic_prefix: config.mqtt.topic_prefix.clone(),
             qos,
-            source: format!("filegate://{}", config.server.id),
+            source: source(config),
             temp: TempNames::new(&config.events.temp_patterns),
             holder: format!("{}/{}", config.server.id, uuid::Uuid::new_v4()),
             metrics,

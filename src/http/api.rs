@@ -41,6 +41,8 @@ pub struct Api {
     pub abort_sessions: CancellationToken,
     /// The gateway's sessions, which shutdown waits for; each request is one while it runs.
     pub sessions: TaskTracker,
+    /// Live events for `/api/v1/events` (SSE, WebSocket) and its replay.
+    pub events: Arc<crate::events::EventHub>,
 }
 
 type Shared = Arc<Api>;
@@ -68,6 +70,7 @@ pub fn router(api: Shared) -> Router {
             "/api/v1/move",
             post(move_entry).fallback(method_not_allowed),
         )
+        .merge(super::events::router())
         .fallback(unknown_route)
         .with_state(api)
 }
@@ -139,6 +142,15 @@ impl FromRequestParts<Shared> for Session {
             _permit: permit,
             _running: api.sessions.token(),
         })
+    }
+}
+
+impl Session {
+    /// The user's file system for a long-lived event stream, giving back the connection slot and
+    /// the shutdown wait: a stream holds an `events.max_streams` slot instead, and ends by itself
+    /// when shutdown begins (`src/http/events.rs`).
+    pub fn into_fs(self) -> UserFs {
+        self.fs
     }
 }
 
@@ -216,7 +228,7 @@ fn checked_name(name: String) -> Result<String> {
 }
 
 /// The query string's parameters, percent-decoded.
-fn query(uri: &Uri) -> Result<Vec<(String, String)>> {
+pub(super) fn query(uri: &Uri) -> Result<Vec<(String, String)>> {
     let mut out = Vec::new();
     for pair in uri
         .query()
@@ -234,7 +246,7 @@ fn query(uri: &Uri) -> Result<Vec<(String, String)>> {
     Ok(out)
 }
 
-fn param<'a>(q: &'a [(String, String)], name: &str) -> Option<&'a str> {
+pub(super) fn param<'a>(q: &'a [(String, String)], name: &str) -> Option<&'a str> {
     q.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }
 

@@ -56,6 +56,8 @@ pub struct Problem {
     pub detail: String,
     /// Extra headers: `WWW-Authenticate` on 401, `Retry-After` on bans and overload, …
     pub headers: Vec<(header::HeaderName, HeaderValue)>,
+    /// RFC 9457 extension members (`oldest_seq` on a 410 for events gone from the history).
+    pub members: Vec<(&'static str, serde_json::Value)>,
 }
 
 impl Problem {
@@ -65,7 +67,18 @@ impl Problem {
             name,
             detail: detail.into(),
             headers: Vec::new(),
+            members: Vec::new(),
         }
+    }
+
+    /// Adds an extension member to the body.
+    pub fn with_member(
+        mut self,
+        name: &'static str,
+        value: impl Into<serde_json::Value>,
+    ) -> Problem {
+        self.members.push((name, value.into()));
+        self
     }
 
     pub fn bad_request(detail: impl Into<String>) -> Problem {
@@ -90,12 +103,16 @@ impl Problem {
     }
 
     pub fn body(&self) -> serde_json::Value {
-        serde_json::json!({
+        let mut body = serde_json::json!({
             "type": format!("urn:filegate:problem:{}", self.name),
             "title": self.status.canonical_reason().unwrap_or("Error"),
             "status": self.status.as_u16(),
             "detail": self.detail,
-        })
+        });
+        for (name, value) in &self.members {
+            body[*name] = value.clone();
+        }
+        body
     }
 }
 

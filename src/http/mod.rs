@@ -5,6 +5,7 @@
 pub mod api;
 pub mod errors;
 pub mod web;
+pub mod events;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};

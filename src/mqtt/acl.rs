@@ -34,6 +34,25 @@ pub enum Principal {
 }
 
 impl Principal {
+    /// A logged-in user as the event rules see them: their home and `list` permission.
+    pub fn user(fs: &crate::access::UserFs) -> Principal {
+        Principal::User {
+            name: fs.user().to_string(),
+            home: fs.home().to_string(),
+            can_list: fs.can(crate::config::Permission::List),
+        }
+    }
+
+    /// Whether an event about store path `path` may reach this principal — the one rule for
+    /// every way events leave the gateway (MQTT topics here, SSE/WebSocket and replay over HTTP).
+    pub fn sees_event(&self, path: &str) -> bool {
+        match self {
+            Principal::User { home, can_list, .. } => *can_list && within(path, home),
+            Principal::Anonymous { home: Some(home) } => within(path, home),
+            _ => false,
+        }
+    }
+
     /// The name used in logs and in session keys.
     pub fn name(&self) -> &str {
         match self {
@@ -132,12 +151,7 @@ impl Rules {
     /// Whether a message on `topic` may reach `p` (checked for every message and subscriber).
     pub fn may_receive(&self, p: &Principal, topic: &str) -> bool {
         if let Some(rest) = self.rest(topic, "events") {
-            let path = event_path(rest);
-            return match p {
-                Principal::User { home, can_list, .. } => *can_list && within(&path, home),
-                Principal::Anonymous { home: Some(home) } => within(&path, home),
-                _ => false,
-            };
+            return p.sees_event(&event_path(rest));
         }
         if let Some(rest) = self.rest(topic, "replies") {
             let level = rest.split('/').next().unwrap_or("");

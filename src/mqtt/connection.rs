@@ -311,18 +311,7 @@ async fn login(
                 .login_password(user, password, peer, Protocol::Mqtt)
                 .await
             {
-                Ok(fs) => {
-                    let account = broker
-                        .access
-                        .account(user)
-                        .ok_or(ConnectCode::NotAuthorized)?;
-                    let principal = Principal::User {
-                        name: user.clone(),
-                        home: account.home.to_string(),
-                        can_list: account.can(crate::config::Permission::List),
-                    };
-                    Ok((principal, Some(fs)))
-                }
+                Ok(fs) => Ok((Principal::user(&fs), Some(fs))),
                 Err(Refusal::Banned(_)) => Err(ConnectCode::Banned),
                 Err(Refusal::Busy) => Err(ConnectCode::ServerBusy),
                 Err(Refusal::BadCredentials) => Err(ConnectCode::BadCredentials),

@@ -38,7 +38,7 @@ use tokio_util::task::TaskTracker;
 use crate::access::Access;
 use crate::config::MqttConfig;
 
-pub use acl::mosquitto_acl;
+pub use acl::{mosquitto_acl, Principal};
 pub use commands::{parse_request, MAX_COMMAND_BYTES};
 
 /// Largest packet a logged-in client may send: a `put` of [`MAX_COMMAND_BYTES`] and its topic.

@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use crate::embedded::EmbeddedBackend;
 use crate::error::Result;
-use crate::outbox::{Event, EventOrigin, OutboxStatus};
+use crate::outbox::{Event, EventOrigin, EventPage, OutboxStatus};
 use crate::path::StorePath;
 use crate::redis::RedisBackend;
 use crate::types::{ListPage, Metadata, OpenOptions};
@@ -212,6 +212,10 @@ impl Backend {
 
     pub async fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>> {
         dispatch!(self, b => b.events_after(after, limit).await)
+    }
+
+    pub async fn events_page(&self, after: u64, limit: usize) -> Result<EventPage> {
+        dispatch!(self, b => b.events_page(after, limit).await)
     }
 
     pub async fn ack(&self, upto: u64) -> Result<u64> {

@@ -21,6 +21,11 @@ pub struct StoreConfig {
     pub gc_grace: Duration,
     /// Most unacknowledged events the outbox holds; at the limit, changes are refused (never dropped).
     pub outbox_limit: u64,
+    /// Delivered events kept as history for replay (`events_page`), at most this many; 0 drops
+    /// every event as soon as it is acknowledged.
+    pub history_max: u64,
+    /// Delivered events older than this are dropped from the history.
+    pub history_age: Duration,
 }
 
 impl StoreConfig {
@@ -45,6 +50,8 @@ impl Default for StoreConfig {
             orphan_timeout: Duration::from_secs(60),
             gc_grace: Duration::from_secs(60),
             outbox_limit: 1_000_000,
+            history_max: 100_000,
+            history_age: Duration::from_secs(24 * 3600),
         }
     }
 }

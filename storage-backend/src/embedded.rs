@@ -25,7 +25,7 @@ use crate::backend::{
 };
 use crate::chunkmap;
 use crate::error::{ErrorKind, Result, StoreError};
-use crate::outbox::{assemble, Event, EventFacts, EventKind, EventOrigin, OutboxStatus};
+use crate::outbox::{assemble, Event, EventFacts, EventKind, EventOrigin, EventPage, OutboxStatus};
 use crate::path::StorePath;
 use crate::types::{from_ms, now_ms, DirEntry, EntryKind, ListPage, Metadata, OpenOptions};
 use crate::BackendSettings;
@@ -51,6 +51,8 @@ const ROOT: u64 = 1;
 /// process stays small while gigabytes of chunks stream through it.
 const CACHE_BYTES: usize = 16 * 1024 * 1024;
 const GC_BATCH: usize = 256;
+/// Most events one trimming step looks at for their age (the rest wait for the next step).
+const TRIM_BATCH: usize = 1024;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Inode {
@@ -366,6 +368,40 @@ impl<'t> Tables<'t> {
         let bytes = serde_json::to_vec(&event).expect("event serialises");
         self.events.insert(seq, bytes.as_slice()).map_err(db_err)?;
         Ok(seq)
+    }
+
+    /// Drops acknowledged events beyond the history's bounds: more than `history_max` behind the
+    /// newest, or older than `history_age`. Unacknowledged events are never dropped. Events go only
+    /// from the old end, so the first one left says exactly what is gone.
+    fn trim_history(&mut self, settings: &BackendSettings, now: u64) -> Result<()> {
+        let acked = self.counter("acked")?;
+        let last = self.counter("seq")?;
+        let mut upto = acked.min(last.saturating_sub(settings.history_max));
+        let cutoff = now.saturating_sub(settings.history_age.as_millis() as u64);
+        if upto < acked {
+            let mut newest_old = upto;
+            for item in self
+                .events
+                .range(upto + 1..=acked)
+                .map_err(db_err)?
+                .take(TRIM_BATCH)
+            {
+                let (k, v) = item.map_err(db_err)?;
+                let event: Event =
+                    serde_json::from_slice(v.value()).map_err(|_| corrupt("event record"))?;
+                if event.time_ms >= cutoff {
+                    break;
+                }
+                newest_old = k.value();
+            }
+            upto = newest_old;
+        }
+        if upto > 0 {
+            self.events
+                .retain_in(..=upto, |_, _| false)
+                .map_err(db_err)?;
+        }
+        Ok(())
     }
 
     fn check_outbox(&self, limit: u64) -> Result<()> {
@@ -1085,8 +1121,30 @@ impl EmbeddedBackend {
         .await
     }
 
+    pub async fn events_page(&self, after: u64, limit: usize) -> Result<EventPage> {
+        self.blocking(move |s| {
+            // One read transaction: the newest seq and the events are one snapshot.
+            let txn = s.db.begin_read().map_err(db_err)?;
+            let counters = txn.open_table(COUNTERS).map_err(db_err)?;
+            let last = counters
+                .get("seq")
+                .map_err(db_err)?
+                .map(|v| v.value())
+                .unwrap_or(0);
+            let table = txn.open_table(EVENTS).map_err(db_err)?;
+            let mut events = Vec::new();
+            for item in table.range(after + 1..).map_err(db_err)?.take(limit) {
+                let (_, v) = item.map_err(db_err)?;
+                events
+                    .push(serde_json::from_slice(v.value()).map_err(|_| corrupt("event record"))?);
+            }
+            Ok(EventPage::decide(after, last, events))
+        })
+        .await
+    }
+
     pub async fn ack(&self, upto: u64) -> Result<u64> {
-        self.write(Durability::Immediate, move |_, t| {
+        self.write(Durability::Immediate, move |s, t| {
             let last = t.counter("seq")?;
             if upto > last {
                 return Err(StoreError::new(
@@ -1099,7 +1157,7 @@ impl EmbeddedBackend {
                 return Ok(acked);
             }
             t.counters.insert("acked", upto).map_err(db_err)?;
-            t.events.retain_in(..=upto, |_, _| false).map_err(db_err)?;
+            t.trim_history(&s.settings, now_ms())?;
             Ok(upto)
         })
         .await
@@ -1125,6 +1183,11 @@ impl EmbeddedBackend {
     }
 
     pub async fn maintain(&self) -> Result<MaintenanceReport> {
+        // Events age out of the history even when no new event is acknowledged.
+        self.write(Durability::None, |s, t| {
+            t.trim_history(&s.settings, now_ms())
+        })
+        .await?;
         let mut report = MaintenanceReport::default();
         loop {
             let deleted = self

@@ -23,7 +23,7 @@ mod write;
 pub use backend::{MaintenanceReport, StoreUsage};
 pub use config::{BackendConfig, EmbeddedConfig, RedisConfig, StoreConfig};
 pub use error::{ErrorKind, Result, StoreError};
-pub use outbox::{Event, EventKind, OutboxStatus};
+pub use outbox::{Event, EventKind, EventPage, OutboxStatus};
 pub use path::{StorePath, MAX_NAME_BYTES, MAX_PATH_BYTES};
 pub use read::{ChunkStream, FileReader};
 pub use store::{IntegrityReport, Store};
@@ -39,4 +39,7 @@ pub(crate) struct BackendSettings {
     pub gc_grace: std::time::Duration,
     pub orphan_timeout: std::time::Duration,
     pub outbox_limit: u64,
+    /// Bounds of the history of acknowledged events.
+    pub history_max: u64,
+    pub history_age: std::time::Duration,
 }

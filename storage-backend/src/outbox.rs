@@ -86,6 +86,43 @@ pub struct Event {
     pub peer: String,
 }
 
+/// What [`crate::Store::events_page`] found after a sequence number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventPage {
+    /// The events right after the one asked for (consecutive, starting at `after + 1`; empty when
+    /// there is nothing newer yet).
+    Events {
+        events: Vec<Event>,
+        /// The newest event recorded when the page was read.
+        last_seq: u64,
+    },
+    /// Some events after the one asked for were already dropped from the history: the oldest
+    /// event still kept is `oldest_seq` (`last_seq + 1` when none is kept).
+    Gone { oldest_seq: u64, last_seq: u64 },
+}
+
+impl EventPage {
+    /// Decides from what a backend read, in this order: the newest seq (`last`, read first), then
+    /// the events after `after`. Sequence numbers are consecutive and the history loses events only
+    /// at its old end, so a page that does not start at `after + 1` although `after < last` means
+    /// the events in between were trimmed. Reading `last` first makes this safe against commits
+    /// that land between the two reads. With no event after `after` left although `after < last`,
+    /// the whole history is gone (it loses events at its old end only).
+    pub(crate) fn decide(after: u64, last: u64, events: Vec<Event>) -> EventPage {
+        let starts_right = events.first().is_some_and(|e| e.seq == after + 1);
+        if starts_right || (events.is_empty() && after >= last) {
+            let last_seq = events.last().map_or(last, |e| e.seq.max(last));
+            return EventPage::Events { events, last_seq };
+        }
+        let last_seq = events.last().map_or(last, |e| e.seq.max(last));
+        let oldest_seq = events.first().map_or(last_seq + 1, |e| e.seq);
+        EventPage::Gone {
+            oldest_seq,
+            last_seq,
+        }
+    }
+}
+
 /// Where the publisher stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct OutboxStatus {

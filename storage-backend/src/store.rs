@@ -12,7 +12,7 @@ use crate::backend::{Backend, MaintenanceReport, StoreUsage};
 use crate::config::{BackendConfig, StoreConfig};
 use crate::embedded::EmbeddedBackend;
 use crate::error::{ErrorKind, Result, StoreError};
-use crate::outbox::{Event, EventOrigin, OutboxStatus};
+use crate::outbox::{Event, EventOrigin, EventPage, OutboxStatus};
 use crate::path::StorePath;
 use crate::read::FileReader;
 use crate::redis::RedisBackend;
@@ -68,6 +68,8 @@ impl Store {
             gc_grace: config.gc_grace,
             orphan_timeout: config.orphan_timeout,
             outbox_limit: config.outbox_limit,
+            history_max: config.history_max,
+            history_age: config.history_age,
         };
         let (backend, chunk_size) = match &config.backend {
             BackendConfig::Embedded(e) => (
@@ -294,6 +296,14 @@ impl Store {
         self.inner.backend.events_after(after, limit).await
     }
 
+    /// Up to `limit` events after `after`, oldest first, from the outbox and the history of
+    /// delivered events — or [`EventPage::Gone`] when some event after `after` was already dropped
+    /// from the history (bounded by `history_max` and `history_age`), so a consumer resuming from
+    /// `after` learns that it missed events instead of silently skipping them.
+    pub async fn events_page(&self, after: u64, limit: usize) -> Result<EventPage> {
+        self.inner.backend.events_page(after, limit.max(1)).await
+    }
+
     /// Changes whenever this process records an event, so a publisher can wait for work instead of
     /// polling. Gateways sharing a Redis namespace do not see each other's events here.
     pub fn watch_events(&self) -> tokio::sync::watch::Receiver<u64> {
@@ -312,7 +322,8 @@ impl Store {
         self.inner.backend.release_lease(name, holder).await
     }
 
-    /// Marks every event up to `seq` as delivered; they may then be dropped from the outbox.
+    /// Marks every event up to `seq` as delivered: they stay as history (within `history_max` and
+    /// `history_age`) but no longer count against `outbox_limit`.
     pub async fn ack_events(&self, seq: u64) -> Result<u64> {
         self.inner.backend.ack(seq).await
     }

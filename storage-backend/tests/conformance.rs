@@ -7,7 +7,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{all_events, content, ctx, fixture, fixture_with, p, sha256_hex, Kind};
 use storage_backend::{
-    CommitOptions, EntryKind, ErrorKind, EventKind, OpenOptions, StorePath, MAX_HOLE_BYTES,
+    CommitOptions, EntryKind, ErrorKind, EventKind, EventPage, OpenOptions, StorePath,
+    MAX_HOLE_BYTES,
 };
 
 on_every_backend!(
@@ -24,6 +25,8 @@ on_every_backend!(
     random_order_writes,
     last_commit_wins,
     outbox_sequences_are_consecutive_and_ack_trims,
+    acknowledged_events_stay_as_bounded_history,
+    history_ages_out_and_says_what_is_gone,
     full_outbox_refuses_changes_loudly,
     bad_input_gets_distinct_errors,
     replaced_content_is_reclaimed,
@@ -731,7 +734,8 @@ async fn last_commit_wins(kind: Kind) {
 }
 
 async fn outbox_sequences_are_consecutive_and_ack_trims(kind: Kind) {
-    let f = fixture(kind).await;
+    // Without a history, acknowledged events go at once (as before the history existed).
+    let f = fixture_with(kind, |c| c.history_max = 0).await;
     let s = &f.store;
     for i in 0..25 {
         s.write_file(&p(&format!("/e{i}")), b"x", &ctx())
@@ -765,7 +769,11 @@ async fn outbox_sequences_are_consecutive_and_ack_trims(kind: Kind) {
 }
 
 async fn full_outbox_refuses_changes_loudly(kind: Kind) {
-    let f = fixture_with(kind, |c| c.outbox_limit = 3).await;
+    let f = fixture_with(kind, |c| {
+        c.outbox_limit = 3;
+        c.history_max = 0;
+    })
+    .await;
     let s = &f.store;
     for i in 0..3 {
         s.mkdir(&p(&format!("/d{i}")), &ctx()).await.unwrap();
@@ -789,6 +797,128 @@ async fn full_outbox_refuses_changes_loudly(kind: Kind) {
     s.ack_events(3).await.unwrap();
     s.write_file(&p("/accepted"), b"x", &ctx()).await.unwrap();
     assert_eq!(all_events(s).await.first().map(|e| e.seq), Some(4));
+}
+
+async fn acknowledged_events_stay_as_bounded_history(kind: Kind) {
+    let f = fixture_with(kind, |c| {
+        c.history_max = 10;
+        c.outbox_limit = 20;
+    })
+    .await;
+    let s = &f.store;
+    for i in 0..15 {
+        s.mkdir(&p(&format!("/h{i}")), &ctx()).await.unwrap();
+    }
+    // Nothing acknowledged: nothing is dropped, whatever history_max says.
+    let seqs = |page: EventPage| match page {
+        EventPage::Events { events, last_seq } => {
+            (events.iter().map(|e| e.seq).collect(), last_seq)
+        }
+        gone => panic!("expected events, got {gone:?}"),
+    };
+    let (got, last): (Vec<u64>, u64) = seqs(s.events_page(0, 100).await.unwrap());
+    assert_eq!((got, last), ((1..=15).collect(), 15));
+    // Acknowledged events stay as history up to history_max behind the newest...
+    s.ack_events(12).await.unwrap();
+    assert_eq!(
+        s.events_page(0, 100).await.unwrap(),
+        EventPage::Gone {
+            oldest_seq: 6,
+            last_seq: 15
+        }
+    );
+    assert_eq!(
+        s.events_page(4, 3).await.unwrap(),
+        EventPage::Gone {
+            oldest_seq: 6,
+            last_seq: 15
+        },
+        "event 5 is gone: a consumer that saw 4 is told, not silently moved on"
+    );
+    let (got, _) = seqs(s.events_page(5, 3).await.unwrap());
+    assert_eq!(got, vec![6, 7, 8], "paging from the oldest kept event");
+    let (got, last) = seqs(s.events_page(15, 3).await.unwrap());
+    assert_eq!((got, last), (vec![], 15), "nothing newer yet");
+    // ...and the outbox limit still counts only unacknowledged events: 3 of 20.
+    for i in 0..10 {
+        s.mkdir(&p(&format!("/more{i}")), &ctx()).await.unwrap();
+    }
+    assert_eq!(s.outbox_status().await.unwrap().backlog(), 13);
+    // Acknowledging everything keeps the last 10; the unacknowledged never go.
+    s.ack_events(25).await.unwrap();
+    let (got, _) = seqs(s.events_page(15, 100).await.unwrap());
+    assert_eq!(got, (16..=25).collect::<Vec<_>>());
+    // Another gateway on the same namespace sees the same history.
+    if kind.is_shared() {
+        let other = f.reopen(|c| c.history_max = 10).await;
+        let (got, _) = seqs(other.events_page(20, 100).await.unwrap());
+        assert_eq!(got, (21..=25).collect::<Vec<_>>());
+    }
+}
+
+async fn history_ages_out_and_says_what_is_gone(kind: Kind) {
+    let f = fixture_with(kind, |c| c.history_age = Duration::from_millis(300)).await;
+    let s = &f.store;
+    for i in 0..5 {
+        s.mkdir(&p(&format!("/a{i}")), &ctx()).await.unwrap();
+    }
+    s.ack_events(4).await.unwrap();
+    assert!(matches!(
+        s.events_page(0, 10).await.unwrap(),
+        EventPage::Events { ref events, .. } if events.len() == 5
+    ));
+    // Past the age, the maintenance pass drops the acknowledged ones, oldest first (they age one
+    // after the other), never the fifth, unacknowledged one.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut oldest_seen = 1;
+    loop {
+        s.maintain().await.unwrap();
+        match s.events_page(0, 10).await.unwrap() {
+            EventPage::Gone {
+                oldest_seq,
+                last_seq,
+            } => {
+                assert_eq!(last_seq, 5);
+                assert!(
+                    (oldest_seen..=5).contains(&oldest_seq),
+                    "the history only shrinks from its old end, never past the unacknowledged: {oldest_seq}"
+                );
+                oldest_seen = oldest_seq;
+                if oldest_seq == 5 {
+                    break;
+                }
+            }
+            EventPage::Events { .. } => {}
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "events never aged out"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    s.ack_events(5).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        s.maintain().await.unwrap();
+        if let EventPage::Gone { oldest_seq, .. } = s.events_page(0, 10).await.unwrap() {
+            if oldest_seq == 6 {
+                break;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "event 5 never aged out"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        s.events_page(5, 10).await.unwrap(),
+        EventPage::Events {
+            events: vec![],
+            last_seq: 5
+        },
+        "an empty history is fine for a consumer that saw everything"
+    );
 }
 
 async fn bad_input_gets_distinct_errors(kind: Kind) {

@@ -27,7 +27,7 @@ use crate::backend::{
 use crate::chunkmap;
 use crate::config::RedisConfig;
 use crate::error::{ErrorKind, Result, StoreError};
-use crate::outbox::{assemble, Event, EventFacts, EventKind, EventOrigin, OutboxStatus};
+use crate::outbox::{assemble, Event, EventFacts, EventKind, EventOrigin, EventPage, OutboxStatus};
 use crate::path::StorePath;
 use crate::types::{from_ms, now_ms, DirEntry, EntryKind, ListPage, Metadata, OpenOptions};
 use crate::BackendSettings;
@@ -492,8 +492,28 @@ impl RedisBackend {
             .collect()
     }
 
+    pub async fn events_page(&self, after: u64, limit: usize) -> Result<EventPage> {
+        // The newest seq first, then the events: see `EventPage::decide` for why this order makes
+        // the two plain reads safe without a transaction.
+        let mut conn = self.meta.clone();
+        let last: Option<u64> = redis::cmd("HGET")
+            .arg(&self.ctr_key)
+            .arg("seq")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.error(e))?;
+        let events = self.events_after(after, limit).await?;
+        Ok(EventPage::decide(after, last.unwrap_or(0), events))
+    }
+
     pub async fn ack(&self, upto: u64) -> Result<u64> {
-        self.run(self.script("ack", None).arg(upto)).await
+        self.run(
+            self.script("ack", None)
+                .arg(upto)
+                .arg(self.settings.history_max)
+                .arg(self.settings.history_age.as_millis() as u64),
+        )
+        .await
     }
 
     pub async fn outbox_status(&self) -> Result<OutboxStatus> {
@@ -523,6 +543,14 @@ impl RedisBackend {
 
     pub async fn maintain(&self) -> Result<MaintenanceReport> {
         self.heartbeat().await?;
+        // Events age out of the history even when no new event is acknowledged.
+        let _: u64 = self
+            .run(
+                self.script("trim_history", None)
+                    .arg(self.settings.history_max)
+                    .arg(self.settings.history_age.as_millis() as u64),
+            )
+            .await?;
         let mut report = MaintenanceReport::default();
         loop {
             let ended: u64 = self.run(self.script("reclaim", None).arg("")).await?;
@@ -1025,6 +1053,7 @@ mod tests {
             "end_session",
             "open_read",
             "ack",
+            "trim_history",
             "outbox_status",
             "heartbeat",
             "reclaim",

@@ -66,6 +66,34 @@ local function emit(kind, path, old, size, sha, complete, version, replaced)
   return seq
 end
 
+-- Drops acknowledged events beyond the history's bounds: more than `keep` behind the newest, or
+-- committed before `cutoff` (ms; looked at in batches from the old end). Unacknowledged events are
+-- never dropped, and events go only from the old end, so the first one left says what is gone.
+local function trim_history(keep, cutoff)
+  local f = redis.call('HMGET', P .. 'ctr', 'seq', 'acked')
+  local last = tonumber(f[1] or '0')
+  local acked = tonumber(f[2] or '0')
+  local upto = math.max(0, math.min(acked, last - keep))
+  if upto < acked then
+    local old = redis.call('XRANGE', P .. 'ev', num(upto + 1) .. '-0', num(acked) .. '-1', 'COUNT', 1024)
+    for _, entry in ipairs(old) do
+      local fields = entry[2]
+      local time_ms = nil
+      for i = 1, #fields, 2 do
+        if fields[i] == 'x' then
+          local ok, origin = pcall(cjson.decode, fields[i + 1])
+          if ok and type(origin) == 'table' then time_ms = tonumber(origin.time_ms) end
+        end
+      end
+      if time_ms == nil or time_ms >= cutoff then break end
+      upto = tonumber(string.match(entry[1], '^(%d+)'))
+    end
+  end
+  if upto > 0 then
+    redis.call('XTRIM', P .. 'ev', 'MINID', num(upto + 1) .. '-0')
+  end
+end
+
 local function each_chunk(map, fn)
   for start, count in string.gmatch(map or '', '(%d+)%+(%d+)') do
     start = tonumber(start)

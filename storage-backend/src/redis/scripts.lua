@@ -221,17 +221,23 @@ end
 return {f[2], v[1], v[2], v[3], f[3] or '', f[4] or '1', f[5] or '0', pin}
 
 --@ ack
--- ARGV[6] seq: everything up to it was delivered -> the acknowledged seq
+-- ARGV[6] seq: everything up to it was delivered, ARGV[7] history max (events),
+-- ARGV[8] history age (ms) -> the acknowledged seq
 local acked = tonumber(redis.call('HGET', P .. 'ctr', 'acked') or '0')
 local upto = tonumber(ARGV[6])
 local last = tonumber(redis.call('HGET', P .. 'ctr', 'seq') or '0')
 if upto > last then fail('invalid_argument', 'cannot acknowledge event ' .. num(upto) .. ': the newest is ' .. num(last)) end
 if upto > acked then
   redis.call('HSET', P .. 'ctr', 'acked', num(upto))
-  redis.call('XTRIM', P .. 'ev', 'MINID', num(upto + 1) .. '-0')
+  trim_history(tonumber(ARGV[7]), NOW - tonumber(ARGV[8]))
   acked = upto
 end
 return acked
+
+--@ trim_history
+-- ARGV[6] history max (events), ARGV[7] history age (ms) -> 1
+trim_history(tonumber(ARGV[6]), NOW - tonumber(ARGV[7]))
+return 1
 
 --@ outbox_status
 -- -> {last seq, acked seq}
