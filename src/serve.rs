@@ -86,7 +86,14 @@ impl Gateway {
             abort_sessions: abort_sessions.clone(),
             sessions: tasks.clone(),
             events: hub,
+            upload_expiry: config.http.upload_expiry,
         });
+        // Unfinished tus uploads past their expiry are ended by every gateway (each claims an
+        // upload through its record first); the pass stops with the HTTP endpoint.
+        http_tasks.spawn(crate::http::uploads::expire_loop(
+            api.clone(),
+            stop_http.clone(),
+        ));
         http_tasks.spawn(http.run(probes.clone(), api, stop_http.clone()));
         let (mut ftp_addr, mut ftps_implicit_addr) = (None, None);
         if config.ftp.enabled {

@@ -21,7 +21,7 @@ use storage_backend::{ChangeContext, ErrorKind, Store};
 pub use accounts::Account;
 pub use connections::{ConnectionPermit, ConnectionRefused};
 pub use jail::UserPath;
-pub use userfs::{Download, DownloadStream, Upload, UserFs};
+pub use userfs::{is_staging, Download, DownloadStream, Upload, UserFs, STAGING_DIR};
 
 use crate::config::{Config, PartialUploads};
 use crate::metrics::Metrics;

@@ -47,6 +47,12 @@ impl Quota {
         (self.usage.lock().unwrap().bytes, self.max_bytes)
     }
 
+    /// (bytes, files, byte limit, file limit): the running count of a limited quota.
+    pub fn usage(&self) -> (u64, u64, Option<u64>, Option<u64>) {
+        let u = self.usage.lock().unwrap();
+        (u.bytes, u.files, self.max_bytes, self.max_files)
+    }
+
     /// Counts the home's usage when it was never counted or the count is old.
     pub async fn refresh(&self, store: &Store, home: &StorePath) -> Result<(), StoreError> {
         if !self.is_limited() {
@@ -117,7 +123,7 @@ impl Quota {
 }
 
 /// Bytes and files under `home`, walked page by page (never one whole directory in memory).
-async fn count(store: &Store, home: &StorePath) -> Result<(u64, u64), StoreError> {
+pub(super) async fn count(store: &Store, home: &StorePath) -> Result<(u64, u64), StoreError> {
     let (mut bytes, mut files) = (0u64, 0u64);
     let mut dirs = vec![home.clone()];
     while let Some(dir) = dirs.pop() {

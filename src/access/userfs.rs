@@ -109,6 +109,24 @@ impl UserFs {
         self.session.sent.fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
+    /// (bytes, files, byte quota, file quota) of the home. A limited quota keeps a running count
+    /// (recounted every ten minutes); without one the home is walked now, page by page.
+    pub async fn usage(&self) -> Result<(u64, u64, Option<u64>, Option<u64>)> {
+        let quota = &self.account.quota;
+        if quota.is_limited() {
+            return Ok(quota.usage());
+        }
+        let (bytes, files) = self
+            .timed("usage", super::quota::count(&self.store, &self.account.home))
+            .await?;
+        Ok((bytes, files, None, None))
+    }
+
+    /// Whether `storage.partial_uploads` keeps what a cut-off upload received.
+    pub fn keeps_partial_uploads(&self) -> bool {
+        self.partial_uploads == PartialUploads::Keep
+    }
+
     pub fn user(&self) -> &str {
         &self.account.name
     }
@@ -180,6 +198,9 @@ impl UserFs {
             .timed("list", self.store.list(&sp, after, limit))
             .await?;
         self.merge_open_writes(&sp, after, &mut page);
+        if sp.is_root() {
+            page.entries.retain(|e| !is_staging(&format!("/{}", e.name)));
+        }
         Ok(page)
     }
 
@@ -329,6 +350,12 @@ impl UserFs {
     pub async fn open_write(&self, path: &UserPath, opts: OpenOptions) -> Result<Upload> {
         self.require(Permission::Write, "upload files")?;
         let sp = self.changeable(path)?;
+        self.open_write_at(sp.clone(), opts, &sp).await
+    }
+
+    /// A write session on store path `sp` (a file in the home, or a staging file), counted in the
+    /// quota; `shown` is the path its audit line names.
+    async fn open_write_at(&self, sp: StorePath, opts: OpenOptions, shown: &StorePath) -> Result<Upload> {
         let quota = &self.account.quota;
         // With a quota, know what is being replaced: its bytes and file come back at commit.
         let (old_size, existed) = if quota.is_limited() {
@@ -358,7 +385,7 @@ impl UserFs {
         Ok(Upload {
             open,
             session: Some(session),
-            log: TransferLog::new(self.clone(), &sp, "upload"),
+            log: TransferLog::new(self.clone(), shown, "upload"),
             fs: self.clone(),
             // A replacement is credited with the size of what it replaces.
             old_size,
@@ -366,6 +393,87 @@ impl UserFs {
             reserved_bytes: 0,
             reserved_file: quota.is_limited() && !existed,
         })
+    }
+
+    // --- Staging files (tus uploads) ---
+    //
+    // A resumable upload collects its bytes in a staging file under [`STAGING_DIR`], outside every
+    // home: each request's bytes are committed there (flagged incomplete), so any gateway can go
+    // on from them, while nothing appears at the target. The last request publishes the file with
+    // one rename, whose event announces the target as created (the events layer treats the
+    // staging directory as a temporary name, see `events::names`). Staging files count in the
+    // quota of the user who writes them.
+
+    fn staging_path(name: &str) -> Result<StorePath> {
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            return Err(StoreError::new(
+                ErrorKind::InvalidArgument,
+                format!("{name:?} is not a staging file name"),
+            ));
+        }
+        StorePath::parse(&format!("{STAGING_DIR}/{name}"))
+    }
+
+    /// Opens staging file `name` to append to it (creating it, and the staging directory, when
+    /// missing). `target` is the path the upload is for: the audit line names it.
+    pub async fn open_staging(&self, name: &str, target: &UserPath) -> Result<Upload> {
+        self.require(Permission::Write, "upload files")?;
+        let shown = self.changeable(target)?;
+        let sp = Self::staging_path(name)?;
+        let dir = StorePath::parse(STAGING_DIR)?;
+        match self.store.stat(&dir).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                match self.timed("mkdir", self.store.mkdir(&dir, &self.ctx)).await {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(e) => return Err(self.shown(e)),
+        }
+        self.open_write_at(sp, OpenOptions::UPDATE, &shown).await
+    }
+
+    /// The staging file's metadata (`NotFound` before its first commit).
+    pub async fn stat_staging(&self, name: &str) -> Result<Metadata> {
+        let sp = Self::staging_path(name)?;
+        self.timed("stat", self.store.stat(&sp)).await
+    }
+
+    /// Publishes staging file `name` at `target` in one rename, replacing a file there. Its event
+    /// is announced as the target's `file.created` (`file.modified` when it replaced one), or
+    /// `file.incomplete` when the staging file is incomplete.
+    pub async fn publish_staging(&self, name: &str, target: &UserPath, replace: bool) -> Result<()> {
+        self.require(Permission::Write, "upload files")?;
+        let t = self.changeable(target)?;
+        let sp = Self::staging_path(name)?;
+        let replaced = if replace {
+            self.size_if_counted(&t).await
+        } else {
+            None
+        };
+        self.timed("rename", self.store.rename(&sp, &t, replace, &self.ctx))
+            .await?;
+        if let Some(size) = replaced {
+            self.account.quota.settle(0, 0, -(size as i64), -1);
+        }
+        Ok(())
+    }
+
+    /// Deletes staging file `name` (a terminated or expired upload); nothing is announced.
+    pub async fn drop_staging(&self, name: &str) -> Result<()> {
+        let sp = Self::staging_path(name)?;
+        let size = self.size_if_counted(&sp).await;
+        match self.timed("delete", self.store.delete(&sp, &self.ctx)).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        if let Some(size) = size {
+            self.account.quota.settle(0, 0, -(size as i64), -1);
+        }
+        Ok(())
     }
 
     fn require(&self, permission: Permission, what: &str) -> Result<()> {
@@ -380,7 +488,15 @@ impl UserFs {
     }
 
     fn store_path(&self, path: &UserPath) -> Result<StorePath> {
-        jail::to_store(&self.account.home, path)
+        let sp = jail::to_store(&self.account.home, path)?;
+        // Only a user whose home is `/` could name the staging directory; it is not theirs.
+        if is_staging(sp.as_str()) {
+            return Err(StoreError::new(
+                ErrorKind::NotFound,
+                format!("{path}: not found"),
+            ));
+        }
+        Ok(sp)
     }
 
     /// The store path of something the user wants to change: never the home itself.
@@ -508,6 +624,15 @@ impl Drop for Session {
     }
 }
 
+/// The store directory where resumable (tus) uploads collect their bytes, outside every home.
+pub const STAGING_DIR: &str = "/.filegate-uploads";
+
+/// Whether store path `path` is the staging directory or in it.
+pub fn is_staging(path: &str) -> bool {
+    path.strip_prefix(STAGING_DIR)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
 /// An upload in progress under the user's permissions, quota and bandwidth.
 pub struct Upload {
     /// Shows the file to `stat` and listings while it is open.
@@ -600,6 +725,16 @@ impl Upload {
                 Ok(None)
             }
         }
+    }
+
+    /// Keeps what arrived, flagged incomplete, whatever `storage.partial_uploads` says: for a
+    /// staging file, which nobody sees and whose client resumes from it.
+    pub async fn commit_incomplete(mut self) -> Result<CommitInfo> {
+        let opts = CommitOptions {
+            complete: false,
+            mtime: None,
+        };
+        self.finish(opts, "incomplete").await
     }
 
     pub async fn abort(mut self) -> Result<()> {

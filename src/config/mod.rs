@@ -505,12 +505,16 @@ pub struct HttpConfig {
     /// `/healthz`, `/readyz`, `/metrics`.
     #[serde(with = "de::addr")]
     pub listen: SocketAddr,
+    /// A resumable (tus) upload nobody has written to for this long is given up.
+    #[serde(with = "de::duration")]
+    pub upload_expiry: Duration,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: loopback(9090),
+            upload_expiry: Duration::from_secs(24 * 3600),
         }
     }
 }

@@ -487,6 +487,7 @@ fn users(users: &[UserConfig], p: &mut Problems) {
 
 /// Two enabled listeners on one address would fail at start; say so now.
 fn listeners(c: &Config, p: &mut Problems) {
+    p.non_zero_duration("http.upload_expiry", c.http.upload_expiry, "24h");
     let mut bound: Vec<(&str, SocketAddr)> = Vec::new();
     if c.ftp.enabled {
         bound.push(("ftp.listen", c.ftp.listen));

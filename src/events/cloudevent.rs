@@ -58,6 +58,12 @@ pub fn announce(event: &Event, temp: &TempNames) -> Option<Announcement> {
             }
         }
         EventKind::FileAttributes => None,
+        // The staging directory of resumable uploads is the gateway's own, not a user's.
+        EventKind::DirCreated | EventKind::DirDeleted | EventKind::DirRenamed
+            if crate::access::is_staging(&event.path) =>
+        {
+            None
+        }
         EventKind::DirCreated => Some(file("io.filegate.dir.created")),
         EventKind::DirDeleted => Some(file("io.filegate.dir.deleted")),
         EventKind::DirRenamed => Some(file("io.filegate.dir.renamed")),

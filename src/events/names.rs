@@ -13,8 +13,13 @@ impl TempNames {
         }
     }
 
-    /// Whether the file at `path` has a temporary name.
+    /// Whether the file at `path` has a temporary name. The staging directory of resumable
+    /// uploads (`crate::access::STAGING_DIR`) is temporary whatever the patterns say: its files
+    /// are announced only when they are published under their real name.
     pub fn matches(&self, path: &str) -> bool {
+        if crate::access::is_staging(path) {
+            return true;
+        }
         let name = path.rsplit('/').next().unwrap_or(path);
         self.patterns
             .iter()

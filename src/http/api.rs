@@ -28,7 +28,7 @@ use crate::config::Permission;
 pub const DEFAULT_PAGE: usize = 1000;
 pub const MAX_PAGE: usize = 10_000;
 /// The largest JSON request body (`/move`): a few paths.
-const MAX_JSON_BODY: usize = 64 * 1024;
+pub(crate) const MAX_JSON_BODY: usize = 64 * 1024;
 
 /// What the API needs from the gateway.
 pub struct Api {
@@ -43,10 +43,12 @@ pub struct Api {
     pub sessions: TaskTracker,
     /// Live events for `/api/v1/events` (SSE, WebSocket) and its replay.
     pub events: Arc<crate::events::EventHub>,
+    /// `http.upload_expiry`: a resumable upload left alone this long is given up.
+    pub upload_expiry: std::time::Duration,
 }
 
-type Shared = Arc<Api>;
-type Result<T> = std::result::Result<T, Problem>;
+pub(crate) type Shared = Arc<Api>;
+pub(crate) type Result<T> = std::result::Result<T, Problem>;
 
 /// Every route of the API beside the handler that serves it.
 pub fn router(api: Shared) -> Router {
@@ -55,6 +57,7 @@ pub fn router(api: Shared) -> Router {
         get(get_file)
             .head(head_file)
             .put(put_file)
+            .post(super::transfer::upload_form)
             .delete(delete_file)
             .fallback(method_not_allowed)
     };
@@ -71,13 +74,15 @@ pub fn router(api: Shared) -> Router {
             post(move_entry).fallback(method_not_allowed),
         )
         .merge(super::events::router())
+        .merge(super::uploads::router())
+        .merge(super::transfer::router())
         .fallback(unknown_route)
         .with_state(api)
 }
 
 async fn method_not_allowed(method: axum::http::Method, uri: Uri) -> Problem {
     let allow = if uri.path().starts_with("/api/v1/files") {
-        "GET, HEAD, PUT, DELETE"
+        "GET, HEAD, PUT, POST, DELETE"
     } else {
         "POST"
     };
@@ -104,7 +109,7 @@ async fn unknown_route(uri: Uri) -> Problem {
 
 /// A logged-in request: its user's file system, and the connection slot it holds while it runs.
 pub struct Session {
-    fs: UserFs,
+    pub(crate) fs: UserFs,
     _permit: ConnectionPermit,
     /// Shutdown waits (within its grace period) until this is dropped.
     _running: TaskTrackerToken,
@@ -187,7 +192,7 @@ fn basic_credentials(headers: &HeaderMap) -> Result<(String, String)> {
 /// segment and resolved in the user's home. Segments are decoded one by one, so an encoded `/`
 /// (`%2f`) cannot smuggle in a separator; `.`, `..` (also encoded), backslashes, NUL, control
 /// characters, over-long names and invalid UTF-8 are refused with 400.
-fn target(fs: &UserFs, uri: &Uri, prefix: &str) -> Result<UserPath> {
+pub(crate) fn target(fs: &UserFs, uri: &Uri, prefix: &str) -> Result<UserPath> {
     let raw = uri.path().strip_prefix(prefix).unwrap_or("");
     let mut names = Vec::new();
     for seg in raw.split('/').filter(|s| !s.is_empty()) {
@@ -204,7 +209,7 @@ fn target(fs: &UserFs, uri: &Uri, prefix: &str) -> Result<UserPath> {
 }
 
 /// A path sent in a JSON body (not percent-encoded), relative to the home, with the same rules.
-fn plain_path(fs: &UserFs, text: &str) -> Result<UserPath> {
+pub(crate) fn plain_path(fs: &UserFs, text: &str) -> Result<UserPath> {
     let mut names = Vec::new();
     for seg in text.split('/').filter(|s| !s.is_empty()) {
         names.push(checked_name(seg.to_string())?);
@@ -214,7 +219,7 @@ fn plain_path(fs: &UserFs, text: &str) -> Result<UserPath> {
 
 /// One path segment: never a separator or a step up. The jail would keep `..` inside the home,
 /// but a URL that tries to climb is a mistake or an attack, so it is refused rather than clamped.
-fn checked_name(name: String) -> Result<String> {
+pub(crate) fn checked_name(name: String) -> Result<String> {
     let invalid = |why: String| Problem::from(StoreError::new(ErrorKind::InvalidPath, why));
     if name == "." || name == ".." {
         return Err(invalid(format!("{name:?} is not allowed in a path")));
@@ -228,7 +233,7 @@ fn checked_name(name: String) -> Result<String> {
 }
 
 /// The query string's parameters, percent-decoded.
-pub(super) fn query(uri: &Uri) -> Result<Vec<(String, String)>> {
+pub(crate) fn query(uri: &Uri) -> Result<Vec<(String, String)>> {
     let mut out = Vec::new();
     for pair in uri
         .query()
@@ -246,12 +251,12 @@ pub(super) fn query(uri: &Uri) -> Result<Vec<(String, String)>> {
     Ok(out)
 }
 
-pub(super) fn param<'a>(q: &'a [(String, String)], name: &str) -> Option<&'a str> {
+pub(crate) fn param<'a>(q: &'a [(String, String)], name: &str) -> Option<&'a str> {
     q.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }
 
 /// A boolean flag: absent = false; `true`/`1`/empty = true; `false`/`0` = false.
-fn flag(q: &[(String, String)], name: &str) -> Result<bool> {
+pub(crate) fn flag(q: &[(String, String)], name: &str) -> Result<bool> {
     match param(q, name) {
         None | Some("false") | Some("0") => Ok(false),
         Some("true") | Some("1") | Some("") => Ok(true),
@@ -275,6 +280,21 @@ async fn get_file(
     let q = query(&uri)?;
     let meta = fs.stat(&path).await?;
     if meta.is_dir() {
+        match param(&q, "download") {
+            None => {}
+            Some("zip") => {
+                require(fs, Permission::Read, "read files")?;
+                return super::transfer::zip_dir(session, path).await;
+            }
+            Some(other) => {
+                return Err(Problem::bad_request(format!(
+                    "?download={other}: a folder downloads as ?download=zip"
+                )))
+            }
+        }
+        if let Some(sorted) = super::transfer::list_sorted(fs, &path, &q).await? {
+            return Ok(sorted);
+        }
         return list_dir(fs, &path, &q).await;
     }
     // A client that has this version already gets 304 without the content being opened.
@@ -392,7 +412,7 @@ async fn head_file(
 }
 
 /// The refusal the user layer gives, for answers that do not reach it (HEAD, 304).
-fn require(fs: &UserFs, permission: Permission, what: &str) -> Result<()> {
+pub(crate) fn require(fs: &UserFs, permission: Permission, what: &str) -> Result<()> {
     if fs.can(permission) {
         Ok(())
     } else {
@@ -404,7 +424,7 @@ fn require(fs: &UserFs, permission: Permission, what: &str) -> Result<()> {
 }
 
 /// The strong ETag of a file: its SHA-256, or its version when the digest is not known.
-fn etag(meta: &Metadata) -> Option<HeaderValue> {
+pub(crate) fn etag(meta: &Metadata) -> Option<HeaderValue> {
     let tag = match &meta.sha256 {
         Some(sha) => format!("\"{sha}\""),
         None => format!("\"v{}\"", meta.version),
@@ -412,12 +432,12 @@ fn etag(meta: &Metadata) -> Option<HeaderValue> {
     HeaderValue::from_str(&tag).ok()
 }
 
-fn value(text: &str) -> HeaderValue {
+pub(crate) fn value(text: &str) -> HeaderValue {
     HeaderValue::from_str(text).expect("header value from our own ASCII text")
 }
 
 /// Characters kept as they are in `filename*` (RFC 8187 attr-char).
-const ATTR: &AsciiSet = &NON_ALPHANUMERIC
+pub(crate) const ATTR: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'!')
     .remove(b'#')
     .remove(b'$')
@@ -432,7 +452,7 @@ const ATTR: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'~');
 
 /// A 200 answer for a file, without its body yet.
-fn file_headers(
+pub(crate) fn file_headers(
     path: &UserPath,
     meta: &Metadata,
     size: u64,
@@ -477,7 +497,7 @@ fn file_headers(
 }
 
 /// An HTTP date (RFC 9110 IMF-fixdate).
-fn httpdate(t: std::time::SystemTime) -> String {
+pub(crate) fn httpdate(t: std::time::SystemTime) -> String {
     // humantime gives RFC 3339; IMF-fixdate is built from its parts.
     let secs = t
         .duration_since(std::time::UNIX_EPOCH)
@@ -567,8 +587,20 @@ fn range(headers: &HeaderMap, size: u64, etag: Option<&HeaderValue>) -> Result<O
 }
 
 /// One page of a directory listing; `next` is the cursor of the page after it.
-async fn list_dir(fs: &UserFs, dir: &UserPath, q: &[(String, String)]) -> Result<Response> {
-    let limit = match param(q, "limit") {
+pub(crate) async fn list_dir(fs: &UserFs, dir: &UserPath, q: &[(String, String)]) -> Result<Response> {
+    let limit = page_limit(q)?;
+    let cursor = param(q, "cursor").filter(|c| !c.is_empty());
+    let page = fs.list(dir, cursor, limit).await?;
+    let entries: Vec<_> = page.entries.iter().map(listing_entry).collect();
+    Ok(json_response(
+        StatusCode::OK,
+        json!({ "path": dir.as_str(), "entries": entries, "next": page.next }),
+    ))
+}
+
+/// `?limit=` of a listing page.
+pub(crate) fn page_limit(q: &[(String, String)]) -> Result<usize> {
+    Ok(match param(q, "limit") {
         None => DEFAULT_PAGE,
         Some(v) => match v.parse::<usize>() {
             Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
@@ -578,13 +610,11 @@ async fn list_dir(fs: &UserFs, dir: &UserPath, q: &[(String, String)]) -> Result
                 )))
             }
         },
-    };
-    let cursor = param(q, "cursor").filter(|c| !c.is_empty());
-    let page = fs.list(dir, cursor, limit).await?;
-    let entries: Vec<_> = page
-        .entries
-        .iter()
-        .map(|e| {
+    })
+}
+
+/// One entry of a listing page.
+pub(crate) fn listing_entry(e: &storage_backend::DirEntry) -> serde_json::Value {
             let m = &e.metadata;
             let mut entry = json!({
                 "name": e.name,
@@ -598,15 +628,9 @@ async fn list_dir(fs: &UserFs, dir: &UserPath, q: &[(String, String)]) -> Result
                 entry["complete"] = json!(m.complete);
             }
             entry
-        })
-        .collect();
-    Ok(json_response(
-        StatusCode::OK,
-        json!({ "path": dir.as_str(), "entries": entries, "next": page.next }),
-    ))
 }
 
-fn json_response(status: StatusCode, body: serde_json::Value) -> Response {
+pub(crate) fn json_response(status: StatusCode, body: serde_json::Value) -> Response {
     (
         status,
         [(
@@ -640,11 +664,13 @@ async fn put_file(
     }
     // The upload runs in its own task: when the client vanishes, hyper may drop this handler,
     // but the upload must still end properly (cut off, kept or dropped), not just disappear.
+    let digest = wanted_digest(&headers)?;
     let task = tokio::spawn(receive(
         fs.clone(),
         path.clone(),
         body,
         content_length(&headers),
+        digest,
         api.abort_sessions.clone(),
     ));
     let info = task.await.map_err(|e| {
@@ -681,7 +707,7 @@ async fn put_file(
 }
 
 /// The URL path of `path` under `prefix`, each segment percent-encoded.
-fn location(prefix: &str, path: &UserPath) -> HeaderValue {
+pub(crate) fn location(prefix: &str, path: &UserPath) -> HeaderValue {
     let mut out = prefix.to_string();
     for seg in path.as_str().split('/').filter(|s| !s.is_empty()) {
         out.push('/');
@@ -690,7 +716,7 @@ fn location(prefix: &str, path: &UserPath) -> HeaderValue {
     value(&out)
 }
 
-fn content_length(headers: &HeaderMap) -> Option<u64> {
+pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
     headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -705,11 +731,16 @@ async fn receive(
     path: UserPath,
     body: Body,
     expected: Option<u64>,
+    digest: Option<[u8; 32]>,
     abort: CancellationToken,
 ) -> Result<storage_backend::CommitInfo> {
+    use sha2::Digest as _;
     let mut upload = fs.open_write(&path, OpenOptions::REPLACE).await?;
     let mut data = body.into_data_stream();
     let mut received = 0u64;
+    // The store hashes too, but only when it commits, and then the file is published: a digest
+    // to check is computed here, before.
+    let mut hasher = digest.map(|_| sha2::Sha256::new());
     loop {
         let piece = tokio::select! {
             piece = data.next() => match piece {
@@ -728,6 +759,9 @@ async fn receive(
         };
         match piece {
             Ok(bytes) => {
+                if let Some(h) = &mut hasher {
+                    h.update(&bytes);
+                }
                 if let Err(e) = upload.append(&bytes).await {
                     upload.abort().await.ok();
                     return Err(e.into());
@@ -751,11 +785,67 @@ async fn receive(
             expected.unwrap_or_default()
         )));
     }
+    if let (Some(want), Some(h)) = (digest, hasher) {
+        let got: [u8; 32] = h.finalize().into();
+        if got != want {
+            upload.abort().await?;
+            let b64 = |d: &[u8]| base64::engine::general_purpose::STANDARD.encode(d);
+            return Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "digest-mismatch",
+                format!(
+                    "the body's sha-256 is :{}: but Content-Digest says :{}:; nothing was stored",
+                    b64(&got),
+                    b64(&want)
+                ),
+            ));
+        }
+    }
     Ok(upload.commit(None).await?)
 }
 
+/// The SHA-256 a PUT's body must have, from RFC 9530 `Content-Digest` or `Repr-Digest`
+/// (`sha-256=:<base64>:`; for a whole-file PUT the two are the same bytes). Other algorithms in
+/// the header are ignored; a header with only unsupported ones is refused, so that a client that
+/// asked for a check never goes unchecked.
+pub(crate) fn wanted_digest(headers: &HeaderMap) -> Result<Option<[u8; 32]>> {
+    let mut seen = false;
+    for name in ["content-digest", "repr-digest"] {
+        for v in headers.get_all(name) {
+            seen = true;
+            let text = v
+                .to_str()
+                .map_err(|_| Problem::bad_request(format!("{name} is not ASCII")))?;
+            for member in text.split(',') {
+                let Some((alg, val)) = member.trim().split_once('=') else {
+                    continue;
+                };
+                if !alg.trim().eq_ignore_ascii_case("sha-256") {
+                    continue;
+                }
+                let bad = || {
+                    Problem::bad_request(format!(
+                        "{name}: sha-256 must be :<base64 of 32 bytes>: (RFC 9530)"
+                    ))
+                };
+                let b64 = val.trim().strip_prefix(':').and_then(|v| v.strip_suffix(':'));
+                let bytes = b64
+                    .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+                    .ok_or_else(bad)?;
+                return Ok(Some(bytes.try_into().map_err(|_| bad())?));
+            }
+        }
+    }
+    if seen {
+        return Err(Problem::bad_request(
+            "Content-Digest / Repr-Digest: only sha-256 is supported (sha-256=:<base64>:)",
+        ));
+    }
+    Ok(None)
+}
+
 /// Refuses an upload of `len` bytes that the store's file size limit or the user's quota cannot take.
-async fn too_large(fs: &UserFs, path: &UserPath, max_file_size: u64, len: u64) -> Result<()> {
+pub(crate) async fn too_large(fs: &UserFs, path: &UserPath, max_file_size: u64, len: u64) -> Result<()> {
     if max_file_size > 0 && len > max_file_size {
         return Err(Problem::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -823,7 +913,7 @@ async fn delete_file(State(_api): State<Shared>, session: Session, uri: Uri) -> 
 
 /// Deletes a directory tree bottom-up, a page of entries at a time (never a whole directory in
 /// memory): files as they come, each subdirectory entered before its parent is removed.
-async fn remove_tree(fs: &UserFs, root: &UserPath) -> Result<()> {
+pub(crate) async fn remove_tree(fs: &UserFs, root: &UserPath) -> Result<()> {
     let mut stack = vec![root.clone()];
     while let Some(dir) = stack.last().cloned() {
         let page = fs.list(&dir, None, DEFAULT_PAGE).await?;

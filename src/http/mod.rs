@@ -6,6 +6,8 @@ pub mod api;
 pub mod errors;
 pub mod web;
 pub mod events;
+pub mod transfer;
+pub mod uploads;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -227,7 +227,9 @@ impl Backend {
     }
 
     pub async fn maintain(&self) -> Result<MaintenanceReport> {
-        dispatch!(self, b => b.maintain().await)
+        let report = dispatch!(self, b => b.maintain().await)?;
+        self.sweep_records().await?;
+        Ok(report)
     }
 
     pub async fn release_owner(&self) -> Result<()> {

@@ -30,6 +30,8 @@ use crate::path::StorePath;
 use crate::types::{from_ms, now_ms, DirEntry, EntryKind, ListPage, Metadata, OpenOptions};
 use crate::BackendSettings;
 
+mod records;
+
 const INODES: TableDefinition<u64, &[u8]> = TableDefinition::new("inodes");
 const DIRENTS: TableDefinition<(u64, &str), u64> = TableDefinition::new("dirents");
 const VERSIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("versions");

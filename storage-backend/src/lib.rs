@@ -15,6 +15,7 @@ mod error;
 mod outbox;
 mod path;
 mod read;
+mod records;
 mod redis;
 mod store;
 mod types;
@@ -26,6 +27,7 @@ pub use error::{ErrorKind, Result, StoreError};
 pub use outbox::{Event, EventKind, EventPage, OutboxStatus};
 pub use path::{StorePath, MAX_NAME_BYTES, MAX_PATH_BYTES};
 pub use read::{ChunkStream, FileReader};
+pub use records::{MAX_RECORD_KEY, MAX_RECORD_VALUE};
 pub use store::{IntegrityReport, Store};
 pub use types::{
     ChangeContext, CommitInfo, CommitOptions, DirEntry, EntryKind, ListPage, Metadata, OpenOptions,

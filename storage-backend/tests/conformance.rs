@@ -33,7 +33,114 @@ on_every_backend!(
     dead_gateways_sessions_are_reclaimed,
     set_mtime_and_set_size,
     leases_and_event_watch,
+    records_are_shared_expire_and_swap,
 );
+
+async fn records_are_shared_expire_and_swap(kind: Kind) {
+    let f = fixture(kind).await;
+    let s = &f.store;
+    let before = all_events(s).await.len();
+    assert_eq!(s.record_get("web_sessions", "h1").await.unwrap(), None);
+    s.record_put("web_sessions", "h1", b"alice", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.record_get("web_sessions", "h1").await.unwrap().as_deref(),
+        Some(&b"alice"[..])
+    );
+    // Compare-and-set: only the writer that saw the current value wins.
+    assert!(!s
+        .record_swap("web_sessions", "h1", Some(b"bob"), b"x", None)
+        .await
+        .unwrap());
+    assert!(s
+        .record_swap("web_sessions", "h1", Some(b"alice"), b"alice2", None)
+        .await
+        .unwrap());
+    assert!(!s
+        .record_swap("web_sessions", "h1", None, b"y", None)
+        .await
+        .unwrap());
+    assert!(s
+        .record_swap("web_sessions", "h2", None, b"new", None)
+        .await
+        .unwrap());
+    // Listing: key order, paging after a key, other tables apart, binary values intact.
+    s.record_put("keys:alice", "b", &[0, 255, 10], None)
+        .await
+        .unwrap();
+    s.record_put("keys:alice", "a", b"1", None).await.unwrap();
+    s.record_put("keys:alicex", "a", b"other", None)
+        .await
+        .unwrap();
+    let all = s.record_list("keys:alice", None, 10).await.unwrap();
+    assert_eq!(
+        all,
+        vec![
+            ("a".to_string(), b"1".to_vec()),
+            ("b".to_string(), vec![0, 255, 10])
+        ]
+    );
+    let rest = s.record_list("keys:alice", Some("a"), 10).await.unwrap();
+    assert_eq!(rest.len(), 1);
+    assert_eq!(s.record_list("keys:alice", None, 1).await.unwrap().len(), 1);
+    // Expiry: an expired record reads as absent, is not listed, and can be taken by a swap.
+    let soon = SystemTime::now() + Duration::from_millis(150);
+    s.record_put("tus", "u1", b"upload", Some(soon))
+        .await
+        .unwrap();
+    s.record_put(
+        "tus",
+        "u2",
+        b"keeps",
+        Some(SystemTime::now() + Duration::from_secs(3600)),
+    )
+    .await
+    .unwrap();
+    assert!(s.record_get("tus", "u1").await.unwrap().is_some());
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while s.record_get("tus", "u1").await.unwrap().is_some() {
+        assert!(std::time::Instant::now() < deadline, "record never expired");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let listed = s.record_list("tus", None, 10).await.unwrap();
+    assert_eq!(listed, vec![("u2".to_string(), b"keeps".to_vec())]);
+    s.maintain().await.unwrap();
+    assert_eq!(s.record_list("tus", None, 10).await.unwrap().len(), 1);
+    // Deleting ends a record for every gateway on the store.
+    if kind.is_shared() {
+        let other = f.reopen(|_| {}).await;
+        assert!(other
+            .record_get("web_sessions", "h1")
+            .await
+            .unwrap()
+            .is_some());
+        assert!(other.record_delete("web_sessions", "h1").await.unwrap());
+    } else {
+        assert!(s.record_delete("web_sessions", "h1").await.unwrap());
+    }
+    assert_eq!(s.record_get("web_sessions", "h1").await.unwrap(), None);
+    assert!(!s.record_delete("web_sessions", "h1").await.unwrap());
+    // Bad names are refused, not stored.
+    for (table, key) in [("Upper", "k"), ("", "k"), ("t", "")] {
+        assert_eq!(
+            s.record_put(table, key, b"v", None)
+                .await
+                .unwrap_err()
+                .kind(),
+            ErrorKind::InvalidArgument
+        );
+    }
+    assert_eq!(
+        s.record_put("t", "k", &vec![0; 70 * 1024], None)
+            .await
+            .unwrap_err()
+            .kind(),
+        ErrorKind::InvalidArgument
+    );
+    // Records are not files: no events.
+    assert_eq!(all_events(s).await.len(), before);
+}
 
 async fn leases_and_event_watch(kind: Kind) {
     let f = fixture(kind).await;

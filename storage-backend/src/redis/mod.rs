@@ -33,6 +33,7 @@ use crate::types::{from_ms, now_ms, DirEntry, EntryKind, ListPage, Metadata, Ope
 use crate::BackendSettings;
 
 mod link;
+mod records;
 
 const PRELUDE: &str = include_str!("prelude.lua");
 const SCRIPTS: &str = include_str!("scripts.lua");
