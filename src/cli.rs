@@ -43,6 +43,9 @@ pub enum Command {
     /// Print a Mosquitto acl_file that gives each configured user only their own home's events
     /// (for mqtt.mode = "external"; docs/events.md).
     MqttAcl(ConfigArgs),
+    /// Print the OpenAPI 3.1 document of the HTTP API (as served at /api/v1/openapi.json;
+    /// `filegate openapi > docs/openapi.json` regenerates the committed copy).
+    Openapi,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -82,6 +85,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::MqttAcl(args)) => {
             let config = load_config(&args.config)?;
             print!("{}", crate::mqtt::mosquitto_acl(&config));
+            Ok(())
+        }
+        Some(Command::Openapi) => {
+            print!("{}", crate::http::openapi::document());
             Ok(())
         }
     }

@@ -87,6 +87,8 @@ impl Gateway {
             sessions: tasks.clone(),
             events: hub,
             upload_expiry: config.http.upload_expiry,
+            // `Secure` cookies also when the listener is TLS (http.tls, when it lands).
+            auth: crate::http::auth::Settings::from_config(&config.http),
         });
         // Unfinished tus uploads past their expiry are ended by every gateway (each claims an
         // upload through its record first); the pass stops with the HTTP endpoint.

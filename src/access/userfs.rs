@@ -29,6 +29,16 @@ pub struct UserFs {
     partial_uploads: PartialUploads,
     open_writes: Arc<OpenWrites>,
     session: Arc<Session>,
+    /// Set when the session is narrower than its account (an HTTP API key): a directory of the
+    /// home that becomes its root, and perhaps read-only. Every path and permission check below
+    /// goes through it, so no front-end has to remember the narrowing.
+    scope: Option<Arc<Scope>>,
+}
+
+/// A narrowed view: `home` replaces the account's home, `read_only` keeps only List and Read.
+struct Scope {
+    home: StorePath,
+    read_only: bool,
 }
 
 /// The logged-in session behind a [`UserFs`] and its clones: counted while it lasts, and logged
@@ -85,7 +95,36 @@ impl UserFs {
                 running: AtomicUsize::new(0),
                 idle: tokio::sync::Notify::new(),
             }),
+            scope: None,
         }
+    }
+
+    /// This session narrowed to `dir` (which becomes its `/`, as the home is for the account) and,
+    /// with `read_only`, to listing and reading. Quota, bandwidth and audit stay the account's.
+    /// Narrowing a narrowed session narrows further: it never widens.
+    pub fn narrowed(&self, dir: &UserPath, read_only: bool) -> Result<UserFs> {
+        let home = self.store_path(dir)?;
+        let read_only = read_only || self.scope.as_ref().is_some_and(|s| s.read_only);
+        Ok(UserFs {
+            scope: Some(Arc::new(Scope { home, read_only })),
+            ..self.clone()
+        })
+    }
+
+    /// The store directory this session sees as `/`: the account's home, or the narrowed one.
+    pub fn home(&self) -> &StorePath {
+        match &self.scope {
+            Some(scope) => &scope.home,
+            None => &self.account.home,
+        }
+    }
+
+    /// The permissions this session has (the account's, less what a read-only scope takes away).
+    pub fn permissions(&self) -> Vec<Permission> {
+        Permission::ALL
+            .into_iter()
+            .filter(|p| self.can(*p))
+            .collect()
     }
 
     /// Runs a store call, timing it for the storage latency histogram and showing its error to
@@ -131,11 +170,6 @@ impl UserFs {
         &self.account.name
     }
 
-    /// The store path of the home this session is jailed in.
-    pub fn home(&self) -> &StorePath {
-        &self.account.home
-    }
-
     /// Returns once no transfer of this session is running (at once when none is).
     pub async fn idle(&self) {
         loop {
@@ -155,6 +189,10 @@ impl UserFs {
     }
 
     pub fn can(&self, permission: Permission) -> bool {
+        let read_only = self.scope.as_ref().is_some_and(|s| s.read_only);
+        if read_only && !matches!(permission, Permission::List | Permission::Read) {
+            return false;
+        }
         self.account.can(permission)
     }
 
@@ -477,8 +515,13 @@ impl UserFs {
     }
 
     fn require(&self, permission: Permission, what: &str) -> Result<()> {
-        if self.account.can(permission) {
+        if self.can(permission) {
             Ok(())
+        } else if self.account.can(permission) {
+            Err(StoreError::new(
+                ErrorKind::PermissionDenied,
+                format!("permission denied: this session is read-only and may not {what}"),
+            ))
         } else {
             Err(StoreError::new(
                 ErrorKind::PermissionDenied,
@@ -488,7 +531,7 @@ impl UserFs {
     }
 
     fn store_path(&self, path: &UserPath) -> Result<StorePath> {
-        let sp = jail::to_store(&self.account.home, path)?;
+        let sp = jail::to_store(self.home(), path)?;
         // Only a user whose home is `/` could name the staging directory; it is not theirs.
         if is_staging(sp.as_str()) {
             return Err(StoreError::new(
@@ -522,7 +565,7 @@ impl UserFs {
 
     /// Rewrites a store error for the user: store paths become paths in their home.
     pub(crate) fn shown(&self, e: StoreError) -> StoreError {
-        let home = self.account.home.as_str();
+        let home = self.home().as_str();
         if home == "/" {
             return e;
         }

@@ -508,6 +508,15 @@ pub struct HttpConfig {
     /// A resumable (tus) upload nobody has written to for this long is given up.
     #[serde(with = "de::duration")]
     pub upload_expiry: Duration,
+    /// A browser session (cookie) ends after this long without a request.
+    #[serde(with = "de::duration")]
+    pub session_idle: Duration,
+    /// A browser session ends this long after its login, however busy.
+    #[serde(with = "de::duration")]
+    pub session_max: Duration,
+    /// Session cookies get `Secure` (sent over HTTPS only) even on a plain listener: for a
+    /// gateway behind a TLS-terminating proxy. A TLS listener always sets it.
+    pub secure_cookies: bool,
 }
 
 impl Default for HttpConfig {
@@ -515,6 +524,9 @@ impl Default for HttpConfig {
         HttpConfig {
             listen: loopback(9090),
             upload_expiry: Duration::from_secs(24 * 3600),
+            session_idle: Duration::from_secs(30 * 60),
+            session_max: Duration::from_secs(12 * 3600),
+            secure_cookies: false,
         }
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::de::format_size;
 use super::{
-    Config, FtpConfig, LimitsConfig, MqttConfig, MqttMode, Problem, ServerConfig, SftpConfig,
+    Config, FtpConfig, HttpConfig, LimitsConfig, MqttConfig, MqttMode, Problem, ServerConfig, SftpConfig,
     StorageBackend, StorageConfig, UserConfig,
 };
 
@@ -62,6 +62,7 @@ pub(super) fn problems(config: &Config) -> Vec<Problem> {
     }
     p.non_zero_duration("events.history_age", config.events.history_age, "24h");
     p.non_zero("events.max_streams", config.events.max_streams.into(), 4096);
+    http(&config.http, &mut p);
     limits(&config.limits, &mut p);
     users(&config.users, &mut p);
     listeners(config, &mut p);
@@ -365,6 +366,21 @@ fn mqtt(m: &MqttConfig, users: &[UserConfig], p: &mut Problems) {
                 ),
             );
         }
+    }
+}
+
+fn http(h: &HttpConfig, p: &mut Problems) {
+    p.non_zero_duration("http.session_idle", h.session_idle, "30m");
+    p.non_zero_duration("http.session_max", h.session_max, "12h");
+    if !h.session_idle.is_zero() && h.session_idle > h.session_max {
+        p.add(
+            "http.session_idle",
+            format!(
+                "is {} but http.session_max is {}: a session could never be idle that long; make session_idle shorter, such as \"30m\"",
+                super::de::format_duration(h.session_idle),
+                super::de::format_duration(h.session_max)
+            ),
+        );
     }
 }
 

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::task_tracker::{TaskTracker, TaskTrackerToken};
 
 use super::errors::Problem;
-use crate::access::{Access, ConnectionPermit, Protocol, UserFs, UserPath};
+use crate::access::{Access, ConnectionPermit, UserFs, UserPath};
 use crate::config::Permission;
 
 /// Listing page size when `?limit=` is absent, and the most one page may hold.
@@ -45,6 +45,8 @@ pub struct Api {
     pub events: Arc<crate::events::EventHub>,
     /// `http.upload_expiry`: a resumable upload left alone this long is given up.
     pub upload_expiry: std::time::Duration,
+    /// Browser sessions and cookies (`http.session_*`).
+    pub auth: super::auth::Settings,
 }
 
 pub(crate) type Shared = Arc<Api>;
@@ -76,6 +78,8 @@ pub fn router(api: Shared) -> Router {
         .merge(super::events::router())
         .merge(super::uploads::router())
         .merge(super::transfer::router())
+        .merge(super::auth::router())
+        .merge(super::openapi::router())
         .fallback(unknown_route)
         .with_state(api)
 }
@@ -108,11 +112,35 @@ async fn unknown_route(uri: Uri) -> Problem {
 // --- Login ---
 
 /// A logged-in request: its user's file system, and the connection slot it holds while it runs.
+/// How it logged in (Basic, API key, browser session) is [`super::auth`]'s business.
 pub struct Session {
     pub(crate) fs: UserFs,
+    pub(super) via: super::auth::Via,
     _permit: ConnectionPermit,
     /// Shutdown waits (within its grace period) until this is dropped.
     _running: TaskTrackerToken,
+}
+
+impl Session {
+    /// The user's file system (for an API key: narrowed to its path and access).
+    pub fn fs(&self) -> &UserFs {
+        &self.fs
+    }
+}
+
+/// Admits a request before its login: refused while shutting down, while its address is banned
+/// (before its credentials are even looked at) or past the connection limits.
+pub(super) fn admit(api: &Api, peer: SocketAddr) -> Result<(ConnectionPermit, TaskTrackerToken)> {
+    if api.stop_accepting.is_cancelled() {
+        return Err(Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting-down",
+            "the gateway is shutting down; try again in a moment (or another gateway)",
+        )
+        .with_header(header::RETRY_AFTER, HeaderValue::from(1u64)));
+    }
+    let permit = api.access.admit(peer.ip())?;
+    Ok((permit, api.sessions.token()))
 }
 
 #[axum::async_trait]
@@ -127,25 +155,13 @@ impl FromRequestParts<Shared> for Session {
             .ok_or_else(|| {
                 Problem::from(StoreError::new(ErrorKind::Internal, "no peer address"))
             })?;
-        // A banned address is refused before its credentials are even looked at.
-        if api.stop_accepting.is_cancelled() {
-            return Err(Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "shutting-down",
-                "the gateway is shutting down; try again in a moment (or another gateway)",
-            )
-            .with_header(header::RETRY_AFTER, HeaderValue::from(1u64)));
-        }
-        let permit = api.access.admit(peer.ip())?;
-        let (user, password) = basic_credentials(&parts.headers)?;
-        let fs = api
-            .access
-            .login_password(&user, &password, peer, Protocol::Http)
-            .await?;
+        let (permit, running) = admit(api, peer)?;
+        let login = super::auth::authenticate(parts, api, peer).await?;
         Ok(Session {
-            fs,
+            fs: login.fs,
+            via: login.via,
             _permit: permit,
-            _running: api.sessions.token(),
+            _running: running,
         })
     }
 }
@@ -157,33 +173,6 @@ impl Session {
     pub fn into_fs(self) -> UserFs {
         self.fs
     }
-}
-
-/// The user and password of an `Authorization: Basic` header.
-fn basic_credentials(headers: &HeaderMap) -> Result<(String, String)> {
-    let missing = || {
-        Problem::unauthorized("this API needs HTTP Basic authentication (curl -u user:password)")
-    };
-    let value = headers
-        .get(header::AUTHORIZATION)
-        .ok_or_else(missing)?
-        .to_str()
-        .map_err(|_| missing())?;
-    let (scheme, encoded) = value.trim().split_once(' ').ok_or_else(missing)?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return Err(missing());
-    }
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .ok_or_else(|| {
-            Problem::unauthorized("the Basic credentials are not base64 of UTF-8 user:password")
-        })?;
-    let (user, password) = decoded.split_once(':').ok_or_else(|| {
-        Problem::unauthorized("the Basic credentials have no ':' between user and password")
-    })?;
-    Ok((user.to_string(), password.to_string()))
 }
 
 // --- Paths and parameters ---
@@ -269,7 +258,27 @@ pub(crate) fn flag(q: &[(String, String)], name: &str) -> Result<bool> {
 // --- Files ---
 
 /// `GET /api/v1/files/{path}`: a file's content (ranges, ETag) or a directory's listing page.
-async fn get_file(
+#[utoipa::path(get, path = "/api/v1/files/{path}", tag = "files",
+    params(
+        ("path" = String, Path, description = "A file or directory relative to the home (`/api/v1/files` or `/api/v1/files/` is the home), each segment percent-encoded"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 10000, description = "Listing: entries per page (default 1000)"),
+        ("cursor" = Option<String>, Query, description = "Listing: the `next` of the previous page"),
+        ("Range" = Option<String>, Header, nullable = false, description = "File: one byte range, `bytes=START-END`, `bytes=START-` or `bytes=-LAST`"),
+        ("If-None-Match" = Option<String>, Header, nullable = false, description = "File: 304 when the ETag matches"),
+        ("If-Range" = Option<String>, Header, nullable = false, description = "File: the range only while the ETag still matches"),
+    ),
+    responses(
+        (status = 200, description = "A file's content, or a page of a directory's listing", content(
+            (super::openapi::Binary = "application/octet-stream"),
+            (super::openapi::Listing = "application/json"),
+        )),
+        (status = 206, description = "The requested range of the file", content_type = "application/octet-stream", body = super::openapi::Binary),
+        (status = 304, description = "Not modified (If-None-Match)"),
+        (status = 409, description = "The file changed while it was read", body = super::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 416, description = "The range is outside the file", body = super::openapi::ProblemBody, content_type = "application/problem+json"),
+        super::openapi::Errors,
+    ))]
+pub(super) async fn get_file(
     State(api): State<Shared>,
     session: Session,
     uri: Uri,
@@ -373,7 +382,20 @@ async fn get_file(
 }
 
 /// `HEAD /api/v1/files/{path}`: the headers a GET would give, without opening the content.
-async fn head_file(
+#[utoipa::path(head, path = "/api/v1/files/{path}", tag = "files",
+    params(
+        ("path" = String, Path, description = "A file or directory relative to the home, each segment percent-encoded"),
+        ("Range" = Option<String>, Header, nullable = false, description = "One byte range"),
+        ("If-None-Match" = Option<String>, Header, nullable = false, description = "304 when the ETag matches"),
+    ),
+    responses(
+        (status = 200, description = "The headers a GET would give (size, ETag, Last-Modified)"),
+        (status = 206, description = "The headers of the requested range"),
+        (status = 304, description = "Not modified"),
+        (status = 416, description = "The range is outside the file"),
+        super::openapi::Errors,
+    ))]
+pub(super) async fn head_file(
     State(_api): State<Shared>,
     session: Session,
     uri: Uri,
@@ -644,7 +666,21 @@ pub(crate) fn json_response(status: StatusCode, body: serde_json::Value) -> Resp
 
 /// `PUT /api/v1/files/{path}`: the request body becomes the file, streamed into the store as it
 /// arrives (no temporary copy) and published in one commit at its end.
-async fn put_file(
+#[utoipa::path(put, path = "/api/v1/files/{path}", tag = "files",
+    params(
+        ("path" = String, Path, description = "The file relative to the home, each segment percent-encoded"),
+        ("parents" = Option<bool>, Query, description = "Make missing directories above the file"),
+    ),
+    request_body(content = super::openapi::Binary, content_type = "application/octet-stream", description = "The file's content, streamed"),
+    responses(
+        (status = 200, description = "Replaced an existing file", body = super::openapi::PutResult),
+        (status = 201, description = "Created a new file", body = super::openapi::PutResult),
+        (status = 409, description = "A directory is in the way, or a parent is missing or a file", body = super::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 413, description = "Larger than the file size limit or the quota allows", body = super::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 507, description = "The quota is exhausted", body = super::openapi::ProblemBody, content_type = "application/problem+json"),
+        super::openapi::Errors,
+    ))]
+pub(super) async fn put_file(
     State(api): State<Shared>,
     session: Session,
     uri: Uri,
@@ -887,7 +923,17 @@ async fn mkdir_exists_ok(fs: &UserFs, dir: &UserPath) -> Result<()> {
 
 /// `DELETE /api/v1/files/{path}`: a file, or a directory: empty, or with `?recursive=true` its
 /// whole tree, depth-first (one change and one event per entry).
-async fn delete_file(State(_api): State<Shared>, session: Session, uri: Uri) -> Result<Response> {
+#[utoipa::path(delete, path = "/api/v1/files/{path}", tag = "files",
+    params(
+        ("path" = String, Path, description = "A file or directory relative to the home, each segment percent-encoded"),
+        ("recursive" = Option<bool>, Query, description = "Delete a directory with everything in it"),
+    ),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 409, description = "The directory is not empty (add ?recursive=true)", body = super::openapi::ProblemBody, content_type = "application/problem+json"),
+        super::openapi::Errors,
+    ))]
+pub(super) async fn delete_file(State(_api): State<Shared>, session: Session, uri: Uri) -> Result<Response> {
     let fs = &session.fs;
     let path = target(fs, &uri, "/api/v1/files")?;
     let q = query(&uri)?;
@@ -936,7 +982,18 @@ pub(crate) async fn remove_tree(fs: &UserFs, root: &UserPath) -> Result<()> {
 
 /// `POST /api/v1/dirs/{path}`: makes a directory (`?parents=true`: and the missing ones above it,
 /// and an existing directory is fine, like `mkdir -p`).
-async fn make_dir(State(_api): State<Shared>, session: Session, uri: Uri) -> Result<Response> {
+#[utoipa::path(post, path = "/api/v1/dirs/{path}", tag = "files",
+    params(
+        ("path" = String, Path, description = "The new directory relative to the home, each segment percent-encoded"),
+        ("parents" = Option<bool>, Query, description = "Also make the missing directories above it; an existing directory is fine (mkdir -p)"),
+    ),
+    responses(
+        (status = 201, description = "Created", body = super::openapi::DirCreated),
+        (status = 409, description = "It exists already, or a parent is missing or a file", body = super::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 507, description = "The quota is exhausted", body = super::openapi::ProblemBody, content_type = "application/problem+json"),
+        super::openapi::Errors,
+    ))]
+pub(super) async fn make_dir(State(_api): State<Shared>, session: Session, uri: Uri) -> Result<Response> {
     let fs = &session.fs;
     let path = target(fs, &uri, "/api/v1/dirs")?;
     if flag(&query(&uri)?, "parents")? {
@@ -952,18 +1009,27 @@ async fn make_dir(State(_api): State<Shared>, session: Session, uri: Uri) -> Res
     Ok(response)
 }
 
-#[derive(serde::Deserialize)]
+/// A rename or move, paths relative to the home.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct MoveRequest {
+pub(super) struct MoveRequest {
     from: String,
     to: String,
+    /// Replace an existing target file (or empty directory).
     #[serde(default)]
     replace: bool,
 }
 
 /// `POST /api/v1/move` with `{"from": …, "to": …, "replace": false}`: renames or moves a file or
 /// a directory in one atomic step.
-async fn move_entry(State(_api): State<Shared>, session: Session, body: Body) -> Result<Response> {
+#[utoipa::path(post, path = "/api/v1/move", tag = "files",
+    request_body = MoveRequest,
+    responses(
+        (status = 200, description = "Moved", body = super::openapi::MoveResult),
+        (status = 409, description = "The target exists (add replace) or a parent is missing", body = super::openapi::ProblemBody, content_type = "application/problem+json"),
+        super::openapi::Errors,
+    ))]
+pub(super) async fn move_entry(State(_api): State<Shared>, session: Session, body: Body) -> Result<Response> {
     let fs = &session.fs;
     let bytes = axum::body::to_bytes(body, MAX_JSON_BODY)
         .await
@@ -1048,25 +1114,5 @@ mod tests {
             assert!(checked_name(bad.into()).is_err(), "{bad}");
         }
         assert_eq!(checked_name("%2e%2e".into()).unwrap(), "%2e%2e");
-    }
-
-    #[test]
-    fn basic_auth() {
-        let h = headers(&[(header::AUTHORIZATION, "Basic YWxpY2U6c2U6Y3JldA==")]);
-        assert_eq!(
-            basic_credentials(&h).unwrap(),
-            ("alice".to_string(), "se:cret".to_string())
-        );
-        for bad in ["Bearer x", "Basic !!!", "Basic YWxpY2U="] {
-            let h = headers(&[(header::AUTHORIZATION, bad)]);
-            assert_eq!(
-                basic_credentials(&h).unwrap_err().status,
-                StatusCode::UNAUTHORIZED
-            );
-        }
-        assert_eq!(
-            basic_credentials(&HeaderMap::new()).unwrap_err().status,
-            StatusCode::UNAUTHORIZED
-        );
     }
 }

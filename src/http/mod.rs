@@ -3,6 +3,8 @@
 //! `docs/web.md`).
 
 pub mod api;
+pub mod auth;
+pub mod openapi;
 pub mod errors;
 pub mod web;
 pub mod events;

@@ -1,0 +1,92 @@
+//! The served OpenAPI document against the live API: Schemathesis (PyPI, pinned, installed by
+//! `scripts/test` under `target/test-tools/schemathesis`) generates requests from
+//! `/api/v1/openapi.json`, logged in as a user, and checks every answer with `--checks all`: no
+//! 5xx, status codes, content types, headers and bodies as the document says. Also: the document
+//! needs no login and the docs page and its files come from the gateway itself.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::{http_get, start, Kind};
+
+fn schemathesis() -> PathBuf {
+    let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target/test-tools/schemathesis/bin/schemathesis");
+    assert!(
+        bin.exists(),
+        "{} not found: run scripts/test, which installs Schemathesis (pip schemathesis)",
+        bin.display()
+    );
+    bin
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn served_spec_and_offline_docs_page() {
+    let t = start(Kind::Embedded, |_| {}).await;
+    let addr = t.gw().http_addr;
+    let (status, body) = http_get(addr, "/api/v1/openapi.json").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, filegate::http::openapi::document());
+    let (status, page) = http_get(addr, "/api/v1/docs").await;
+    assert_eq!(status, 200);
+    // Everything the page loads comes from this server: no CDN.
+    for src in ["/api/v1/docs/swagger-ui-bundle.js", "/api/v1/docs/swagger-ui.css", "/api/v1/openapi.json"] {
+        assert!(page.contains(src), "{src} not in the page");
+    }
+    assert!(!page.contains("https://") && !page.contains("http://"), "{page}");
+    for file in ["/api/v1/docs/swagger-ui-bundle.js", "/api/v1/docs/swagger-ui.css"] {
+        let (status, body) = http_get(addr, file).await;
+        assert_eq!(status, 200, "{file}");
+        assert!(body.len() > 100_000, "{file}");
+    }
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_finds_nothing() {
+    let bin = schemathesis();
+    let t = start(Kind::Embedded, |_| {}).await;
+    let addr = t.gw().http_addr;
+    let report = t.temp_path("junit.xml");
+    let args: Vec<String> = vec![
+        "run".into(),
+        format!("http://{addr}/api/v1/openapi.json"),
+        "--url".into(),
+        format!("http://{addr}"),
+        "--auth".into(),
+        "alice:secret".into(),
+        "--checks".into(),
+        "all".into(),
+        // A modest run: a few minutes at most on a small machine.
+        "--max-examples".into(),
+        "15".into(),
+        "--workers".into(),
+        "1".into(),
+        "--request-timeout".into(),
+        "20".into(),
+        "--seed".into(),
+        "1".into(),
+        "--report".into(),
+        "junit".into(),
+        "--report-junit-path".into(),
+        report.display().to_string(),
+    ];
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(bin)
+            .args(&args)
+            .env("NO_COLOR", "1")
+            .env("SCHEMATHESIS_HOOKS", "")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "schemathesis found problems:\n{text}");
+    t.stop().await;
+}
