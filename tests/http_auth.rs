@@ -139,11 +139,7 @@ async fn store_has(t: &TestGateway, path: &str) -> bool {
 /// Logs in with curl into the cookie jar `jar`; the login answer.
 async fn login(t: &TestGateway, jar: &str, user: &str) -> Reply {
     let body = format!(r#"{{"user":"{user}","password":"secret"}}"#);
-    curl(
-        t,
-        &["-c", jar, "-H", JSON, "-d", &body, &url(t, "session")],
-    )
-    .await
+    curl(t, &["-c", jar, "-H", JSON, "-d", &body, &url(t, "session")]).await
 }
 
 async fn browser_session_with_curl_cookie_jar(kind: Kind) {
@@ -154,7 +150,10 @@ async fn browser_session_with_curl_cookie_jar(kind: Kind) {
     // Not logged in: 401, and a page's fetch gets no Basic challenge (no browser dialog).
     let r = curl(&t, &["-H", "Sec-Fetch-Mode: cors", &url(&t, "session")]).await;
     r.problem(401, "unauthorized");
-    assert_eq!(r.header("www-authenticate"), Some("Bearer realm=\"filegate\""));
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some("Bearer realm=\"filegate\"")
+    );
 
     let r = login(&t, &jar, "alice").await;
     let who = r.ok(200);
@@ -164,7 +163,13 @@ async fn browser_session_with_curl_cookie_jar(kind: Kind) {
     let csrf = who["csrf_token"].as_str().unwrap().to_string();
     assert!(csrf.len() >= 22, "{csrf}");
     let cookie = r.header("set-cookie").unwrap();
-    for part in ["filegate_session=", "HttpOnly", "SameSite=Strict", "Path=/", "Max-Age=43200"] {
+    for part in [
+        "filegate_session=",
+        "HttpOnly",
+        "SameSite=Strict",
+        "Path=/",
+        "Max-Age=43200",
+    ] {
         assert!(cookie.contains(part), "{cookie}");
     }
     assert!(!cookie.contains("Secure"), "plain listener: {cookie}");
@@ -180,20 +185,39 @@ async fn browser_session_with_curl_cookie_jar(kind: Kind) {
 
     // whoami with the cookie alone.
     let who = curl(&t, &["-b", &jar, &url(&t, "session")]).await.ok(200);
-    assert_eq!((who["user"].as_str(), who["csrf_token"].as_str()), (Some("alice"), Some(csrf.as_str())));
+    assert_eq!(
+        (who["user"].as_str(), who["csrf_token"].as_str()),
+        (Some("alice"), Some(csrf.as_str()))
+    );
     curl(&t, &["-b", &jar, &url(&t, "me")]).await.ok(200);
     curl(&t, &["-b", &jar, &url(&t, "files/")]).await.ok(200);
 
     // A change without the CSRF token: 403 csrf, nothing written.
     let r = curl(
         &t,
-        &["-b", &jar, "-X", "PUT", "--data-binary", "x", &url(&t, "files/nocsrf.txt")],
+        &[
+            "-b",
+            &jar,
+            "-X",
+            "PUT",
+            "--data-binary",
+            "x",
+            &url(&t, "files/nocsrf.txt"),
+        ],
     )
     .await;
     r.problem(403, "csrf");
     let r = curl(
         &t,
-        &["-b", &jar, "-H", "X-CSRF-Token: wrong", "-X", "POST", &url(&t, "dirs/nocsrf")],
+        &[
+            "-b",
+            &jar,
+            "-H",
+            "X-CSRF-Token: wrong",
+            "-X",
+            "POST",
+            &url(&t, "dirs/nocsrf"),
+        ],
     )
     .await;
     r.problem(403, "csrf");
@@ -203,7 +227,19 @@ async fn browser_session_with_curl_cookie_jar(kind: Kind) {
     let h = format!("X-CSRF-Token: {csrf}");
     let r = curl(
         &t,
-        &["-b", &jar, "-H", &h, "-H", "Origin: https://evil.example", "-X", "PUT", "--data-binary", "x", &url(&t, "files/evil.txt")],
+        &[
+            "-b",
+            &jar,
+            "-H",
+            &h,
+            "-H",
+            "Origin: https://evil.example",
+            "-X",
+            "PUT",
+            "--data-binary",
+            "x",
+            &url(&t, "files/evil.txt"),
+        ],
     )
     .await;
     r.problem(403, "csrf");
@@ -212,7 +248,21 @@ async fn browser_session_with_curl_cookie_jar(kind: Kind) {
     let origin = format!("Origin: http://{}", t.gw().http_addr);
     let r = curl(
         &t,
-        &["-b", &jar, "-H", &h, "-H", &origin, "-H", "Sec-Fetch-Site: same-origin", "-X", "PUT", "--data-binary", "hello", &url(&t, "files/csrf.txt")],
+        &[
+            "-b",
+            &jar,
+            "-H",
+            &h,
+            "-H",
+            &origin,
+            "-H",
+            "Sec-Fetch-Site: same-origin",
+            "-X",
+            "PUT",
+            "--data-binary",
+            "hello",
+            &url(&t, "files/csrf.txt"),
+        ],
     )
     .await;
     r.ok(201);
@@ -220,7 +270,21 @@ async fn browser_session_with_curl_cookie_jar(kind: Kind) {
 
     // A second session of alice; logout ends only the first.
     login(&t, &other_jar, "alice").await.ok(200);
-    let r = curl(&t, &["-b", &jar, "-c", &jar, "-H", &h, "-X", "DELETE", &url(&t, "session")]).await;
+    let r = curl(
+        &t,
+        &[
+            "-b",
+            &jar,
+            "-c",
+            &jar,
+            "-H",
+            &h,
+            "-X",
+            "DELETE",
+            &url(&t, "session"),
+        ],
+    )
+    .await;
     r.ok(204);
     assert!(r.header("set-cookie").unwrap().contains("Max-Age=0"));
     // The old cookie, replayed (as a thief would), no longer works.
@@ -231,7 +295,9 @@ async fn browser_session_with_curl_cookie_jar(kind: Kind) {
     curl(&t, &["-b", &jar, &url(&t, "files/")])
         .await
         .problem(401, "unauthorized");
-    curl(&t, &["-b", &other_jar, &url(&t, "files/")]).await.ok(200);
+    curl(&t, &["-b", &other_jar, &url(&t, "files/")])
+        .await
+        .ok(200);
     // DELETE without a cookie and without ?all is a mistake, not a no-op.
     curl(&t, &["-u", ALICE, "-X", "DELETE", &url(&t, "session")])
         .await
@@ -239,18 +305,29 @@ async fn browser_session_with_curl_cookie_jar(kind: Kind) {
     // ?all=true with Basic ends every session of alice, not bob's... (reader's).
     let reader_jar = t.temp_path("jar3").display().to_string();
     login(&t, &reader_jar, "reader").await.ok(200);
-    curl(&t, &["-u", ALICE, "-X", "DELETE", &url(&t, "session?all=true")])
-        .await
-        .ok(204);
+    curl(
+        &t,
+        &["-u", ALICE, "-X", "DELETE", &url(&t, "session?all=true")],
+    )
+    .await
+    .ok(204);
     curl(&t, &["-b", &other_jar, &url(&t, "files/")])
         .await
         .problem(401, "unauthorized");
-    curl(&t, &["-b", &reader_jar, &url(&t, "files/")]).await.ok(200);
+    curl(&t, &["-b", &reader_jar, &url(&t, "files/")])
+        .await
+        .ok(200);
 
     // A wrong password: 401, no cookie.
     let r = curl(
         &t,
-        &["-H", JSON, "-d", r#"{"user":"alice","password":"nope"}"#, &url(&t, "session")],
+        &[
+            "-H",
+            JSON,
+            "-d",
+            r#"{"user":"alice","password":"nope"}"#,
+            &url(&t, "session"),
+        ],
     )
     .await;
     r.problem(401, "unauthorized");
@@ -258,7 +335,15 @@ async fn browser_session_with_curl_cookie_jar(kind: Kind) {
     // A login posted from another site (login CSRF) is refused.
     curl(
         &t,
-        &["-H", JSON, "-H", "Sec-Fetch-Site: cross-site", "-d", r#"{"user":"alice","password":"secret"}"#, &url(&t, "session")],
+        &[
+            "-H",
+            JSON,
+            "-H",
+            "Sec-Fetch-Site: cross-site",
+            "-d",
+            r#"{"user":"alice","password":"secret"}"#,
+            &url(&t, "session"),
+        ],
     )
     .await
     .problem(403, "csrf");
@@ -285,9 +370,12 @@ async fn second_gateway_shares_sessions(t: &TestGateway) {
     let who = login(t, &jar, "alice").await.ok(200);
     let h = format!("X-CSRF-Token: {}", who["csrf_token"].as_str().unwrap());
     curl(t, &["-b", &jar, &other("session")]).await.ok(200);
-    curl(t, &["-b", &jar, "-H", &h, "-X", "DELETE", &other("session")])
-        .await
-        .ok(204);
+    curl(
+        t,
+        &["-b", &jar, "-H", &h, "-X", "DELETE", &other("session")],
+    )
+    .await
+    .ok(204);
     curl(t, &["-b", &jar, &url(t, "session")])
         .await
         .problem(401, "unauthorized");
@@ -392,23 +480,27 @@ async fn api_keys_are_scoped_and_revocable(kind: Kind) {
     let jar = t.temp_path("jar").display().to_string();
     for (path, data) in [("in/a.txt", "in-a"), ("secret.txt", "top")] {
         let target = format!("{}?parents=true", url(&t, &format!("files/{path}")));
-        curl(&t, &["-u", ALICE, "-X", "PUT", "--data-binary", data, &target])
-            .await
-            .ok(201);
+        curl(
+            &t,
+            &["-u", ALICE, "-X", "PUT", "--data-binary", data, &target],
+        )
+        .await
+        .ok(201);
     }
 
     // Made with Basic: read-write on /in, and read on /in.
     let make = |body: String| {
         let t = &t;
-        async move {
-            curl(t, &["-u", ALICE, "-H", JSON, "-d", &body, &url(t, "keys")]).await
-        }
+        async move { curl(t, &["-u", ALICE, "-H", JSON, "-d", &body, &url(t, "keys")]).await }
     };
     let rw = make(r#"{"name":"scanner","path":"/in","access":"read-write"}"#.into())
         .await
         .ok(201);
     let rw_key = rw["key"].as_str().unwrap().to_string();
-    assert!(rw_key.starts_with(&format!("fgk_{}_", rw["id"].as_str().unwrap())), "{rw}");
+    assert!(
+        rw_key.starts_with(&format!("fgk_{}_", rw["id"].as_str().unwrap())),
+        "{rw}"
+    );
     assert_eq!(rw["last_used"], serde_json::Value::Null);
     let ro = make(r#"{"name":"reader","path":"in","access":"read"}"#.into())
         .await
@@ -433,48 +525,110 @@ async fn api_keys_are_scoped_and_revocable(kind: Kind) {
 
     // The read-write key: its path is its root.
     let who = curl(&t, &["-H", &rw_h, &url(&t, "me")]).await.ok(200);
-    assert_eq!((who["via"].as_str(), who["root"].as_str()), (Some("key"), Some("/in")));
+    assert_eq!(
+        (who["via"].as_str(), who["root"].as_str()),
+        (Some("key"), Some("/in"))
+    );
     let r = curl(&t, &["-H", &rw_h, &url(&t, "files/a.txt")]).await;
     assert_eq!((r.status, r.body.as_slice()), (200, b"in-a".as_slice()));
-    curl(&t, &["-H", &rw_h, "-X", "PUT", "--data-binary", "new", &url(&t, "files/b.txt")])
-        .await
-        .ok(201);
+    curl(
+        &t,
+        &[
+            "-H",
+            &rw_h,
+            "-X",
+            "PUT",
+            "--data-binary",
+            "new",
+            &url(&t, "files/b.txt"),
+        ],
+    )
+    .await
+    .ok(201);
     assert_eq!(t.store_bytes("/home/alice/in/b.txt").await, b"new");
     // Outside its path: not reachable (the home's secret.txt is not /in/secret.txt), no climbing.
     curl(&t, &["-H", &rw_h, &url(&t, "files/secret.txt")])
         .await
         .problem(404, "not-found");
-    curl(&t, &["-H", &rw_h, "--path-as-is", &url(&t, "files/../secret.txt")])
-        .await
-        .problem(400, "invalid-path");
+    curl(
+        &t,
+        &["-H", &rw_h, "--path-as-is", &url(&t, "files/../secret.txt")],
+    )
+    .await
+    .problem(400, "invalid-path");
     curl(&t, &["-H", &rw_h, &url(&t, "files/%2e%2e/secret.txt")])
         .await
         .problem(400, "invalid-path");
-    curl(&t, &["-H", &rw_h, "-H", JSON, "-d", r#"{"from":"b.txt","to":"../b.txt"}"#, &url(&t, "move")])
-        .await
-        .problem(400, "invalid-path");
+    curl(
+        &t,
+        &[
+            "-H",
+            &rw_h,
+            "-H",
+            JSON,
+            "-d",
+            r#"{"from":"b.txt","to":"../b.txt"}"#,
+            &url(&t, "move"),
+        ],
+    )
+    .await
+    .problem(400, "invalid-path");
     // Its root cannot be deleted.
-    curl(&t, &["-H", &rw_h, "-X", "DELETE", &url(&t, "files/?recursive=true")])
-        .await
-        .problem(403, "permission-denied");
+    curl(
+        &t,
+        &[
+            "-H",
+            &rw_h,
+            "-X",
+            "DELETE",
+            &url(&t, "files/?recursive=true"),
+        ],
+    )
+    .await
+    .problem(403, "permission-denied");
     // Keys do not manage keys or sessions.
     curl(&t, &["-H", &rw_h, &url(&t, "keys")])
         .await
         .problem(403, "permission-denied");
-    curl(&t, &["-H", &rw_h, "-H", JSON, "-d", r#"{"name":"x","path":"/","access":"read"}"#, &url(&t, "keys")])
-        .await
-        .problem(403, "permission-denied");
-    curl(&t, &["-H", &rw_h, "-X", "DELETE", &url(&t, "session?all=true")])
-        .await
-        .problem(403, "permission-denied");
+    curl(
+        &t,
+        &[
+            "-H",
+            &rw_h,
+            "-H",
+            JSON,
+            "-d",
+            r#"{"name":"x","path":"/","access":"read"}"#,
+            &url(&t, "keys"),
+        ],
+    )
+    .await
+    .problem(403, "permission-denied");
+    curl(
+        &t,
+        &["-H", &rw_h, "-X", "DELETE", &url(&t, "session?all=true")],
+    )
+    .await
+    .problem(403, "permission-denied");
 
     // The read key: reads, lists, nothing else, and nothing changes.
     let who = curl(&t, &["-H", &ro_h, &url(&t, "me")]).await.ok(200);
     assert_eq!(who["permissions"], serde_json::json!(["list", "read"]));
     curl(&t, &["-H", &ro_h, &url(&t, "files/")]).await.ok(200);
-    let p = curl(&t, &["-H", &ro_h, "-X", "PUT", "--data-binary", "x", &url(&t, "files/c.txt")])
-        .await
-        .problem(403, "permission-denied");
+    let p = curl(
+        &t,
+        &[
+            "-H",
+            &ro_h,
+            "-X",
+            "PUT",
+            "--data-binary",
+            "x",
+            &url(&t, "files/c.txt"),
+        ],
+    )
+    .await
+    .problem(403, "permission-denied");
     assert!(p["detail"].as_str().unwrap().contains("read-only"), "{p}");
     curl(&t, &["-H", &ro_h, "-X", "DELETE", &url(&t, "files/a.txt")])
         .await
@@ -495,40 +649,76 @@ async fn api_keys_are_scoped_and_revocable(kind: Kind) {
         assert!(k["last_used"].is_string(), "last_used not recorded: {k}");
     }
     // Another user sees none of them and cannot revoke them.
-    let other = curl(&t, &["-u", "reader:secret", &url(&t, "keys")]).await.ok(200);
+    let other = curl(&t, &["-u", "reader:secret", &url(&t, "keys")])
+        .await
+        .ok(200);
     assert_eq!(other["keys"], serde_json::json!([]));
     let rw_id = rw["id"].as_str().unwrap();
-    curl(&t, &["-u", "reader:secret", "-X", "DELETE", &url(&t, &format!("keys/{rw_id}"))])
-        .await
-        .problem(404, "not-found");
+    curl(
+        &t,
+        &[
+            "-u",
+            "reader:secret",
+            "-X",
+            "DELETE",
+            &url(&t, &format!("keys/{rw_id}")),
+        ],
+    )
+    .await
+    .problem(404, "not-found");
 
     // Revoked with a browser session (CSRF token and all): 401 at once.
     let who = login(&t, &jar, "alice").await.ok(200);
     let h = format!("X-CSRF-Token: {}", who["csrf_token"].as_str().unwrap());
-    curl(&t, &["-b", &jar, "-H", &h, "-X", "DELETE", &url(&t, &format!("keys/{rw_id}"))])
-        .await
-        .ok(204);
+    curl(
+        &t,
+        &[
+            "-b",
+            &jar,
+            "-H",
+            &h,
+            "-X",
+            "DELETE",
+            &url(&t, &format!("keys/{rw_id}")),
+        ],
+    )
+    .await
+    .ok(204);
     curl(&t, &["-H", &rw_h, &url(&t, "files/")])
         .await
         .problem(401, "unauthorized");
-    curl(&t, &["-b", &jar, "-H", &h, "-X", "DELETE", &url(&t, &format!("keys/{rw_id}"))])
-        .await
-        .problem(404, "not-found");
+    curl(
+        &t,
+        &[
+            "-b",
+            &jar,
+            "-H",
+            &h,
+            "-X",
+            "DELETE",
+            &url(&t, &format!("keys/{rw_id}")),
+        ],
+    )
+    .await
+    .problem(404, "not-found");
     // A made-up secret for a real id is refused.
     let ro_id = ro["id"].as_str().unwrap();
-    let forged = bearer(&format!("fgk_{ro_id}_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"));
+    let forged = bearer(&format!(
+        "fgk_{ro_id}_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+    ));
     curl(&t, &["-H", &forged, &url(&t, "files/")])
         .await
         .problem(401, "unauthorized");
 
     // An expiring key works until its time, then is 401.
-    let soon = humantime::format_rfc3339_seconds(
-        std::time::SystemTime::now() + Duration::from_secs(2),
-    )
-    .to_string();
-    let exp = make(format!(r#"{{"name":"brief","path":"/","access":"read","expires_at":"{soon}"}}"#))
-        .await
-        .ok(201);
+    let soon =
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now() + Duration::from_secs(2))
+            .to_string();
+    let exp = make(format!(
+        r#"{{"name":"brief","path":"/","access":"read","expires_at":"{soon}"}}"#
+    ))
+    .await
+    .ok(201);
     assert_eq!(exp["expires_at"], soon.as_str());
     let exp_h = bearer(exp["key"].as_str().unwrap());
     curl(&t, &["-H", &exp_h, &url(&t, "files/")]).await.ok(200);
@@ -544,15 +734,31 @@ async fn api_keys_are_scoped_and_revocable(kind: Kind) {
 /// ban of the address, which then refuses every login, the right ones too.
 async fn failed_logins_of_every_scheme_ban_the_address(kind: Kind) {
     let t = start(kind, |c| c.limits.login_failures_per_ip = 4).await;
-    curl(&t, &["-H", JSON, "-d", r#"{"user":"alice","password":"nope"}"#, &url(&t, "session")])
-        .await
-        .problem(401, "unauthorized");
+    curl(
+        &t,
+        &[
+            "-H",
+            JSON,
+            "-d",
+            r#"{"user":"alice","password":"nope"}"#,
+            &url(&t, "session"),
+        ],
+    )
+    .await
+    .problem(401, "unauthorized");
     curl(&t, &["-u", "alice:nope", &url(&t, "files/")])
         .await
         .problem(401, "unauthorized");
-    curl(&t, &["-H", "Authorization: Bearer fgk_00000000000000000000000000000000_nope", &url(&t, "files/")])
-        .await
-        .problem(401, "unauthorized");
+    curl(
+        &t,
+        &[
+            "-H",
+            "Authorization: Bearer fgk_00000000000000000000000000000000_nope",
+            &url(&t, "files/"),
+        ],
+    )
+    .await
+    .problem(401, "unauthorized");
     // The fourth failure, over FTP, starts the ban.
     let u = format!("ftp://alice:nope@{}/", t.ftp_addr());
     let curl_bin = program("curl");
@@ -571,8 +777,17 @@ async fn failed_logins_of_every_scheme_ban_the_address(kind: Kind) {
     curl(&t, &["-u", ALICE, &url(&t, "files/")])
         .await
         .problem(429, "banned");
-    curl(&t, &["-H", JSON, "-d", r#"{"user":"alice","password":"secret"}"#, &url(&t, "session")])
-        .await
-        .problem(429, "banned");
+    curl(
+        &t,
+        &[
+            "-H",
+            JSON,
+            "-d",
+            r#"{"user":"alice","password":"secret"}"#,
+            &url(&t, "session"),
+        ],
+    )
+    .await
+    .problem(429, "banned");
     t.stop().await;
 }

@@ -31,11 +31,21 @@ async fn served_spec_and_offline_docs_page() {
     let (status, page) = http_get(addr, "/api/v1/docs").await;
     assert_eq!(status, 200);
     // Everything the page loads comes from this server: no CDN.
-    for src in ["/api/v1/docs/swagger-ui-bundle.js", "/api/v1/docs/swagger-ui.css", "/api/v1/openapi.json"] {
+    for src in [
+        "/api/v1/docs/swagger-ui-bundle.js",
+        "/api/v1/docs/swagger-ui.css",
+        "/api/v1/openapi.json",
+    ] {
         assert!(page.contains(src), "{src} not in the page");
     }
-    assert!(!page.contains("https://") && !page.contains("http://"), "{page}");
-    for file in ["/api/v1/docs/swagger-ui-bundle.js", "/api/v1/docs/swagger-ui.css"] {
+    assert!(
+        !page.contains("https://") && !page.contains("http://"),
+        "{page}"
+    );
+    for file in [
+        "/api/v1/docs/swagger-ui-bundle.js",
+        "/api/v1/docs/swagger-ui.css",
+    ] {
         let (status, body) = http_get(addr, file).await;
         assert_eq!(status, 200, "{file}");
         assert!(body.len() > 100_000, "{file}");

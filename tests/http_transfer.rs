@@ -162,7 +162,14 @@ async fn tuspy_resumes_200_mib_through_two_cut_connections(kind: Kind) {
     let want = sha256_hex(&data);
     drop(data);
     let mkdir = std::process::Command::new(program("curl"))
-        .args(["-sS", "-f", "-u", &format!("alice:{PASSWORD}"), "-X", "POST"])
+        .args([
+            "-sS",
+            "-f",
+            "-u",
+            &format!("alice:{PASSWORD}"),
+            "-X",
+            "POST",
+        ])
         .arg(format!("http://{}/api/v1/dirs/big", t.gw().http_addr))
         .output()
         .unwrap();
@@ -203,7 +210,11 @@ async fn tuspy_resumes_200_mib_through_two_cut_connections(kind: Kind) {
     finished.store(true, Ordering::SeqCst);
     let looks = watcher.await.unwrap();
     assert!(looks > 0);
-    assert_eq!(proxy.cuts_done.load(Ordering::SeqCst), 2, "both cuts happened");
+    assert_eq!(
+        proxy.cuts_done.load(Ordering::SeqCst),
+        2,
+        "both cuts happened"
+    );
     proxy.stop.cancel();
     assert!(out.contains("/api/v1/uploads/"), "{out}");
 
@@ -235,9 +246,20 @@ async fn tuspy_resumes_200_mib_through_two_cut_connections(kind: Kind) {
     // The same bytes with a plain PUT, for the time beside tus's.
     let started = Instant::now();
     let put = std::process::Command::new(program("curl"))
-        .args(["-sS", "-f", "-o", "/dev/null", "-u", &format!("alice:{PASSWORD}"), "-T"])
+        .args([
+            "-sS",
+            "-f",
+            "-o",
+            "/dev/null",
+            "-u",
+            &format!("alice:{PASSWORD}"),
+            "-T",
+        ])
         .arg(&local)
-        .arg(format!("http://{}/api/v1/files/big/put.bin", t.gw().http_addr))
+        .arg(format!(
+            "http://{}/api/v1/files/big/put.bin",
+            t.gw().http_addr
+        ))
         .output()
         .unwrap();
     assert!(put.status.success());
@@ -381,7 +403,8 @@ async fn tus_protocol_edges(kind: Kind) {
         "{ann:?}"
     );
     assert!(
-        !ann.iter().any(|(_, p)| p.contains("gone.bin") || p.contains(".filegate")),
+        !ann.iter()
+            .any(|(_, p)| p.contains("gone.bin") || p.contains(".filegate")),
         "{ann:?}"
     );
     t.stop().await;
@@ -436,7 +459,16 @@ async fn tus_expiry_ends_an_abandoned_upload_like_ftp(kind: Kind) {
     );
     let url = out.lines().next().unwrap().to_string();
     let head = std::process::Command::new(program("curl"))
-        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-I", "-H", "Tus-Resumable: 1.0.0"])
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-I",
+            "-H",
+            "Tus-Resumable: 1.0.0",
+        ])
         .args(["-u", &format!("alice:{PASSWORD}"), &url])
         .output()
         .unwrap();

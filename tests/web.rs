@@ -130,6 +130,20 @@ async fn in_headless_chromium(kind: Kind) {
             summary("web", metric, unit, v, "target", target);
         }
     }
+    // FILEGATE_BENCH_MIB=1024: a browser (tus) upload of that size next to curl's PUT.
+    if let (Some(browser), Some(curl)) = (
+        r["browser_upload_MiB_s"].as_f64(),
+        r["curl_put_MiB_s"].as_f64(),
+    ) {
+        summary(
+            "web",
+            "browser upload (tus)",
+            "MiB/s",
+            browser,
+            "curl PUT",
+            curl,
+        );
+    }
     t.stop().await;
 }
 
@@ -139,7 +153,10 @@ async fn seed_big_folder(t: &TestGateway) {
     let store = t.store().clone();
     for dir in ["/home", "/home/alice"] {
         // The home may exist already (the gateway makes it at a first login).
-        store.mkdir(&StorePath::parse(dir).unwrap(), &ctx).await.ok();
+        store
+            .mkdir(&StorePath::parse(dir).unwrap(), &ctx)
+            .await
+            .ok();
     }
     store
         .mkdir(&StorePath::parse("/home/alice/big").unwrap(), &ctx)

@@ -156,7 +156,10 @@ impl UserFs {
             return Ok(quota.usage());
         }
         let (bytes, files) = self
-            .timed("usage", super::quota::count(&self.store, &self.account.home))
+            .timed(
+                "usage",
+                super::quota::count(&self.store, &self.account.home),
+            )
             .await?;
         Ok((bytes, files, None, None))
     }
@@ -237,7 +240,8 @@ impl UserFs {
             .await?;
         self.merge_open_writes(&sp, after, &mut page);
         if sp.is_root() {
-            page.entries.retain(|e| !is_staging(&format!("/{}", e.name)));
+            page.entries
+                .retain(|e| !is_staging(&format!("/{}", e.name)));
         }
         Ok(page)
     }
@@ -393,7 +397,12 @@ impl UserFs {
 
     /// A write session on store path `sp` (a file in the home, or a staging file), counted in the
     /// quota; `shown` is the path its audit line names.
-    async fn open_write_at(&self, sp: StorePath, opts: OpenOptions, shown: &StorePath) -> Result<Upload> {
+    async fn open_write_at(
+        &self,
+        sp: StorePath,
+        opts: OpenOptions,
+        shown: &StorePath,
+    ) -> Result<Upload> {
         let quota = &self.account.quota;
         // With a quota, know what is being replaced: its bytes and file come back at commit.
         let (old_size, existed) = if quota.is_limited() {
@@ -482,7 +491,12 @@ impl UserFs {
     /// Publishes staging file `name` at `target` in one rename, replacing a file there. Its event
     /// is announced as the target's `file.created` (`file.modified` when it replaced one), or
     /// `file.incomplete` when the staging file is incomplete.
-    pub async fn publish_staging(&self, name: &str, target: &UserPath, replace: bool) -> Result<()> {
+    pub async fn publish_staging(
+        &self,
+        name: &str,
+        target: &UserPath,
+        replace: bool,
+    ) -> Result<()> {
         self.require(Permission::Write, "upload files")?;
         let t = self.changeable(target)?;
         let sp = Self::staging_path(name)?;
@@ -503,7 +517,10 @@ impl UserFs {
     pub async fn drop_staging(&self, name: &str) -> Result<()> {
         let sp = Self::staging_path(name)?;
         let size = self.size_if_counted(&sp).await;
-        match self.timed("delete", self.store.delete(&sp, &self.ctx)).await {
+        match self
+            .timed("delete", self.store.delete(&sp, &self.ctx))
+            .await
+        {
             Ok(_) => {}
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(e),

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use super::de::format_size;
 use super::{
-    Config, FtpConfig, HttpConfig, LimitsConfig, MqttConfig, MqttMode, Problem, ServerConfig, SftpConfig,
-    StorageBackend, StorageConfig, UserConfig,
+    Config, FtpConfig, HttpConfig, LimitsConfig, MqttConfig, MqttMode, Problem, ServerConfig,
+    SftpConfig, StorageBackend, StorageConfig, UserConfig,
 };
 
 /// Smallest and largest `storage.chunk_size`.

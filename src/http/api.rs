@@ -609,7 +609,11 @@ fn range(headers: &HeaderMap, size: u64, etag: Option<&HeaderValue>) -> Result<O
 }
 
 /// One page of a directory listing; `next` is the cursor of the page after it.
-pub(crate) async fn list_dir(fs: &UserFs, dir: &UserPath, q: &[(String, String)]) -> Result<Response> {
+pub(crate) async fn list_dir(
+    fs: &UserFs,
+    dir: &UserPath,
+    q: &[(String, String)],
+) -> Result<Response> {
     let limit = page_limit(q)?;
     let cursor = param(q, "cursor").filter(|c| !c.is_empty());
     let page = fs.list(dir, cursor, limit).await?;
@@ -637,19 +641,19 @@ pub(crate) fn page_limit(q: &[(String, String)]) -> Result<usize> {
 
 /// One entry of a listing page.
 pub(crate) fn listing_entry(e: &storage_backend::DirEntry) -> serde_json::Value {
-            let m = &e.metadata;
-            let mut entry = json!({
-                "name": e.name,
-                "type": if m.is_dir() { "dir" } else { "file" },
-                "mtime": humantime::format_rfc3339_millis(m.mtime).to_string(),
-            });
-            if m.is_file() {
-                entry["size"] = json!(m.size);
-                entry["version"] = json!(m.version);
-                entry["sha256"] = json!(m.sha256);
-                entry["complete"] = json!(m.complete);
-            }
-            entry
+    let m = &e.metadata;
+    let mut entry = json!({
+        "name": e.name,
+        "type": if m.is_dir() { "dir" } else { "file" },
+        "mtime": humantime::format_rfc3339_millis(m.mtime).to_string(),
+    });
+    if m.is_file() {
+        entry["size"] = json!(m.size);
+        entry["version"] = json!(m.version);
+        entry["sha256"] = json!(m.sha256);
+        entry["complete"] = json!(m.complete);
+    }
+    entry
 }
 
 pub(crate) fn json_response(status: StatusCode, body: serde_json::Value) -> Response {
@@ -864,7 +868,10 @@ pub(crate) fn wanted_digest(headers: &HeaderMap) -> Result<Option<[u8; 32]>> {
                         "{name}: sha-256 must be :<base64 of 32 bytes>: (RFC 9530)"
                     ))
                 };
-                let b64 = val.trim().strip_prefix(':').and_then(|v| v.strip_suffix(':'));
+                let b64 = val
+                    .trim()
+                    .strip_prefix(':')
+                    .and_then(|v| v.strip_suffix(':'));
                 let bytes = b64
                     .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
                     .ok_or_else(bad)?;
@@ -881,7 +888,12 @@ pub(crate) fn wanted_digest(headers: &HeaderMap) -> Result<Option<[u8; 32]>> {
 }
 
 /// Refuses an upload of `len` bytes that the store's file size limit or the user's quota cannot take.
-pub(crate) async fn too_large(fs: &UserFs, path: &UserPath, max_file_size: u64, len: u64) -> Result<()> {
+pub(crate) async fn too_large(
+    fs: &UserFs,
+    path: &UserPath,
+    max_file_size: u64,
+    len: u64,
+) -> Result<()> {
     if max_file_size > 0 && len > max_file_size {
         return Err(Problem::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -933,7 +945,11 @@ async fn mkdir_exists_ok(fs: &UserFs, dir: &UserPath) -> Result<()> {
         (status = 409, description = "The directory is not empty (add ?recursive=true)", body = super::openapi::ProblemBody, content_type = "application/problem+json"),
         super::openapi::Errors,
     ))]
-pub(super) async fn delete_file(State(_api): State<Shared>, session: Session, uri: Uri) -> Result<Response> {
+pub(super) async fn delete_file(
+    State(_api): State<Shared>,
+    session: Session,
+    uri: Uri,
+) -> Result<Response> {
     let fs = &session.fs;
     let path = target(fs, &uri, "/api/v1/files")?;
     let q = query(&uri)?;
@@ -993,7 +1009,11 @@ pub(crate) async fn remove_tree(fs: &UserFs, root: &UserPath) -> Result<()> {
         (status = 507, description = "The quota is exhausted", body = super::openapi::ProblemBody, content_type = "application/problem+json"),
         super::openapi::Errors,
     ))]
-pub(super) async fn make_dir(State(_api): State<Shared>, session: Session, uri: Uri) -> Result<Response> {
+pub(super) async fn make_dir(
+    State(_api): State<Shared>,
+    session: Session,
+    uri: Uri,
+) -> Result<Response> {
     let fs = &session.fs;
     let path = target(fs, &uri, "/api/v1/dirs")?;
     if flag(&query(&uri)?, "parents")? {
@@ -1029,7 +1049,11 @@ pub(super) struct MoveRequest {
         (status = 409, description = "The target exists (add replace) or a parent is missing", body = super::openapi::ProblemBody, content_type = "application/problem+json"),
         super::openapi::Errors,
     ))]
-pub(super) async fn move_entry(State(_api): State<Shared>, session: Session, body: Body) -> Result<Response> {
+pub(super) async fn move_entry(
+    State(_api): State<Shared>,
+    session: Session,
+    body: Body,
+) -> Result<Response> {
     let fs = &session.fs;
     let bytes = axum::body::to_bytes(body, MAX_JSON_BODY)
         .await

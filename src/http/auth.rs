@@ -88,7 +88,10 @@ pub enum Via {
     /// An API key (its id); the request's `UserFs` is narrowed to the key's scope.
     Key(String),
     /// A browser session (its record key) and its CSRF token.
-    Cookie { record: String, csrf: String },
+    Cookie {
+        record: String,
+        csrf: String,
+    },
 }
 
 /// The login of a request: its user's file system (narrowed for an API key) and how it logged in.
@@ -333,8 +336,12 @@ pub async fn authenticate(parts: &Parts, api: &Api, peer: SocketAddr) -> Result<
 
 /// The user and password of an `Authorization: Basic` header.
 pub(super) fn basic_credentials(headers: &HeaderMap) -> Result<(String, String)> {
-    let missing =
-        || unauthorized(headers, "this API needs HTTP Basic authentication (curl -u user:password)");
+    let missing = || {
+        unauthorized(
+            headers,
+            "this API needs HTTP Basic authentication (curl -u user:password)",
+        )
+    };
     let value = headers
         .get(header::AUTHORIZATION)
         .ok_or_else(missing)?
@@ -420,10 +427,9 @@ async fn key_login(api: &Api, headers: &HeaderMap, text: &str, peer: SocketAddr)
         .session_for(&record.user, Protocol::Http, peer)
         .await
         .map_err(|r| match r {
-            Refusal::BadCredentials => unauthorized(
-                headers,
-                "the user of this API key is no longer configured",
-            ),
+            Refusal::BadCredentials => {
+                unauthorized(headers, "the user of this API key is no longer configured")
+            }
             other => Problem::from(other),
         })?;
     let scope = plain_path(&fs, &record.path)?;
@@ -458,8 +464,7 @@ fn session_key(value: &str) -> Option<String> {
 /// When a session ends unless used again: idle timeout from its last request, capped by its
 /// absolute lifetime.
 fn session_expiry(settings: &Settings, r: &SessionRecord) -> u64 {
-    (r.last_seen + settings.session_idle.as_secs())
-        .min(r.created + settings.session_max.as_secs())
+    (r.last_seen + settings.session_idle.as_secs()).min(r.created + settings.session_max.as_secs())
 }
 
 async fn cookie_login(api: &Api, parts: &Parts, value: &str, peer: SocketAddr) -> Result<Login> {
@@ -476,7 +481,11 @@ async fn cookie_login(api: &Api, parts: &Parts, value: &str, peer: SocketAddr) -
         return Err(gone());
     };
     let store = api.access.store();
-    let Some(bytes) = store.record_get(SESSIONS, &key).await.map_err(store_failed)? else {
+    let Some(bytes) = store
+        .record_get(SESSIONS, &key)
+        .await
+        .map_err(store_failed)?
+    else {
         return Err(gone());
     };
     let mut record: SessionRecord =
@@ -645,7 +654,10 @@ fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
         .into_response()
 }
 
-async fn json_body<T: serde::de::DeserializeOwned>(body: axum::body::Body, shape: &str) -> Result<T> {
+async fn json_body<T: serde::de::DeserializeOwned>(
+    body: axum::body::Body,
+    shape: &str,
+) -> Result<T> {
     let bytes = axum::body::to_bytes(body, MAX_BODY)
         .await
         .map_err(|e| Problem::bad_request(format!("cannot read the request body: {e}")))?;
@@ -819,7 +831,11 @@ pub async fn logout(
                 ended += 1;
             }
         }
-        tracing::info!(user = session.fs().user(), ended, "http: all browser sessions ended");
+        tracing::info!(
+            user = session.fs().user(),
+            ended,
+            "http: all browser sessions ended"
+        );
     } else {
         let Via::Cookie { record, .. } = &session.via else {
             return Err(Problem::bad_request(
@@ -1059,7 +1075,11 @@ pub async fn revoke_key(
         return Err(not_found());
     }
     store.record_delete(KEYS, &id).await.map_err(store_failed)?;
-    tracing::info!(user = session.fs().user(), key = id, "http: API key revoked");
+    tracing::info!(
+        user = session.fs().user(),
+        key = id,
+        "http: API key revoked"
+    );
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -1102,7 +1122,14 @@ mod tests {
             parse_key(&format!("fgk_{id}_s3cr_et-x")),
             Some((id, "s3cr_et-x"))
         );
-        for bad in ["", "fgk_", "fgk_xyz_abc", &format!("fgk_{id}"), &format!("fgk_{id}_"), &format!("fgk_{id}xabc")] {
+        for bad in [
+            "",
+            "fgk_",
+            "fgk_xyz_abc",
+            &format!("fgk_{id}"),
+            &format!("fgk_{id}_"),
+            &format!("fgk_{id}xabc"),
+        ] {
             assert_eq!(parse_key(bad), None, "{bad}");
         }
         assert_eq!(parse_key("fgk_ééééééééééééééééééééééééééééééééééé_x"), None);
@@ -1121,13 +1148,22 @@ mod tests {
         let ok = headers(&[
             (header::HOST, "gw:9090"),
             (header::ORIGIN, "http://gw:9090"),
-            (header::HeaderName::from_static("sec-fetch-site"), "same-origin"),
+            (
+                header::HeaderName::from_static("sec-fetch-site"),
+                "same-origin",
+            ),
         ]);
         assert!(same_origin(&ok).is_ok());
         for bad in [
-            headers(&[(header::HOST, "gw:9090"), (header::ORIGIN, "https://evil.example")]),
+            headers(&[
+                (header::HOST, "gw:9090"),
+                (header::ORIGIN, "https://evil.example"),
+            ]),
             headers(&[(header::HOST, "gw:9090"), (header::ORIGIN, "null")]),
-            headers(&[(header::HeaderName::from_static("sec-fetch-site"), "cross-site")]),
+            headers(&[(
+                header::HeaderName::from_static("sec-fetch-site"),
+                "cross-site",
+            )]),
         ] {
             assert_eq!(same_origin(&bad).unwrap_err().name, "csrf");
         }
@@ -1152,7 +1188,14 @@ mod tests {
         assert_eq!(session_expiry(&s, &r(1000, 1000)), 1010);
         assert_eq!(session_expiry(&s, &r(1000, 1095)), 1100);
         assert!(same(b"abc", b"abc") && !same(b"abc", b"abd") && !same(b"abc", b"ab"));
-        let c = set_cookie(&Settings { secure_cookies: true, ..s }, "v", 5);
+        let c = set_cookie(
+            &Settings {
+                secure_cookies: true,
+                ..s
+            },
+            "v",
+            5,
+        );
         assert_eq!(
             c.to_str().unwrap(),
             "filegate_session=v; Max-Age=5; Path=/; HttpOnly; SameSite=Strict; Secure"

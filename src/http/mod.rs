@@ -4,12 +4,12 @@
 
 pub mod api;
 pub mod auth;
-pub mod openapi;
 pub mod errors;
-pub mod web;
 pub mod events;
+pub mod openapi;
 pub mod transfer;
 pub mod uploads;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};

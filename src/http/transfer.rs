@@ -100,7 +100,9 @@ pub async fn list_sorted(
     let start: usize = match param(q, "cursor").filter(|c| !c.is_empty()) {
         None => 0,
         Some(c) => c.parse().map_err(|_| {
-            Problem::bad_request(format!("?cursor={c}: a sorted listing's cursor is a number it gave"))
+            Problem::bad_request(format!(
+                "?cursor={c}: a sorted listing's cursor is a number it gave"
+            ))
         })?,
     };
     let page = fs.list(dir, None, MAX_SORTED).await?;
@@ -153,24 +155,35 @@ pub async fn search(State(_api): State<Shared>, session: Session, uri: Uri) -> R
     let q = query(&uri)?;
     let text = param(&q, "q").unwrap_or("").to_lowercase();
     if text.is_empty() {
-        return Err(Problem::bad_request("?q= is missing: give the text to look for in names"));
+        return Err(Problem::bad_request(
+            "?q= is missing: give the text to look for in names",
+        ));
     }
     let root = plain_path(fs, param(&q, "path").unwrap_or("/"))?;
     let limit = match param(&q, "limit") {
         None => 100,
         Some(v) => match v.parse::<usize>() {
             Ok(n) if (1..=1000).contains(&n) => n,
-            _ => return Err(Problem::bad_request(format!("?limit={v}: give a number from 1 to 1000"))),
+            _ => {
+                return Err(Problem::bad_request(format!(
+                    "?limit={v}: give a number from 1 to 1000"
+                )))
+            }
         },
     };
     if !fs.stat(&root).await?.is_dir() {
-        return Err(StoreError::new(ErrorKind::NotADirectory, format!("{root} is not a directory")).into());
+        return Err(StoreError::new(
+            ErrorKind::NotADirectory,
+            format!("{root} is not a directory"),
+        )
+        .into());
     }
     // The walk's position: a stack of (directory, last name done in it).
-    let mut stack: Vec<(UserPath, Option<String>)> = match param(&q, "cursor").filter(|c| !c.is_empty()) {
-        None => vec![(root.clone(), None)],
-        Some(c) => resume(&root, c)?,
-    };
+    let mut stack: Vec<(UserPath, Option<String>)> =
+        match param(&q, "cursor").filter(|c| !c.is_empty()) {
+            None => vec![(root.clone(), None)],
+            Some(c) => resume(&root, c)?,
+        };
     let mut found = Vec::new();
     let mut budget = SEARCH_BUDGET;
     let mut last: Option<(UserPath, bool)> = None;
@@ -285,7 +298,11 @@ pub struct DeleteRequest {
 /// problem a single DELETE would have had. Directories need `recursive`.
 #[utoipa::path(post, path = "/api/v1/delete", tag = "files", request_body = DeleteRequest,
     responses((status = 200, description = "{results:[{path,status,problem?}]}")))]
-pub async fn batch_delete(State(_api): State<Shared>, session: Session, body: Body) -> Result<Response> {
+pub async fn batch_delete(
+    State(_api): State<Shared>,
+    session: Session,
+    body: Body,
+) -> Result<Response> {
     let fs = &session.fs;
     let req: DeleteRequest =
         json_body(body, r#"{"paths": [path, ...], "recursive": bool}"#).await?;
@@ -373,7 +390,11 @@ pub async fn upload_form(
         )
     })?;
     if !fs.stat(&dir).await?.is_dir() {
-        return Err(StoreError::new(ErrorKind::NotADirectory, format!("{dir} is not a directory")).into());
+        return Err(StoreError::new(
+            ErrorKind::NotADirectory,
+            format!("{dir} is not a directory"),
+        )
+        .into());
     }
     if !fs.can(Permission::Write) {
         return Err(StoreError::new(
@@ -388,7 +409,10 @@ pub async fn upload_form(
             return Err(Problem::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "quota-exceeded",
-                format!("the body has {len} bytes; your quota has {} of {quota} bytes left", quota.saturating_sub(used)),
+                format!(
+                    "the body has {len} bytes; your quota has {} of {quota} bytes left",
+                    quota.saturating_sub(used)
+                ),
             ));
         }
     }
@@ -396,9 +420,15 @@ pub async fn upload_form(
     // In a task of its own, like a PUT: a client that vanishes still gets its upload ended properly.
     let task = tokio::spawn(receive_form(fs, dir, form, api.abort_sessions.clone()));
     let stored = task.await.map_err(|e| {
-        Problem::from(StoreError::new(ErrorKind::Internal, format!("the upload task failed: {e}")))
+        Problem::from(StoreError::new(
+            ErrorKind::Internal,
+            format!("the upload task failed: {e}"),
+        ))
     })??;
-    Ok(json_response(StatusCode::CREATED, serde_json::Value::Array(stored)))
+    Ok(json_response(
+        StatusCode::CREATED,
+        serde_json::Value::Array(stored),
+    ))
 }
 
 async fn receive_form(
@@ -407,7 +437,8 @@ async fn receive_form(
     mut form: multer::Multipart<'static>,
     abort: CancellationToken,
 ) -> Result<Vec<serde_json::Value>> {
-    let broke = |e: multer::Error| Problem::bad_request(format!("the form is malformed or broke off: {e}"));
+    let broke =
+        |e: multer::Error| Problem::bad_request(format!("the form is malformed or broke off: {e}"));
     let mut stored = Vec::new();
     while let Some(mut field) = form.next_field().await.map_err(broke)? {
         let Some(file_name) = field.file_name().map(str::to_string) else {
@@ -415,7 +446,11 @@ async fn receive_form(
             continue;
         };
         // Browsers send the bare name; old ones a whole Windows path.
-        let name = file_name.rsplit(['/', '\\']).next().unwrap_or("").to_string();
+        let name = file_name
+            .rsplit(['/', '\\'])
+            .next()
+            .unwrap_or("")
+            .to_string();
         if name.is_empty() {
             // An empty file input: the browser sends a part with no name and no bytes.
             continue;
@@ -472,7 +507,11 @@ pub struct ZipRequest {
 /// `POST /api/v1/zip {"paths": [...], "name": "x.zip"}`: the files and folders named, as one ZIP.
 #[utoipa::path(post, path = "/api/v1/zip", tag = "files", request_body = ZipRequest,
     responses((status = 200, description = "application/zip, streamed", content_type = "application/zip")))]
-pub async fn zip_selection(State(_api): State<Shared>, session: Session, body: Body) -> Result<Response> {
+pub async fn zip_selection(
+    State(_api): State<Shared>,
+    session: Session,
+    body: Body,
+) -> Result<Response> {
     let req: ZipRequest = json_body(body, r#"{"paths": [path, ...], "name": "x.zip"}"#).await?;
     if req.paths.is_empty() || req.paths.len() > MAX_BATCH {
         return Err(Problem::bad_request(format!("name 1 to {MAX_BATCH} paths")));
@@ -525,10 +564,19 @@ fn zip_response(session: Session, roots: Vec<(UserPath, String, bool)>, name: &s
     let body = Body::from_stream(tokio_util::io::ReaderStream::new(reader).chain(tail));
     let mut response = (StatusCode::OK, body).into_response();
     let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/zip"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/zip"),
+    );
     let fallback: String = name
         .chars()
-        .map(|c| if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     h.insert(
         header::CONTENT_DISPOSITION,
@@ -571,9 +619,14 @@ async fn write_zip(
         while let Some((dir, prefix, after)) = stack.pop() {
             if after.is_none() && !prefix.is_empty() {
                 count += 1;
-                let entry = async_zip::ZipEntryBuilder::new(format!("{prefix}/").into(), async_zip::Compression::Stored)
-                    .unix_permissions(0o755);
-                zip.write_entry_whole(entry, &[]).await.map_err(|e| err(&e))?;
+                let entry = async_zip::ZipEntryBuilder::new(
+                    format!("{prefix}/").into(),
+                    async_zip::Compression::Stored,
+                )
+                .unix_permissions(0o755);
+                zip.write_entry_whole(entry, &[])
+                    .await
+                    .map_err(|e| err(&e))?;
             }
             let page = fs
                 .list(&dir, after.as_deref(), super::api::DEFAULT_PAGE)
@@ -586,10 +639,16 @@ async fn write_zip(
             for e in page.entries {
                 count += 1;
                 if count > MAX_ZIP_ENTRIES {
-                    return Err(format!("more than {MAX_ZIP_ENTRIES} entries: download the folder in parts"));
+                    return Err(format!(
+                        "more than {MAX_ZIP_ENTRIES} entries: download the folder in parts"
+                    ));
                 }
                 let child = dir.join(&e.name);
-                let inner = if prefix.is_empty() { e.name.clone() } else { format!("{prefix}/{}", e.name) };
+                let inner = if prefix.is_empty() {
+                    e.name.clone()
+                } else {
+                    format!("{prefix}/{}", e.name)
+                };
                 if e.metadata.is_dir() {
                     subdirs.push((child, inner, None));
                 } else {
@@ -601,7 +660,9 @@ async fn write_zip(
         }
     }
     let mut w = zip.close().await.map_err(|e| err(&e))?;
-    tokio::io::AsyncWriteExt::shutdown(w.get_mut()).await.map_err(|e| err(&e))?;
+    tokio::io::AsyncWriteExt::shutdown(w.get_mut())
+        .await
+        .map_err(|e| err(&e))?;
     Ok(())
 }
 
@@ -617,9 +678,10 @@ async fn zip_file(
     use futures_util::AsyncWriteExt as _;
     let err = |e: &dyn std::fmt::Display| e.to_string();
     let download = fs.open_read(path).await.map_err(|e| err(&e))?;
-    let entry = async_zip::ZipEntryBuilder::new(name.to_string().into(), async_zip::Compression::Stored)
-        .last_modification_date(zip_date(download.metadata().mtime))
-        .unix_permissions(0o644);
+    let entry =
+        async_zip::ZipEntryBuilder::new(name.to_string().into(), async_zip::Compression::Stored)
+            .last_modification_date(zip_date(download.metadata().mtime))
+            .unix_permissions(0o644);
     let mut out = zip.write_entry_stream(entry).await.map_err(|e| err(&e))?;
     let mut pieces = download.stream(0);
     while let Some(piece) = pieces.next().await {

@@ -151,9 +151,10 @@ async fn load(store: &Store, id: &str) -> Result<Option<Record>> {
         return Ok(None);
     };
     let up = serde_json::from_slice(&raw).map_err(|e| {
-        Problem::from(StoreError::new(ErrorKind::Internal, format!(
-            "upload {id}: its record cannot be read: {e}"
-        )))
+        Problem::from(StoreError::new(
+            ErrorKind::Internal,
+            format!("upload {id}: its record cannot be read: {e}"),
+        ))
     })?;
     Ok(Some(Record { raw, up }))
 }
@@ -192,7 +193,9 @@ async fn lookup(fs: &UserFs, store: &Store, id: &str) -> Result<Record> {
         return Err(Problem::new(
             StatusCode::GONE,
             "upload-expired",
-            format!("upload {id} expired (http.upload_expiry) before it was finished; start a new one"),
+            format!(
+                "upload {id} expired (http.upload_expiry) before it was finished; start a new one"
+            ),
         ));
     }
     Ok(rec)
@@ -388,7 +391,10 @@ pub async fn options(State(api): State<Shared>) -> Response {
     let h = response.headers_mut();
     h.insert("tus-version", HeaderValue::from_static(TUS_VERSION));
     h.insert("tus-extension", HeaderValue::from_static(TUS_EXTENSIONS));
-    h.insert("tus-checksum-algorithm", HeaderValue::from_static("sha1,sha256"));
+    h.insert(
+        "tus-checksum-algorithm",
+        HeaderValue::from_static("sha1,sha256"),
+    );
     if api.max_file_size > 0 {
         h.insert("tus-max-size", HeaderValue::from(api.max_file_size));
     }
@@ -416,8 +422,9 @@ pub async fn create(
             "Upload-Defer-Length is not supported: send Upload-Length",
         ));
     }
-    let length = number(&headers, &UPLOAD_LENGTH)?
-        .ok_or_else(|| Problem::bad_request("Upload-Length is missing: say how many bytes the upload has"))?;
+    let length = number(&headers, &UPLOAD_LENGTH)?.ok_or_else(|| {
+        Problem::bad_request("Upload-Length is missing: say how many bytes the upload has")
+    })?;
     let metadata_text = headers
         .get(&UPLOAD_METADATA)
         .map(|v| {
@@ -490,7 +497,18 @@ pub async fn create(
         // Nothing to wait for: the (empty) file is published at once.
         let holder = uuid::Uuid::new_v4().to_string();
         let rec = acquire(fs, store, &id, &holder).await?;
-        let result = write(&api, fs, store, &id, &holder, rec, 0, &headers, Body::empty()).await;
+        let result = write(
+            &api,
+            fs,
+            store,
+            &id,
+            &holder,
+            rec,
+            0,
+            &headers,
+            Body::empty(),
+        )
+        .await;
         release(store, &id, &holder).await;
         offset_now = Some(result?);
     } else if with_body {
@@ -577,7 +595,18 @@ pub async fn patch_upload(
     let store = api.access.store();
     let holder = uuid::Uuid::new_v4().to_string();
     let rec = acquire(fs, store, &id, &holder).await?;
-    let result = write(&api, fs, store, &id, &holder, rec, client_offset, &headers, body).await;
+    let result = write(
+        &api,
+        fs,
+        store,
+        &id,
+        &holder,
+        rec,
+        client_offset,
+        &headers,
+        body,
+    )
+    .await;
     release(store, &id, &holder).await;
     let offset = result?;
     let mut response = StatusCode::NO_CONTENT.into_response();
@@ -652,9 +681,10 @@ fn checksum(headers: &HeaderMap) -> Result<Option<Checksum>> {
         .map_err(|_| bad())?;
     match alg.to_ascii_lowercase().as_str() {
         "sha1" if digest.len() == 20 => Ok(Some(Checksum::Sha1(sha1::Sha1::new(), digest))),
-        "sha256" if digest.len() == 32 => {
-            Ok(Some(Checksum::Sha256(<sha2::Sha256 as sha2::Digest>::new(), digest)))
-        }
+        "sha256" if digest.len() == 32 => Ok(Some(Checksum::Sha256(
+            <sha2::Sha256 as sha2::Digest>::new(),
+            digest,
+        ))),
         "sha1" | "sha256" => Err(bad()),
         other => Err(Problem::bad_request(format!(
             "Upload-Checksum algorithm {other:?} is not supported; use sha1 or sha256"
@@ -717,7 +747,10 @@ async fn write(
         api.abort_sessions.clone(),
     ));
     let received = task.await.map_err(|e| {
-        Problem::from(StoreError::new(ErrorKind::Internal, format!("the upload task failed: {e}")))
+        Problem::from(StoreError::new(
+            ErrorKind::Internal,
+            format!("the upload task failed: {e}"),
+        ))
     })??;
     let now = current + received;
     if now == up.length {
@@ -746,7 +779,8 @@ async fn receive(
 ) -> Result<u64> {
     let mut data = body.into_data_stream();
     let mut received = 0u64;
-    let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + RENEW_EVERY, RENEW_EVERY);
+    let mut renew =
+        tokio::time::interval_at(tokio::time::Instant::now() + RENEW_EVERY, RENEW_EVERY);
     let broke = loop {
         let piece = tokio::select! {
             piece = data.next() => piece,
@@ -824,7 +858,13 @@ async fn receive(
 }
 
 /// Renames the whole staging file onto the target: the one visible change, with its one event.
-async fn publish(fs: &UserFs, store: &Store, id: &str, holder: &str, target: &UserPath) -> Result<()> {
+async fn publish(
+    fs: &UserFs,
+    store: &Store,
+    id: &str,
+    holder: &str,
+    target: &UserPath,
+) -> Result<()> {
     update(store, id, holder, |up| up.state = UploadState::Publishing).await?;
     match fs.stat_staging(id).await {
         Ok(m) if !m.complete => {
@@ -912,7 +952,13 @@ pub async fn expire_once(api: &Shared, stop: &CancellationToken) -> Result<usize
     }
 }
 
-async fn give_up(api: &Shared, store: &Store, id: &str, holder: &str, up: &TusUpload) -> Result<()> {
+async fn give_up(
+    api: &Shared,
+    store: &Store,
+    id: &str,
+    holder: &str,
+    up: &TusUpload,
+) -> Result<()> {
     let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     let fs = api
         .access
@@ -957,7 +1003,10 @@ mod tests {
 
     #[test]
     fn metadata_pairs() {
-        let m = parse_metadata("filename d29ybGRfZG9taW5hdGlvbl9wbGFuLnBkZg==,is_confidential, path YS9iLmJpbg==").unwrap();
+        let m = parse_metadata(
+            "filename d29ybGRfZG9taW5hdGlvbl9wbGFuLnBkZg==,is_confidential, path YS9iLmJpbg==",
+        )
+        .unwrap();
         assert_eq!(
             m,
             [
@@ -974,16 +1023,25 @@ mod tests {
     fn checksums() {
         let mut h = HeaderMap::new();
         // sha1("abc")
-        h.insert(UPLOAD_CHECKSUM, HeaderValue::from_static("sha1 qZk+NkcGgWq6PiVxeFDCbJzQ2J0="));
+        h.insert(
+            UPLOAD_CHECKSUM,
+            HeaderValue::from_static("sha1 qZk+NkcGgWq6PiVxeFDCbJzQ2J0="),
+        );
         let mut c = checksum(&h).unwrap().unwrap();
         c.update(b"abc");
         assert!(c.matches());
         let mut c = checksum(&h).unwrap().unwrap();
         c.update(b"abd");
         assert!(!c.matches());
-        h.insert(UPLOAD_CHECKSUM, HeaderValue::from_static("md5 kAFQmDzST7DWlj99KOF/cg=="));
+        h.insert(
+            UPLOAD_CHECKSUM,
+            HeaderValue::from_static("md5 kAFQmDzST7DWlj99KOF/cg=="),
+        );
         assert!(matches!(checksum(&h), Err(p) if p.status == StatusCode::BAD_REQUEST));
-        h.insert(UPLOAD_CHECKSUM, HeaderValue::from_static("sha256 qZk+NkcGgWq6PiVxeFDCbJzQ2J0="));
+        h.insert(
+            UPLOAD_CHECKSUM,
+            HeaderValue::from_static("sha256 qZk+NkcGgWq6PiVxeFDCbJzQ2J0="),
+        );
         assert!(checksum(&h).is_err());
     }
 

@@ -778,7 +778,9 @@ async function onEvent(ev) {
   const d = ev.data || {};
   const info = describe(ev);
   const incomplete = info.type === "file.incomplete" || d.complete === false;
-  notify(info.text, { kind: incomplete ? "warn" : "info", detail: incomplete ? "the upload was cut off: the file is not complete" : "" });
+  // What this user did over HTTP (most likely in this page) is shown by the page itself already.
+  const mine = d.user === S.user && d.protocol === "http";
+  if (!mine || incomplete) notify(info.text, { kind: incomplete ? "warn" : "info", detail: incomplete ? "the upload was cut off: the file is not complete" : "" });
   if (S.stats) drawActivity();
   if (S.query) return;
   const gone = [];
