@@ -1021,6 +1021,7 @@ function wire() {
       return !over;
     });
     summary();
+    if (!S.uploads.length) $("uploads").hidden = true;
   });
   $("uploads-close").addEventListener("click", () => ($("uploads").hidden = true));
   $("preview-prev").addEventListener("click", () => stepPreview(-1));
