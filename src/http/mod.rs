@@ -1,5 +1,6 @@
 //! The HTTP listener (`http.listen`): the operations endpoints `/healthz`, `/readyz`, `/metrics`,
-//! and the file API under `/api/v1` ([`api`], `docs/http.md`).
+//! the file API under `/api/v1` ([`api`], `docs/http.md`) and the web interface at `/` ([`web`],
+//! `docs/web.md`).
 
 pub mod api;
 pub mod auth;
@@ -8,6 +9,7 @@ pub mod events;
 pub mod openapi;
 pub mod transfer;
 pub mod uploads;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -110,6 +112,7 @@ impl HttpServer {
             .route("/readyz", get(readyz))
             .route("/metrics", get(metrics))
             .with_state(probes)
+            .merge(web::router())
             .merge(api::router(api));
         let connections = TaskTracker::new();
         let plain = accept_loop(self.listener, None, app.clone(), &connections, stop.clone());
