@@ -430,6 +430,20 @@ async fn curl_files_ranges_and_events(kind: Kind) {
     curl(&t, &["-u", ALICE, "-X", "DELETE", &url(&t, "files/")])
         .await
         .problem(403);
+    // Recursively neither: refused before anything in the home goes.
+    curl(
+        &t,
+        &[
+            "-u",
+            ALICE,
+            "-X",
+            "DELETE",
+            &url(&t, "files/?recursive=true"),
+        ],
+    )
+    .await
+    .problem(403);
+    assert!(store_has(&t, "/home/alice/x/moved").await);
 
     // The read-only user reads but may not change anything.
     let r = curl(&t, &["-u", "reader:secret", &url(&t, "files/x/moved")]).await;

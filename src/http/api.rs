@@ -953,6 +953,14 @@ pub(super) async fn delete_file(
     let fs = &session.fs;
     let path = target(fs, &uri, "/api/v1/files")?;
     let q = query(&uri)?;
+    if path.is_root() {
+        // Refused before anything goes: a recursive delete would otherwise empty the home and only
+        // then fail on the home itself.
+        return Err(Problem::from(StoreError::new(
+            ErrorKind::PermissionDenied,
+            "the home itself cannot be deleted; delete what is in it by name",
+        )));
+    }
     let meta = fs.stat(&path).await?;
     if meta.is_file() {
         fs.delete(&path).await?;
