@@ -63,7 +63,10 @@ async fn schemathesis_finds_nothing() {
     .await;
     let addr = t.gw().http_addr;
     let report = t.temp_path("junit.xml");
+    let clients = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients");
     let args: Vec<String> = vec![
+        "--config-file".into(),
+        clients.join("schemathesis.toml").display().to_string(),
         "run".into(),
         format!("http://{addr}/api/v1/openapi.json"),
         "--url".into(),
@@ -91,11 +94,14 @@ async fn schemathesis_finds_nothing() {
         "--report-junit-path".into(),
         report.display().to_string(),
     ];
+    let clients_dir = clients.clone();
     let out = tokio::task::spawn_blocking(move || {
+        let clients = clients_dir;
         std::process::Command::new(bin)
             .args(&args)
             .env("NO_COLOR", "1")
-            .env("SCHEMATHESIS_HOOKS", "")
+            .env("SCHEMATHESIS_HOOKS", "schemathesis_hooks")
+            .env("PYTHONPATH", &clients)
             .output()
             .unwrap()
     })

@@ -109,8 +109,9 @@ fn wants_sse(headers: &HeaderMap) -> bool {
     path = "/api/v1/events",
     params(
         ("after" = Option<u64>, Query, description = "Events after this seq (SSE: like Last-Event-ID)"),
-        ("limit" = Option<usize>, Query, description = "JSON: events looked at per page (default 100, at most 1000)"),
-        ("Last-Event-ID" = Option<u64>, Header, description = "SSE: resume after this seq"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "JSON: events looked at per page (default 100, at most 1000)"),
+        // A string as browsers send it; it must hold a seq, else 400.
+        ("Last-Event-ID" = Option<String>, Header, nullable = false, description = "SSE: resume after this seq (the `id:` of the last event received)"),
     ),
     responses(
         (status = 200, description = "JSON page, or an SSE stream (`text/event-stream`)", body = EventsPage),
@@ -118,6 +119,8 @@ fn wants_sse(headers: &HeaderMap) -> bool {
         (status = 401, description = "no or wrong credentials"),
         (status = 410, description = "the history no longer reaches back to `after`; the problem has `oldest_seq`"),
         (status = 503, description = "events.max_streams streams are open"),
+        (status = 403, description = "the login may not see events", body = super::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "too many failed logins from this address", body = super::openapi::ProblemBody, content_type = "application/problem+json"),
     )
 )]
 pub async fn events(
@@ -226,6 +229,8 @@ fn sse_response(sub: Subscription, stop: CancellationToken) -> Response {
         (status = 401, description = "no or wrong credentials"),
         (status = 410, description = "the history no longer reaches back to `after`; the problem has `oldest_seq`"),
         (status = 503, description = "events.max_streams streams are open"),
+        (status = 403, description = "the login may not see events", body = super::openapi::ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "too many failed logins from this address", body = super::openapi::ProblemBody, content_type = "application/problem+json"),
     )
 )]
 pub async fn events_ws(

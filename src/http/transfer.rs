@@ -149,7 +149,7 @@ pub async fn list_sorted(
     params(("q" = String, Query, description = "text the name contains"),
            ("path" = Option<String>, Query, description = "directory to search (default: home)"),
            ("cursor" = Option<String>, Query), ("limit" = Option<usize>, Query)),
-    responses((status = 200, description = "{entries:[{path,name,kind,size,mtime}], next_cursor}")))]
+    responses((status = 200, description = "{entries:[{path,name,kind,size,mtime}], next_cursor}"), super::openapi::Errors))]
 pub async fn search(State(_api): State<Shared>, session: Session, uri: Uri) -> Result<Response> {
     let fs = &session.fs;
     let q = query(&uri)?;
@@ -297,7 +297,7 @@ pub struct DeleteRequest {
 /// change and one event each) and says per path how it went: `status` 204, or the status and
 /// problem a single DELETE would have had. Directories need `recursive`.
 #[utoipa::path(post, path = "/api/v1/delete", tag = "files", request_body = DeleteRequest,
-    responses((status = 200, description = "{results:[{path,status,problem?}]}")))]
+    responses((status = 200, description = "{results:[{path,status,problem?}]}"), super::openapi::Errors))]
 pub async fn batch_delete(
     State(_api): State<Shared>,
     session: Session,
@@ -349,7 +349,7 @@ async fn delete_one(fs: &UserFs, path: &UserPath, recursive: bool) -> Result<()>
 
 /// `GET /api/v1/usage`: `{"bytes", "files", "quota_bytes", "quota_files"}` (null = unlimited).
 #[utoipa::path(get, path = "/api/v1/usage", tag = "files",
-    responses((status = 200, description = "{bytes, files, quota_bytes, quota_files}")))]
+    responses((status = 200, description = "{bytes, files, quota_bytes, quota_files}"), super::openapi::Errors))]
 pub async fn usage(State(_api): State<Shared>, session: Session) -> Result<Response> {
     let (bytes, files, quota_bytes, quota_files) = session.fs.usage().await?;
     Ok(json_response(
@@ -368,7 +368,11 @@ pub async fn usage(State(_api): State<Shared>, session: Session) -> Result<Respo
     params(("path" = String, Path, description = "directory, relative to the home")),
     request_body(content_type = "multipart/form-data"),
     responses((status = 201, description = "[{path,size,sha256,version,created}]"),
-              (status = 413, description = "larger than storage.max_file_size or the quota")))]
+              (status = 409, description = "a name is taken by a directory, or the parent is a file", body = super::openapi::ProblemBody, content_type = "application/problem+json"),
+              (status = 413, description = "larger than storage.max_file_size or the quota", body = super::openapi::ProblemBody, content_type = "application/problem+json"),
+              (status = 415, description = "not multipart/form-data", body = super::openapi::ProblemBody, content_type = "application/problem+json"),
+              (status = 507, description = "the quota is used up", body = super::openapi::ProblemBody, content_type = "application/problem+json"),
+              super::openapi::Errors))]
 pub async fn upload_form(
     State(api): State<Shared>,
     session: Session,
@@ -506,7 +510,7 @@ pub struct ZipRequest {
 
 /// `POST /api/v1/zip {"paths": [...], "name": "x.zip"}`: the files and folders named, as one ZIP.
 #[utoipa::path(post, path = "/api/v1/zip", tag = "files", request_body = ZipRequest,
-    responses((status = 200, description = "application/zip, streamed", content_type = "application/zip")))]
+    responses((status = 200, description = "application/zip, streamed", content_type = "application/zip"), super::openapi::Errors))]
 pub async fn zip_selection(
     State(_api): State<Shared>,
     session: Session,

@@ -385,6 +385,8 @@ fn target_of(fs: &UserFs, metadata: &[(String, Option<String>)]) -> Result<UserP
 
 /// `OPTIONS /api/v1/uploads`: what this server speaks.
 #[utoipa::path(options, path = "/api/v1/uploads", tag = "uploads",
+    // tus discovery: a client asks what the server speaks before it logs anything in.
+    security(()),
     responses((status = 204, description = "tus capabilities in Tus-Version, Tus-Extension, Tus-Max-Size, Tus-Checksum-Algorithm")))]
 pub async fn options(State(api): State<Shared>) -> Response {
     let mut response = StatusCode::NO_CONTENT.into_response();
@@ -407,8 +409,13 @@ pub async fn options(State(api): State<Shared>) -> Response {
 /// first bytes.
 #[utoipa::path(post, path = "/api/v1/uploads", tag = "uploads",
     responses((status = 201, description = "created; Location is the upload's URL"),
-              (status = 400, description = "no Upload-Length or target"),
-              (status = 413, description = "larger than storage.max_file_size or the quota")))]
+              (status = 409, description = "the target's state forbids it", body = super::openapi::ProblemBody, content_type = "application/problem+json"),
+              (status = 412, description = "no or another Tus-Resumable (the answer names 1.0.0)", body = super::openapi::ProblemBody, content_type = "application/problem+json"),
+              (status = 413, description = "larger than storage.max_file_size or the quota", body = super::openapi::ProblemBody, content_type = "application/problem+json"),
+              (status = 415, description = "a body that is not application/offset+octet-stream", body = super::openapi::ProblemBody, content_type = "application/problem+json"),
+              (status = 423, description = "the upload is being written", body = super::openapi::ProblemBody, content_type = "application/problem+json"),
+              (status = 507, description = "the quota is used up", body = super::openapi::ProblemBody, content_type = "application/problem+json"),
+              super::openapi::Errors))]
 pub async fn create(
     State(api): State<Shared>,
     session: Session,
@@ -515,7 +522,10 @@ pub async fn create(
 #[utoipa::path(head, path = "/api/v1/uploads/{id}", tag = "uploads",
     params(("id" = String, Path, description = "upload id")),
     responses((status = 200, description = "Upload-Offset and Upload-Length"),
-              (status = 404, description = "no such upload"), (status = 410, description = "expired")))]
+              (status = 410, description = "expired", body = super::openapi::ProblemBody, content_type = "application/problem+json"),
+              (status = 412, description = "no or another Tus-Resumable (the answer names 1.0.0)", body = super::openapi::ProblemBody, content_type = "application/problem+json"),
+              (status = 423, description = "the upload is being written", body = super::openapi::ProblemBody, content_type = "application/problem+json"),
+              super::openapi::Errors))]
 pub async fn head_upload(
     State(api): State<Shared>,
     session: Session,
@@ -549,7 +559,13 @@ pub async fn head_upload(
     responses((status = 204, description = "stored; Upload-Offset is the new offset"),
               (status = 409, description = "Upload-Offset is not the upload's offset"),
               (status = 415, description = "not application/offset+octet-stream"),
-              (status = 460, description = "Upload-Checksum does not match; the bytes were dropped")))]
+              (status = 460, description = "Upload-Checksum does not match; the bytes were dropped", body = super::openapi::ProblemBody, content_type = "application/problem+json"),
+              (status = 410, description = "expired", body = super::openapi::ProblemBody, content_type = "application/problem+json"),
+              (status = 412, description = "no or another Tus-Resumable (the answer names 1.0.0)", body = super::openapi::ProblemBody, content_type = "application/problem+json"),
+              (status = 413, description = "past Upload-Length", body = super::openapi::ProblemBody, content_type = "application/problem+json"),
+              (status = 423, description = "the upload is being written", body = super::openapi::ProblemBody, content_type = "application/problem+json"),
+              (status = 507, description = "the quota is used up", body = super::openapi::ProblemBody, content_type = "application/problem+json"),
+              super::openapi::Errors))]
 pub async fn patch_upload(
     State(api): State<Shared>,
     session: Session,
@@ -586,7 +602,11 @@ pub async fn patch_upload(
 /// `DELETE /api/v1/uploads/{id}`: gives the upload up; its bytes are dropped.
 #[utoipa::path(delete, path = "/api/v1/uploads/{id}", tag = "uploads",
     params(("id" = String, Path, description = "upload id")),
-    responses((status = 204, description = "terminated"), (status = 404, description = "no such upload")))]
+    responses((status = 204, description = "terminated"),
+              (status = 410, description = "expired", body = super::openapi::ProblemBody, content_type = "application/problem+json"),
+              (status = 412, description = "no or another Tus-Resumable (the answer names 1.0.0)", body = super::openapi::ProblemBody, content_type = "application/problem+json"),
+              (status = 423, description = "the upload is being written", body = super::openapi::ProblemBody, content_type = "application/problem+json"),
+              super::openapi::Errors))]
 pub async fn terminate(
     State(api): State<Shared>,
     session: Session,
