@@ -247,8 +247,10 @@ pub(crate) fn param<'a>(q: &'a [(String, String)], name: &str) -> Option<&'a str
 /// A boolean flag: absent = false; `true`/`1`/empty = true; `false`/`0` = false.
 pub(crate) fn flag(q: &[(String, String)], name: &str) -> Result<bool> {
     match param(q, name) {
-        None | Some("false") | Some("0") => Ok(false),
-        Some("true") | Some("1") | Some("") => Ok(true),
+        // Only the two words the OpenAPI document promises (a boolean), so `?all=` or `?all=0`
+        // is a mistake the caller hears about rather than a guess.
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
         Some(other) => Err(Problem::bad_request(format!(
             "?{name}={other}: use true or false"
         ))),
