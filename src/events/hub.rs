@@ -18,7 +18,7 @@
 //! **The seam.** A subscriber takes the broadcast receiver and the hub's cursor under the same lock
 //! the hub holds while it sends, so the receiver gets exactly the events after that cursor. Events
 //! from the resume point up to the cursor come from the history; every event is passed on once,
-//! in `seq` order, by skipping what is not newer than the last one handled.
+//! in `seq` order: whatever is not newer than the last one handled is passed over.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};

@@ -299,7 +299,7 @@ impl Store {
     /// Up to `limit` events after `after`, oldest first, from the outbox and the history of
     /// delivered events — or [`EventPage::Gone`] when some event after `after` was already dropped
     /// from the history (bounded by `history_max` and `history_age`), so a consumer resuming from
-    /// `after` learns that it missed events instead of silently skipping them.
+    /// `after` learns that it missed events instead of never hearing of them.
     pub async fn events_page(&self, after: u64, limit: usize) -> Result<EventPage> {
         self.inner.backend.events_page(after, limit.max(1)).await
     }
