@@ -19,6 +19,8 @@ use tokio::sync::mpsc;
 struct Subscriber {
     rx: mpsc::UnboundedReceiver<(String, Value)>,
     task: tokio::task::JoinHandle<()>,
+    /// The last connection error, shown when events do not arrive.
+    last_error: std::sync::Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl Drop for Subscriber {
@@ -43,12 +45,20 @@ async fn subscribe(
     let (client, mut el) = AsyncClient::new(o, 100);
     let (tx, rx) = mpsc::unbounded_channel();
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<Result<(), String>>();
+    let last_error = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let noted = last_error.clone();
     let task = tokio::spawn(async move {
         let mut ready = Some(ready_tx);
         loop {
             match el.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    let _ = client.try_subscribe("filegate/events/#", QoS::AtLeastOnce);
+                // A resumed session keeps its subscription: subscribing again would hide a broker
+                // that lost it (and the events sent before the subscription came back).
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                    if !ack.session_present {
+                        let _ = client.try_subscribe("filegate/events/#", QoS::AtLeastOnce);
+                    } else if let Some(r) = ready.take() {
+                        let _ = r.send(Ok(()));
+                    }
                 }
                 Ok(Event::Incoming(Packet::SubAck(_))) => {
                     if let Some(r) = ready.take() {
@@ -65,13 +75,18 @@ async fn subscribe(
                         let _ = r.send(Err(e.to_string()));
                         return;
                     }
+                    *noted.lock().unwrap() = Some(e.to_string());
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
         }
     });
     match tokio::time::timeout(Duration::from_secs(10), ready_rx).await {
-        Ok(Ok(Ok(()))) => Ok(Subscriber { rx, task }),
+        Ok(Ok(Ok(()))) => Ok(Subscriber {
+            rx,
+            task,
+            last_error,
+        }),
         Ok(Ok(Err(e))) => Err(e),
         _ => Err("no SubAck".into()),
     }
@@ -82,6 +97,17 @@ impl Subscriber {
     /// at least once), failing after `limit`.
     async fn collect(&mut self, want: usize, limit: Duration) -> BTreeMap<u64, (String, Value)> {
         let mut got = BTreeMap::new();
+        self.collect_into(&mut got, want, limit).await;
+        got
+    }
+
+    /// Adds to `got` until it holds `want` distinct sequence numbers.
+    async fn collect_into(
+        &mut self,
+        got: &mut BTreeMap<u64, (String, Value)>,
+        want: usize,
+        limit: Duration,
+    ) {
         let deadline = Instant::now() + limit;
         while got.len() < want {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -90,11 +116,33 @@ impl Subscriber {
                     got.insert(v["data"]["seq"].as_u64().unwrap(), (topic, v));
                 }
                 _ => panic!(
-                    "only {} of {want} events arrived: {:?}",
+                    "only {} of {want} events arrived: {:?} (the subscriber's last connection error: {:?})",
                     got.len(),
-                    got.keys().collect::<Vec<_>>()
+                    got.keys().collect::<Vec<_>>(),
+                    self.last_error.lock().unwrap()
                 ),
             }
+        }
+    }
+
+    /// Waits until the subscriber's connection has failed: by then it has passed on everything it
+    /// read (and acknowledged) before.
+    async fn lost_connection(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while self.last_error.lock().unwrap().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "the subscriber is still connected"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// What has arrived so far, without waiting.
+    fn received(&mut self) -> BTreeMap<u64, (String, Value)> {
+        let mut got = BTreeMap::new();
+        while let Ok((topic, v)) = self.rx.try_recv() {
+            got.insert(v["data"]["seq"].as_u64().unwrap(), (topic, v));
         }
         got
     }
@@ -289,13 +337,34 @@ async fn a_broker_outage_loses_no_event() {
         backlog.backlog() > 0,
         "events wait in the outbox while the broker is down"
     );
+    // The subscriber goes away too, and comes back only once the gateway has handed every event to
+    // the restarted broker: what it missed must come from its session, kept across the restart.
+    sub.lost_connection(Duration::from_secs(20)).await;
+    let mut seen = sub.received();
+    drop(sub);
     broker.restart();
-    // The same subscriber reconnects by itself and gets what its session kept.
-    let seen = sub.collect(201, Duration::from_secs(60)).await;
-    assert_eq!(
-        seen.keys().copied().collect::<Vec<_>>(),
-        (1..=201).collect::<Vec<_>>(),
-        "no gap in seq"
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = store.outbox_status().await.unwrap();
+        if status.acked_seq == status.last_seq {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the gateway did not deliver its backlog to the restarted broker: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut sub = subscribe(broker.port(), None, "durable-sub", false)
+        .await
+        .unwrap();
+    sub.collect_into(&mut seen, 201, Duration::from_secs(60))
+        .await;
+    let missing: Vec<u64> = (1..=201).filter(|s| !seen.contains_key(s)).collect();
+    let extra: Vec<u64> = seen.keys().copied().filter(|s| *s > 201).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "no gap in seq: missing {missing:?}, unexpected {extra:?}"
     );
     t.stop().await;
 }

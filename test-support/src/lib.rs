@@ -13,13 +13,42 @@ use std::time::Duration;
 /// How long a server may take to say it is ready.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// A free TCP port on 127.0.0.1 (free when asked; servers retry if another process takes it first).
+/// A free TCP port on 127.0.0.1 for a server (free when asked; servers retry if another process
+/// takes it first).
+///
+/// It is chosen above Linux's ephemeral range, never by the kernel: a server that a test stops and
+/// starts again on the same port (a broker or Redis outage) would otherwise find its port taken by
+/// another test's outgoing connection or `bind(0)` listener in the meantime, and its clients would
+/// talk to that stranger instead (tests' FTP passive ranges lie below 32768, see tests/common).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind an ephemeral port")
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static DRAWS: AtomicU64 = AtomicU64::new(0);
+    let (low, high) = above_ephemeral_range();
+    for _ in 0..1000 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(DRAWS.fetch_add(1, Ordering::Relaxed));
+        h.write_u32(std::process::id());
+        let port = low + (h.finish() % u64::from(high - low + 1)) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {low}..={high} after 1000 tries");
+}
+
+/// The ports above the kernel's ephemeral range (`net.ipv4.ip_local_port_range`, 32768–60999 by
+/// default), or the top 2,000 ports when that range reaches too high to leave room.
+fn above_ephemeral_range() -> (u16, u16) {
+    let high = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u16>().ok())
+        .unwrap_or(60999);
+    if high < 63535 {
+        (high + 1, 65535)
+    } else {
+        (63536, 65535)
+    }
 }
 
 /// A private `redis-server` on a free loopback port with its own data directory, killed on drop.
@@ -619,13 +648,29 @@ impl Mosquitto {
     }
 
     /// Stops it with SIGTERM, so a persistent broker saves its sessions, and waits for it.
+    /// Panics when a persistent broker did not save them: a test of an outage would otherwise only
+    /// pass when its subscriber happens to subscribe again before the publisher sends.
     pub fn stop_gracefully(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = Command::new("kill")
                 .args(["-TERM", &child.id().to_string()])
                 .status();
             let _ = child.wait();
+            if self.persistent {
+                let db = self.persistence_dir().join("mosquitto.db");
+                assert!(
+                    db.exists(),
+                    "mosquitto did not save its sessions to {}",
+                    db.display()
+                );
+            }
         }
+    }
+
+    /// Where a persistent broker keeps its sessions: writable by the `mosquitto` user, which the
+    /// broker switches to when started as root (the temp dir itself is private to root).
+    fn persistence_dir(&self) -> PathBuf {
+        self.dir.path().join("sessions")
     }
 
     pub fn port(&self) -> u16 {
@@ -690,9 +735,19 @@ impl Mosquitto {
             let port = fixed_port.unwrap_or_else(free_port);
             let conf = self.dir.path().join("mosquitto.conf");
             let persistence = if self.persistent {
+                let sessions = self.persistence_dir();
+                std::fs::create_dir_all(&sessions).expect("mosquitto's session dir");
+                // The temp dir is root's alone; the broker (as `mosquitto`) must reach into it.
+                for dir in [self.dir.path(), sessions.as_path()] {
+                    std::fs::set_permissions(
+                        dir,
+                        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+                    )
+                    .expect("open mosquitto's session dir");
+                }
                 format!(
                     "persistence true\npersistence_location {}/\nautosave_interval 0\n",
-                    self.dir.path().display()
+                    sessions.display()
                 )
             } else {
                 "persistence false\n".to_string()
