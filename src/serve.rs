@@ -268,13 +268,17 @@ fn prepare_directories(config: &Config) -> anyhow::Result<()> {
         }
     }
     for dir in dirs {
-        std::fs::create_dir_all(dir).with_context(|| {
-            format!(
-                "cannot create the directory {}; create it or point server.data_dir / \
+        // Only the gateway's user may look in: the store holds every user's files, the data dir
+        // the SSH host keys. (A directory that exists keeps the mode its owner gave it.)
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(dir)
+            .with_context(|| {
+                format!(
+                    "cannot create the directory {}; create it or point server.data_dir / \
                  storage.embedded.path somewhere writable",
-                dir.display()
-            )
-        })?;
+                    dir.display()
+                )
+            })?;
     }
     Ok(())
 }

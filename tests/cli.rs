@@ -210,6 +210,17 @@ fn serve_starts_prints_its_line_and_exits_0_on_sigterm() {
     assert!(line.starts_with(&expected), "{line}");
     assert!(line.contains("(namespace filegate)"), "{line}");
     assert!(store.exists(), "the store file was not created");
+    // Nobody but the gateway's user can look into what it created (issue 18, item 11).
+    use std::os::unix::fs::PermissionsExt;
+    for (path, mode) in [
+        (&data, 0o700),
+        (&data.join("store"), 0o700),
+        (&store, 0o600),
+        (&host_key, 0o600),
+    ] {
+        let got = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(got, mode, "{} is {got:o}", path.display());
+    }
 
     // An idle MQTT 5 subscriber (the shipped demo user) does not hold the shutdown up.
     let mqtt: std::net::SocketAddr = mqtt.expect("a broker line").parse().unwrap();

@@ -292,6 +292,54 @@ async fn malformed_ftp_lines() {
     t.stop().await;
 }
 
+/// Before logging in, a command line that never ends is cut off at 8 KiB with a 500 and the
+/// connection closed (issue 18, item 1): the gateway does not buffer it until memory runs out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_ftp_line_before_login_is_refused_at_8_kib() {
+    let t = start(Kind::Embedded, |_| {}).await;
+    let addr = t.ftp_addr();
+    tokio::task::spawn_blocking(move || {
+        let streams: Vec<_> = (0..4)
+            .map(|_| {
+                let mut s = TcpStream::connect(addr).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                let mut greeting = [0u8; 512];
+                let n = s.read(&mut greeting).unwrap();
+                assert!(greeting[..n].starts_with(b"220"), "{:?}", &greeting[..n]);
+                s
+            })
+            .collect();
+        for mut s in streams {
+            // 8 KiB without a newline: refused as soon as the limit is reached. (Exactly that
+            // much, so the gateway has read all of it and its close is clean, not a reset that
+            // could swallow the reply.)
+            s.write_all(&[b'A'; 8192]).unwrap();
+            let mut reply = Vec::new();
+            let _ = s.read_to_end(&mut reply);
+            let reply = String::from_utf8_lossy(&reply);
+            assert!(reply.starts_with("500 Command line too long"), "{reply:?}");
+        }
+        // A client that keeps streaming is cut off: its writes fail long before 64 MiB (socket
+        // buffers hold a few MiB at most).
+        let mut s = TcpStream::connect(addr).unwrap();
+        let piece = vec![b'A'; 64 * 1024];
+        let mut sent = 0usize;
+        while sent < 64 << 20 {
+            match s.write(&piece) {
+                Ok(n) => sent += n,
+                Err(_) => break,
+            }
+        }
+        assert!(sent < 64 << 20, "the gateway kept reading an endless line");
+        // Everyone else is served as before.
+        let mut h = Ftp::login(addr);
+        assert!(h.send(b"NOOP\r\n").starts_with("200"));
+    })
+    .await
+    .unwrap();
+    t.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_packets_over_the_limit_are_refused_without_harm() {
     let broker_port = test_support::free_port();

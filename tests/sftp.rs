@@ -531,3 +531,66 @@ async fn open_handles_are_capped_per_session() {
     assert_eq!(data.data, b"hello");
     t.stop().await;
 }
+
+/// A write-only account (a drop box) cannot read an existing file by opening it READ|WRITE and
+/// reading through the write handle (issue 18, item 4); it can still write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_only_user_cannot_read_through_a_read_write_open() {
+    use filegate::config::Permission;
+    let t = start(Kind::Embedded, |c| {
+        sftp_on(c);
+        c.users.push(common::user(
+            "dropbox",
+            "/home/alice",
+            &[Permission::List, Permission::Write],
+        ));
+    })
+    .await;
+    let alice = ssh_login(t.sftp_addr(), "alice", PASSWORD).await.unwrap();
+    let sftp = sftp_session(&alice).await;
+    let mut f = sftp.create("secret.txt").await.unwrap();
+    f.write_all(b"payroll").await.unwrap();
+    f.shutdown().await.unwrap();
+
+    let ssh = ssh_login(t.sftp_addr(), "dropbox", PASSWORD).await.unwrap();
+    let channel = ssh.channel_open_session().await.unwrap();
+    channel.request_subsystem(true, "sftp").await.unwrap();
+    let raw = russh_sftp::client::RawSftpSession::new(channel.into_stream());
+    raw.init().await.unwrap();
+    for flags in [
+        OpenFlags::READ | OpenFlags::WRITE,
+        OpenFlags::READ | OpenFlags::APPEND,
+        OpenFlags::READ | OpenFlags::WRITE | OpenFlags::CREATE,
+    ] {
+        match raw
+            .open("secret.txt", flags, FileAttributes::default())
+            .await
+        {
+            Err(russh_sftp::client::error::Error::Status(s)) => {
+                assert_eq!(s.status_code, StatusCode::PermissionDenied, "{flags:?}");
+                assert!(s.error_message.contains("read"), "{}", s.error_message);
+            }
+            Ok(h) => {
+                let got = raw.read(h.handle, 0, 100).await;
+                panic!("{flags:?} opened for a write-only user; read gave {got:?}");
+            }
+            Err(other) => panic!("{flags:?}: {other:?}"),
+        }
+    }
+    // Writing alone is what the account is for.
+    let h = raw
+        .open(
+            "drop.txt",
+            OpenFlags::WRITE | OpenFlags::CREATE,
+            FileAttributes::default(),
+        )
+        .await
+        .unwrap();
+    raw.write(h.handle.clone(), 0, b"in".to_vec())
+        .await
+        .unwrap();
+    raw.close(h.handle).await.unwrap();
+    assert_eq!(sftp.read("drop.txt").await.unwrap(), b"in");
+    assert_eq!(sftp.read("secret.txt").await.unwrap(), b"payroll");
+    t.stop().await;
+}

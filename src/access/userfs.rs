@@ -395,6 +395,13 @@ impl UserFs {
         self.open_write_at(sp.clone(), opts, &sp).await
     }
 
+    /// A write session whose content the client may also read back (SFTP's READ|WRITE open):
+    /// both permissions, or a write-only account could read any existing file by opening it so.
+    pub async fn open_read_write(&self, path: &UserPath, opts: OpenOptions) -> Result<Upload> {
+        self.require(Permission::Read, "read files")?;
+        self.open_write(path, opts).await
+    }
+
     /// A write session on store path `sp` (a file in the home, or a staging file), counted in the
     /// quota; `shown` is the path its audit line names.
     async fn open_write_at(

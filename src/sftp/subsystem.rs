@@ -314,7 +314,12 @@ impl russh_sftp::server::Handler for SftpHandler {
                     && pflags.contains(OpenFlags::EXCLUDE),
                 truncate: pflags.contains(OpenFlags::TRUNCATE),
             };
-            let upload = self.fs.open_write(&p, opts).await.map_err(reply)?;
+            let upload = if pflags.contains(OpenFlags::READ) {
+                self.fs.open_read_write(&p, opts).await
+            } else {
+                self.fs.open_write(&p, opts).await
+            }
+            .map_err(reply)?;
             Open::Write {
                 upload: Some(Box::new(upload)),
                 path: p,

@@ -488,12 +488,34 @@ impl EmbeddedBackend {
             let db = match &path {
                 Some(p) => {
                     if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
-                        std::fs::create_dir_all(dir).map_err(|e| {
+                        std::os::unix::fs::DirBuilderExt::mode(
+                            std::fs::DirBuilder::new().recursive(true),
+                            0o700,
+                        )
+                        .create(dir)
+                        .map_err(|e| {
                             StoreError::unavailable(format!(
                                 "cannot create directory {} for the embedded store: {e}",
                                 dir.display()
                             ))
                         })?;
+                    }
+                    // A new store file is the gateway user's alone (redb would create it 0644):
+                    // it holds every user's files. redb initialises an empty file as a new store.
+                    match std::os::unix::fs::OpenOptionsExt::mode(
+                        std::fs::OpenOptions::new().write(true).create_new(true),
+                        0o600,
+                    )
+                    .open(p)
+                    {
+                        Ok(_) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                        Err(e) => {
+                            return Err(StoreError::unavailable(format!(
+                                "cannot create the embedded store {}: {e}",
+                                p.display()
+                            )))
+                        }
                     }
                     Database::builder()
                         .set_cache_size(CACHE_BYTES)

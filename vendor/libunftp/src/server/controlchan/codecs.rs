@@ -1,8 +1,18 @@
-use super::{Reply, command::Command, error::ControlChanError, line_parser};
+use super::{
+    Reply,
+    command::Command,
+    error::{ControlChanError, ControlChanErrorKind},
+    line_parser,
+};
 
 use bytes::BytesMut;
 use std::io::Write;
 use tokio_util::codec::{Decoder, Encoder};
+
+/// filegate patch: the longest command line taken, `\r\n` included. RFC 959 sets no limit; real
+/// lines are a command and a path (at most a few KiB). Without a limit, a client that never sends
+/// `\n` grows this buffer until the process runs out of memory, before logging in.
+pub const MAX_LINE: usize = 8192;
 
 // FTPCodec implements tokio's `Decoder` and `Encoder` traits for the control channel, that we'll
 // use to decode FTP commands and encode their responses.
@@ -32,6 +42,11 @@ impl Decoder for FtpCodec {
     fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Self::Item>, Self::Error> {
         if let Some(newline_offset) = buf[self.next_index..].iter().position(|b| *b == b'\n') {
             let newline_index = newline_offset + self.next_index;
+            if newline_index >= MAX_LINE {
+                buf.clear();
+                self.next_index = 0;
+                return Err(ControlChanError::new(ControlChanErrorKind::LineTooLong));
+            }
             let mut line = buf.split_to(newline_index + 1);
             self.next_index = 0;
             // filegate patch: Telnet commands before a command are dropped (RFC 959 4.1.3): lftp
@@ -41,6 +56,10 @@ impl Decoder for FtpCodec {
             let telnet = line.iter().take_while(|b| **b >= 0xF0).count();
             let _ = line.split_to(telnet);
             Ok(Some(line_parser::parse(line).map_err(ControlChanError::from)))
+        } else if buf.len() >= MAX_LINE {
+            buf.clear();
+            self.next_index = 0;
+            Err(ControlChanError::new(ControlChanErrorKind::LineTooLong))
         } else {
             self.next_index = buf.len();
             Ok(None)
@@ -119,5 +138,33 @@ mod tests {
         codec.encode(reply, &mut buf).unwrap();
 
         assert_eq!(buf, "214-Usage: foo\r\n\r\n214 Options:\r\n".as_bytes());
+    }
+}
+
+#[cfg(test)]
+mod line_limit_tests {
+    use super::*;
+
+    #[test]
+    fn a_line_without_end_is_refused_at_the_limit_and_its_bytes_dropped() {
+        let mut codec = FtpCodec::new();
+        let mut buf = BytesMut::from(&vec![b'A'; MAX_LINE - 1][..]);
+        assert!(matches!(codec.decode(&mut buf), Ok(None)));
+        buf.extend_from_slice(b"A");
+        let err = codec.decode(&mut buf).err().expect("too long");
+        assert_eq!(err.kind(), &ControlChanErrorKind::LineTooLong);
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn a_long_line_that_ends_is_refused_and_a_short_one_parses() {
+        let mut codec = FtpCodec::new();
+        let mut long = b"STOR ".to_vec();
+        long.extend(vec![b'x'; MAX_LINE]);
+        long.extend_from_slice(b"\r\n");
+        let mut buf = BytesMut::from(&long[..]);
+        assert_eq!(codec.decode(&mut buf).err().expect("too long").kind(), &ControlChanErrorKind::LineTooLong);
+        let mut buf = BytesMut::from(&b"NOOP\r\n"[..]);
+        assert!(matches!(codec.decode(&mut buf), Ok(Some(Ok(_)))));
     }
 }

@@ -427,6 +427,14 @@ fn handle_control_channel_error(logger: slog::Logger, error: ControlChanError) -
             Reply::new(ReplyCode::ClosingControlConnection, "Session timed out. Closing control connection"),
             true,
         ),
+        // filegate patch: what follows an over-long line cannot be told from its rest: close.
+        ControlChanErrorKind::LineTooLong => (
+            Reply::new_with_string(
+                ReplyCode::CommandSyntaxError,
+                format!("Command line too long: the limit is {} bytes; closing the connection", super::codecs::MAX_LINE),
+            ),
+            true,
+        ),
         _ => (Reply::new(ReplyCode::LocalError, "Unknown internal server error, please try again later"), true),
     }
 }
