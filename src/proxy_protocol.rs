@@ -6,11 +6,12 @@
 //! from the socket that libunftp or russh then reads.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 
 /// How long a proxy may take to send the header.
@@ -32,12 +33,18 @@ pub enum ProxyHeaderError {
     Io(#[from] std::io::Error),
 }
 
+/// Connections still sending their PROXY header, per listener; more are closed at once, so
+/// connections that never send one cannot pile up (each is also bounded by `HEADER_TIMEOUT`).
+pub const MAX_PENDING_HEADERS: usize = 128;
+
 /// A listener's connections, each with its client's address: the peer's, or behind a proxy
-/// (`proxy_protocol`) the one its PROXY header names. Headers are read in tasks of their own, so a
-/// slow proxy connection never holds up the others.
+/// (`proxies` given: `*.proxy_protocol` with its `*.trusted_proxies`) the one its PROXY header
+/// names. Headers are read in tasks of their own, so a slow proxy connection never holds up the
+/// others.
 pub struct Incoming<'a> {
     listener: &'a TcpListener,
-    proxy_protocol: bool,
+    proxies: Option<Vec<ipnet::IpNet>>,
+    pending: Arc<Semaphore>,
     tasks: TaskTracker,
     protocol: &'static str,
     unwrapped: mpsc::Sender<(TcpStream, SocketAddr)>,
@@ -45,16 +52,18 @@ pub struct Incoming<'a> {
 }
 
 impl<'a> Incoming<'a> {
+    /// `proxies`: `None` without the PROXY protocol; else the ranges whose headers are believed.
     pub fn new(
         listener: &'a TcpListener,
-        proxy_protocol: bool,
+        proxies: Option<Vec<ipnet::IpNet>>,
         tasks: &TaskTracker,
         protocol: &'static str,
     ) -> Self {
         let (unwrapped, ready) = mpsc::channel(64);
         Incoming {
             listener,
-            proxy_protocol,
+            proxies,
+            pending: Arc::new(Semaphore::new(MAX_PENDING_HEADERS)),
             tasks: tasks.clone(),
             protocol,
             unwrapped,
@@ -67,12 +76,24 @@ impl<'a> Incoming<'a> {
         loop {
             tokio::select! {
                 Some(ready) = self.ready.recv() => return ready,
-                accepted = self.listener.accept() => match accepted {
-                    Ok((stream, proxy)) if self.proxy_protocol => unwrap_in_task(
-                        &self.tasks, stream, proxy, self.unwrapped.clone(), self.protocol,
-                    ),
-                    Ok(connection) => return connection,
-                    Err(e) => {
+                accepted = self.listener.accept() => match (accepted, &self.proxies) {
+                    (Ok((stream, peer)), Some(trusted)) => {
+                        let ip = peer.ip().to_canonical();
+                        if !trusted.iter().any(|net| net.contains(&ip)) {
+                            // Whoever reaches the port directly could name any client.
+                            tracing::info!(%peer, "{}: connection refused: not from a trusted proxy ({}.trusted_proxies)", self.protocol, self.protocol);
+                            continue;
+                        }
+                        let Ok(permit) = self.pending.clone().try_acquire_owned() else {
+                            tracing::warn!(%peer, "{}: connection refused: {MAX_PENDING_HEADERS} connections are still sending their PROXY header", self.protocol);
+                            continue;
+                        };
+                        unwrap_in_task(
+                            &self.tasks, stream, peer, self.unwrapped.clone(), self.protocol, permit,
+                        )
+                    }
+                    (Ok(connection), None) => return connection,
+                    (Err(e), _) => {
                         // Out of file descriptors, say: retrying at once would only spin.
                         tracing::warn!(error = %e, "{}: accept failed", self.protocol);
                         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -92,9 +113,12 @@ fn unwrap_in_task(
     proxy: SocketAddr,
     ready: mpsc::Sender<(TcpStream, SocketAddr)>,
     protocol: &'static str,
+    permit: OwnedSemaphorePermit,
 ) {
     tasks.spawn(async move {
-        match read_client_addr(&mut stream, proxy).await {
+        let header = read_client_addr(&mut stream, proxy).await;
+        drop(permit);
+        match header {
             Ok(client) => {
                 tracing::debug!(%proxy, %client, "{protocol}: connection through a proxy");
                 let _ = ready.send((stream, client)).await;

@@ -383,3 +383,67 @@ async fn repeated_logins_stay_correct() {
         Some(Refusal::BadCredentials)
     );
 }
+
+/// Guesses sent at once are checked no faster than they can fail: each check in progress holds one
+/// of the address's tries, so 50 parallel wrong passwords get at most `login_failures_per_ip`
+/// checks before the ban, and the rest are refused as banned (issue 18, item 7).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_guesses_get_no_more_checks_than_the_ban_allows() {
+    let a = access(vec![user("alice", "/homes/alice", &Permission::ALL)], |c| {
+        c.limits.login_failures_per_ip = 5;
+    })
+    .await;
+    let guesses: Vec<_> = (0..50)
+        .map(|i| {
+            let a = a.clone();
+            tokio::spawn(async move {
+                a.login_password("alice", &format!("guess{i}"), peer(7), Protocol::Ftp)
+                    .await
+                    .err()
+                    .expect("a wrong password")
+            })
+        })
+        .collect();
+    let mut checked = 0;
+    for g in guesses {
+        match g.await.unwrap() {
+            Refusal::BadCredentials => checked += 1,
+            Refusal::Banned(_) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(checked <= 5, "{checked} guesses were checked");
+    assert!(a.banned_for(peer(7).ip()).is_some());
+    // The right password from that address is refused too, until the ban ends.
+    assert!(matches!(
+        a.login_password("alice", "secret", peer(7), Protocol::Ftp)
+            .await
+            .err(),
+        Some(Refusal::Banned(_))
+    ));
+}
+
+/// An IPv6 client is its /64 (it cannot rotate through its network to dodge a ban), and an
+/// IPv4-mapped address is the IPv4 address.
+#[tokio::test]
+async fn bans_cover_an_ipv6_network_and_mapped_ipv4_addresses() {
+    let a = access(vec![user("alice", "/homes/alice", &Permission::ALL)], |c| {
+        c.limits.login_failures_per_ip = 3;
+    })
+    .await;
+    let v6 = |s: &str| SocketAddr::new(s.parse().unwrap(), 40000);
+    for host in ["2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:2:ffff::3"] {
+        let _ = a
+            .login_password("alice", "wrong", v6(host), Protocol::Sftp)
+            .await;
+    }
+    assert!(a.banned_for("2001:db8:1:2::99".parse().unwrap()).is_some());
+    assert!(a.banned_for("2001:db8:1:3::1".parse().unwrap()).is_none());
+    for addr in ["::ffff:10.9.9.9", "10.9.9.9", "::ffff:10.9.9.9"] {
+        let _ = a
+            .login_password("alice", "wrong", v6(addr), Protocol::Ftp)
+            .await;
+    }
+    assert!(a.banned_for("10.9.9.9".parse().unwrap()).is_some());
+    assert!(a.admit("::ffff:10.9.9.9".parse().unwrap()).is_err());
+}

@@ -87,14 +87,41 @@ fn compose_ports_volumes_and_config_agree() {
     let secret_name = env_secret.trim_start_matches("/run/secrets/");
     assert!(strings(&gateway["secrets"]).contains(&secret_name.to_string()));
     assert!(compose["secrets"][secret_name]["file"].is_string());
+    let secret_env = (
+        "FILEGATE__MQTT__PASSWORD_FILE".to_string(),
+        secret.path().display().to_string(),
+    );
+    // Without compose's word that the ports are on the host's loopback only (a plain
+    // `docker run -p`), the demo user on 0.0.0.0 is refused, naming how to add a user.
+    let refused =
+        filegate::config::Config::load(&repo().join("config/docker.toml"), [secret_env.clone()])
+            .expect_err("the demo user on 0.0.0.0 without server.allow_demo_user");
+    let text = refused.to_string();
+    assert!(
+        text.contains("users[0].password_hash") && text.contains("filegate hash-password"),
+        "{text}"
+    );
+    let allow = gateway["environment"]["FILEGATE__SERVER__ALLOW_DEMO_USER"]
+        .as_str()
+        .expect("compose allows the demo user (its ports are on loopback)");
+    assert_eq!(allow, "true");
     let config = filegate::config::Config::load(
         &repo().join("config/docker.toml"),
-        [(
-            "FILEGATE__MQTT__PASSWORD_FILE".to_string(),
-            secret.path().display().to_string(),
-        )],
+        [
+            secret_env,
+            (
+                "FILEGATE__SERVER__ALLOW_DEMO_USER".to_string(),
+                allow.to_string(),
+            ),
+        ],
     )
     .unwrap_or_else(|e| panic!("config/docker.toml: {e}"));
+    for port in strings(&gateway["ports"]) {
+        assert!(
+            port.starts_with("127.0.0.1:"),
+            "{port}: published beyond the host's loopback while the demo user is allowed"
+        );
+    }
 
     // What the gateway listens on is what compose publishes, and nothing else.
     let mut wanted: Vec<u16> = vec![

@@ -340,6 +340,39 @@ async fn an_endless_ftp_line_before_login_is_refused_at_8_kib() {
     t.stop().await;
 }
 
+/// 30 FTP connections sending a wrong password at once: no more passwords are checked than
+/// `limits.login_failures_per_ip` allows before the ban (issue 18, item 7).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_ftp_guesses_are_checked_no_more_than_the_ban_allows() {
+    let t = start(Kind::Embedded, |c| c.limits.login_failures_per_ip = 5).await;
+    let addr = t.ftp_addr();
+    let guesses: Vec<_> = (0..30)
+        .map(|i| {
+            tokio::spawn(async move {
+                let Ok(mut ftp) = suppaftp::tokio::AsyncFtpStream::connect(addr).await else {
+                    return; // already banned: refused at connect
+                };
+                assert!(ftp.login("alice", &format!("guess{i}")).await.is_err());
+            })
+        })
+        .collect();
+    for g in guesses {
+        g.await.unwrap();
+    }
+    let (_, metrics) = common::http_get(t.gw().http_addr, "/metrics").await;
+    let checked: u64 = metrics
+        .lines()
+        .find(|l| l.starts_with("filegate_failed_logins_total{protocol=\"ftp\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no FTP failed logins in {metrics}"));
+    assert!(
+        (1..=5).contains(&checked),
+        "{checked} passwords were checked"
+    );
+    assert!(t.gw().access.banned_for(addr.ip()).is_some());
+    t.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_packets_over_the_limit_are_refused_without_harm() {
     let broker_port = test_support::free_port();

@@ -60,6 +60,8 @@ async fn clients_behind_a_proxy_are_told_apart() {
         c.users[0].authorized_keys = vec![public];
         c.ftp.proxy_protocol = true;
         c.sftp.proxy_protocol = true;
+        c.ftp.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+        c.sftp.trusted_proxies = c.ftp.trusted_proxies.clone();
         c.limits.login_failures_per_ip = 2;
     })
     .await;
@@ -127,5 +129,39 @@ async fn clients_behind_a_proxy_are_told_apart() {
     };
     assert!(peer_of("via-proxy.txt").starts_with("198.51.100.9:"));
     assert!(peer_of("sftp.bin").starts_with("192.0.2.44:"));
+    t.stop().await;
+}
+
+/// A PROXY header from an address that is not in `trusted_proxies` is not believed: the connection
+/// is closed before the greeting, whatever client it names (issue 18, item 8).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_from_untrusted_addresses_are_refused() {
+    let t = start(Kind::Embedded, |c| {
+        sftp_on(c);
+        c.ftp.proxy_protocol = true;
+        c.sftp.proxy_protocol = true;
+        // The test's relay connects from 127.0.0.1, which is not the proxy named here.
+        c.ftp.trusted_proxies = vec!["192.0.2.1/32".parse().unwrap()];
+        c.sftp.trusted_proxies = c.ftp.trusted_proxies.clone();
+    })
+    .await;
+    for target in [t.ftp_addr(), t.sftp_addr()] {
+        let spoofer = relay(target, "198.51.100.9:41000".parse().unwrap(), true).await;
+        let mut s = TcpStream::connect(spoofer).await.unwrap();
+        let mut got = Vec::new();
+        let read = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::io::AsyncReadExt::read_to_end(&mut s, &mut got),
+        )
+        .await
+        .expect("the gateway closes the connection");
+        assert!(
+            read.is_err() || got.is_empty(),
+            "{target}: an untrusted PROXY header was served: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+    }
+    // Nothing was let in, so nothing happened.
+    assert!(t.events().await.is_empty());
     t.stop().await;
 }

@@ -27,7 +27,7 @@ use crate::config::{Config, PartialUploads};
 use crate::metrics::Metrics;
 use accounts::Accounts;
 use connections::ConnectionLimiter;
-use logins::LoginLimiter;
+use logins::{LoginLimiter, NoTry};
 
 /// Which front-end a session came through; recorded in events and logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +70,8 @@ pub struct Access {
     store: Store,
     accounts: Accounts,
     logins: LoginLimiter,
+    /// `limits.ipv6_prefix`: IPv6 clients are told apart by their network of this many bits.
+    ipv6_prefix: u8,
     connections: ConnectionLimiter,
     partial_uploads: PartialUploads,
     /// Uploads open in this process, which `stat` and listings show before their commit.
@@ -85,6 +87,7 @@ impl Access {
             store,
             accounts: Accounts::new(&config.users)?,
             logins: LoginLimiter::new(config.limits.login_failures_per_ip, config.limits.ban_time),
+            ipv6_prefix: config.limits.ipv6_prefix,
             connections: ConnectionLimiter::new(
                 config.limits.max_connections,
                 config.limits.max_connections_per_ip,
@@ -116,13 +119,26 @@ impl Access {
         &self.store
     }
 
+    /// Who a client is for bans and per-address limits: an IPv4-mapped IPv6 address is the IPv4
+    /// address, and an IPv6 address stands for its network of `limits.ipv6_prefix` bits (one host
+    /// commonly holds a whole /64, and could rotate through it to dodge a ban).
+    pub fn client_key(&self, ip: IpAddr) -> IpAddr {
+        match ip.to_canonical() {
+            IpAddr::V6(v6) => ipnet::Ipv6Net::new(v6, self.ipv6_prefix)
+                .map(|net| IpAddr::V6(net.network()))
+                .unwrap_or(IpAddr::V6(v6)),
+            v4 => v4,
+        }
+    }
+
     /// Admits a new connection: refused while its address is banned or past the connection limits.
     pub fn admit(&self, peer: IpAddr) -> Result<ConnectionPermit, Refusal> {
-        if let Some(left) = self.logins.banned_for(peer) {
+        let client = self.client_key(peer);
+        if let Some(left) = self.logins.banned_for(client) {
             self.metrics.connection_refused("banned");
             return Err(Refusal::Banned(left));
         }
-        self.connections.try_acquire(peer).map_err(|e| {
+        self.connections.try_acquire(client).map_err(|e| {
             self.metrics.connection_refused("limit");
             Refusal::Limit(e)
         })
@@ -130,7 +146,7 @@ impl Access {
 
     /// The address's ban, if any (front-ends check it again at login: a ban may start mid-session).
     pub fn banned_for(&self, peer: IpAddr) -> Option<Duration> {
-        self.logins.banned_for(peer)
+        self.logins.banned_for(self.client_key(peer))
     }
 
     pub fn active_connections(&self) -> u32 {
@@ -145,12 +161,21 @@ impl Access {
         peer: SocketAddr,
         protocol: Protocol,
     ) -> Result<UserFs, Refusal> {
-        if let Some(left) = self.logins.banned_for(peer.ip()) {
-            return Err(Refusal::Banned(left));
-        }
+        // The check holds one of the client's tries until its outcome is known.
+        let attempt = match self.logins.begin(self.client_key(peer.ip())).await {
+            Ok(attempt) => attempt,
+            Err(NoTry::Banned(left)) => return Err(Refusal::Banned(left)),
+            Err(NoTry::Busy) => {
+                self.metrics.connection_refused("busy");
+                return Err(Refusal::Busy);
+            }
+        };
         match self.accounts.verify_password(user, password).await {
-            Ok(Some(account)) => self.open_home(account, peer, protocol).await,
-            Ok(None) => Err(self.failed(user, peer, protocol).await),
+            Ok(Some(account)) => {
+                drop(attempt);
+                self.open_home(account, peer, protocol).await
+            }
+            Ok(None) => Err(self.fail(Some(attempt), user, peer, protocol).await),
             Err(accounts::Saturated) => {
                 self.metrics.connection_refused("busy");
                 tracing::warn!(%peer, user, protocol = protocol.as_str(), "login refused: the password verifier is saturated");
@@ -179,7 +204,7 @@ impl Access {
         peer: SocketAddr,
         protocol: Protocol,
     ) -> Result<UserFs, Refusal> {
-        if let Some(left) = self.logins.banned_for(peer.ip()) {
+        if let Some(left) = self.banned_for(peer.ip()) {
             return Err(Refusal::Banned(left));
         }
         match self.accounts.get(user) {
@@ -193,10 +218,25 @@ impl Access {
     /// Records a failed login (logging a ban when it starts one), waits the failure delay, and
     /// returns the refusal to give.
     pub async fn failed(&self, user: &str, peer: SocketAddr, protocol: Protocol) -> Refusal {
-        let ip = peer.ip();
+        self.fail(None, user, peer, protocol).await
+    }
+
+    /// `failed`, for a check that held one of the client's tries (`attempt`) or none.
+    async fn fail(
+        &self,
+        attempt: Option<logins::Attempt<'_>>,
+        user: &str,
+        peer: SocketAddr,
+        protocol: Protocol,
+    ) -> Refusal {
+        let ip = self.client_key(peer.ip());
         tracing::info!(%peer, user, protocol = protocol.as_str(), "login failed");
         self.metrics.failed_login(protocol.as_str());
-        if self.logins.record_failure(ip) {
+        let banned = match attempt {
+            Some(attempt) => attempt.failed(),
+            None => self.logins.record_failure(ip),
+        };
+        if banned {
             self.metrics.banned();
             tracing::warn!(
                 %ip,

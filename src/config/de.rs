@@ -286,6 +286,37 @@ pub mod port_range {
     }
 }
 
+/// Parses an address range such as `"10.0.0.0/24"`, or one address (`"192.0.2.7"`, a /32 or /128).
+pub fn parse_cidr(text: &str) -> Result<ipnet::IpNet, String> {
+    let t = text.trim();
+    t.parse::<ipnet::IpNet>()
+        .map(|n| n.trunc())
+        .or_else(|_| t.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| {
+            format!(
+                "{text:?} is not an address or an address range; write one such as \"10.0.0.5\", \
+                 \"10.0.0.0/24\" or \"2001:db8::/64\""
+            )
+        })
+}
+
+/// Lists of address ranges: `["10.0.0.0/24", "192.0.2.7"]`.
+pub mod cidrs {
+    use super::*;
+    use serde::Deserialize;
+
+    pub fn serialize<S: Serializer>(v: &[ipnet::IpNet], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(|n| n.to_string()))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ipnet::IpNet>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|t| parse_cidr(t).map_err(de::Error::custom))
+            .collect()
+    }
+}
+
 /// Optional file paths, where `""` means none.
 pub mod opt_path {
     use super::*;

@@ -61,7 +61,14 @@ pub struct ServerConfig {
     /// How long running transfers may finish after SIGTERM.
     #[serde(with = "de::duration")]
     pub shutdown_grace: Duration,
+    /// Start with the shipped demo user although a listener is beyond loopback.
+    pub allow_demo_user: bool,
 }
+
+/// The hash of the shipped demo user's published password, "demo" (config/filegate.toml,
+/// config/docker.toml): refused beyond loopback unless `server.allow_demo_user`.
+pub const DEMO_PASSWORD_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$bYQECSIWkr9WqigrBXvx5Q$27Erm9thj+GmiTDrJncZ8M/PNzYAsL+0U05A9yMXv8s";
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -70,6 +77,7 @@ impl Default for ServerConfig {
             data_dir: "data".into(),
             log_format: LogFormat::Text,
             shutdown_grace: Duration::from_secs(30),
+            allow_demo_user: false,
         }
     }
 }
@@ -230,6 +238,9 @@ pub struct FtpConfig {
     pub active_mode: bool,
     /// Every connection starts with a PROXY protocol header (v1 or v2) naming the real client.
     pub proxy_protocol: bool,
+    /// Whose PROXY headers are believed: connections from anywhere else are closed.
+    #[serde(with = "de::cidrs")]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// The type a session is in until the client sends `TYPE`.
     pub default_type: FtpType,
     pub tls: FtpTlsConfig,
@@ -257,6 +268,7 @@ impl Default for FtpConfig {
             idle_timeout: Duration::from_secs(600),
             active_mode: false,
             proxy_protocol: false,
+            trusted_proxies: Vec::new(),
             default_type: FtpType::Ascii,
             tls: FtpTlsConfig::default(),
         }
@@ -306,6 +318,9 @@ pub struct SftpConfig {
     pub idle_timeout: Duration,
     /// Every connection starts with a PROXY protocol header (v1 or v2) naming the real client.
     pub proxy_protocol: bool,
+    /// Whose PROXY headers are believed: connections from anywhere else are closed.
+    #[serde(with = "de::cidrs")]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for SftpConfig {
@@ -319,6 +334,7 @@ impl Default for SftpConfig {
             ],
             idle_timeout: Duration::from_secs(600),
             proxy_protocol: false,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -566,6 +582,8 @@ pub struct LimitsConfig {
     pub login_failures_per_ip: u32,
     #[serde(with = "de::duration")]
     pub ban_time: Duration,
+    /// IPv6 clients are counted (bans, per-address limits) by their network of this many bits.
+    pub ipv6_prefix: u8,
 }
 
 impl Default for LimitsConfig {
@@ -575,6 +593,7 @@ impl Default for LimitsConfig {
             max_connections_per_ip: 50,
             login_failures_per_ip: 5,
             ban_time: Duration::from_secs(300),
+            ipv6_prefix: 64,
         }
     }
 }

@@ -44,6 +44,7 @@ fn shipped_config_parses_validates_and_equals_the_defaults() {
         panic!("one demo user expected: {:?}", config.users);
     };
     assert_eq!(demo.name, "demo");
+    assert_eq!(demo.password_hash, super::DEMO_PASSWORD_HASH);
     assert_eq!(demo.home, "/demo");
     assert_eq!(demo.permissions, Permission::ALL);
     assert!(crate::password::verify_password(
@@ -638,4 +639,57 @@ fn an_unknown_ftp_type_names_the_key_and_the_choices() {
     assert_eq!(keys(&p), ["ftp.default_type"], "{p:?}");
     let text = format!("{p:?}");
     assert!(text.contains("ascii") && text.contains("binary"), "{text}");
+}
+
+#[test]
+fn the_proxy_protocol_needs_trusted_proxies_given_as_addresses_or_ranges() {
+    let p = problems(
+        "[ftp]\nproxy_protocol = true\n[sftp]\nproxy_protocol = true\n",
+        &[],
+    );
+    assert_eq!(
+        keys(&p),
+        ["ftp.trusted_proxies", "sftp.trusted_proxies"],
+        "{p:?}"
+    );
+    assert!(format!("{p:?}").contains("10.0.0.5"), "{p:?}");
+    let c = load(
+        "[ftp]\nproxy_protocol = true\ntrusted_proxies = [\"10.0.0.5\", \"10.1.0.7/16\", \"2001:db8::/64\"]\n",
+        &[],
+    )
+    .unwrap();
+    let shown: Vec<String> = c
+        .ftp
+        .trusted_proxies
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    assert_eq!(shown, ["10.0.0.5/32", "10.1.0.0/16", "2001:db8::/64"]);
+    let p = problems("[ftp]\ntrusted_proxies = [\"10.0.0.300\"]\n", &[]);
+    assert_eq!(keys(&p), ["ftp.trusted_proxies"], "{p:?}");
+    assert!(format!("{p:?}").contains("10.0.0.0/24"), "{p:?}");
+}
+
+#[test]
+fn the_demo_user_is_refused_beyond_loopback_unless_allowed() {
+    let shipped = std::fs::read_to_string(shipped_path()).unwrap();
+    // On loopback (as shipped): fine.
+    load(&shipped, &[]).unwrap();
+    // On every interface: refused, naming the user's hash and the way out.
+    let p = problems(&shipped, &[("FILEGATE__FTP__LISTEN", "0.0.0.0:2121")]);
+    assert_eq!(keys(&p), ["users[0].password_hash"], "{p:?}");
+    let text = format!("{p:?}");
+    assert!(
+        text.contains("ftp.listen") && text.contains("hash-password"),
+        "{text}"
+    );
+    // Told that only trusted hosts reach the ports: it runs.
+    load(
+        &shipped,
+        &[
+            ("FILEGATE__FTP__LISTEN", "0.0.0.0:2121"),
+            ("FILEGATE__SERVER__ALLOW_DEMO_USER", "true"),
+        ],
+    )
+    .unwrap();
 }

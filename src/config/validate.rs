@@ -207,7 +207,28 @@ fn storage(s: &StorageConfig, p: &mut Problems) {
     }
 }
 
+/// `proxy_protocol` without `trusted_proxies` would let anyone who reaches the port name any
+/// client address (dodging bans, getting others banned, forging the `peer` of events).
+fn trusted_proxies(
+    section: &str,
+    proxy_protocol: bool,
+    trusted: &[ipnet::IpNet],
+    p: &mut Problems,
+) {
+    if proxy_protocol && trusted.is_empty() {
+        p.add(
+            format!("{section}.trusted_proxies"),
+            format!(
+                "is empty while {section}.proxy_protocol = true; list the load balancers whose \
+                 PROXY headers are believed, such as [\"10.0.0.5\"] or [\"10.0.0.0/24\"] \
+                 (anyone else could claim any client address)"
+            ),
+        );
+    }
+}
+
 fn ftp(f: &FtpConfig, p: &mut Problems) {
+    trusted_proxies("ftp", f.proxy_protocol, &f.trusted_proxies, p);
     let (lo, hi) = (*f.passive_ports.start(), *f.passive_ports.end());
     if lo == 0 {
         p.add(
@@ -268,6 +289,7 @@ fn ftp(f: &FtpConfig, p: &mut Problems) {
 }
 
 fn sftp(s: &SftpConfig, p: &mut Problems) {
+    trusted_proxies("sftp", s.proxy_protocol, &s.trusted_proxies, p);
     p.non_zero_duration("sftp.idle_timeout", s.idle_timeout, "10m");
     if s.enabled && s.host_keys.is_empty() {
         p.add(
@@ -397,6 +419,16 @@ fn limits(l: &LimitsConfig, p: &mut Problems) {
         5,
     );
     p.non_zero_duration("limits.ban_time", l.ban_time, "5m");
+    if !(16..=128).contains(&l.ipv6_prefix) {
+        p.add(
+            "limits.ipv6_prefix",
+            format!(
+                "is {}; give a prefix length from 16 to 128, such as 64 (a customer's usual \
+                 IPv6 network) or 128 (each address on its own)",
+                l.ipv6_prefix
+            ),
+        );
+    }
 }
 
 fn users(users: &[UserConfig], p: &mut Problems) {
@@ -501,6 +533,33 @@ fn users(users: &[UserConfig], p: &mut Problems) {
     }
 }
 
+/// The shipped demo user (its password "demo" is published) only while every listener is on
+/// loopback, unless `server.allow_demo_user` says the ports are reachable by trusted hosts only
+/// (docker-compose.yml publishes them on the host's loopback).
+fn demo_user(c: &Config, bound: &[(&str, SocketAddr)], p: &mut Problems) {
+    if c.server.allow_demo_user {
+        return;
+    }
+    let Some((key, addr)) = bound.iter().find(|(_, a)| !a.ip().is_loopback()) else {
+        return;
+    };
+    for (i, user) in c.users.iter().enumerate() {
+        if user.password_hash == super::DEMO_PASSWORD_HASH {
+            p.add(
+                format!("users[{i}].password_hash"),
+                format!(
+                    "is the published demo password (\"{}\" / \"demo\") while {key} is \
+                     \"{addr}\", beyond loopback: give the user a password of your own \
+                     (`filegate hash-password`), or remove the user and add your own [[users]]; \
+                     only if no one but trusted hosts can reach the ports, set \
+                     server.allow_demo_user = true (FILEGATE__SERVER__ALLOW_DEMO_USER=true)",
+                    user.name
+                ),
+            );
+        }
+    }
+}
+
 /// Two enabled listeners on one address would fail at start; say so now.
 fn listeners(c: &Config, p: &mut Problems) {
     p.non_zero_duration("http.upload_expiry", c.http.upload_expiry, "24h");
@@ -521,6 +580,7 @@ fn listeners(c: &Config, p: &mut Problems) {
     if let Some(addr) = c.http.tls.listen {
         bound.push(("http.tls.listen", addr));
     }
+    demo_user(c, &bound, p);
     for (n, (key, addr)) in bound.iter().enumerate() {
         if addr.port() == 0 {
             continue; // port 0: the system picks a free port for each

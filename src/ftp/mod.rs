@@ -129,7 +129,11 @@ impl FtpFrontend {
         abort: CancellationToken,
         tasks: TaskTracker,
     ) {
-        let mut incoming = Incoming::new(listener, self.config.proxy_protocol, &tasks, "ftp");
+        let proxies = self
+            .config
+            .proxy_protocol
+            .then(|| self.config.trusted_proxies.clone());
+        let mut incoming = Incoming::new(listener, proxies, &tasks, "ftp");
         loop {
             let (stream, peer) = tokio::select! {
                 _ = shutdown.cancelled() => return,

@@ -30,7 +30,8 @@ pub struct SftpFrontend {
     listener: TcpListener,
     config: Arc<russh::server::Config>,
     access: Arc<Access>,
-    proxy_protocol: bool,
+    /// `sftp.trusted_proxies` when `sftp.proxy_protocol` is on.
+    proxies: Option<Vec<ipnet::IpNet>>,
 }
 
 impl SftpFrontend {
@@ -60,7 +61,9 @@ impl SftpFrontend {
             listener,
             config: Arc::new(ssh),
             access,
-            proxy_protocol: config.proxy_protocol,
+            proxies: config
+                .proxy_protocol
+                .then(|| config.trusted_proxies.clone()),
         })
     }
 
@@ -77,7 +80,7 @@ impl SftpFrontend {
     ) {
         let mut incoming = crate::proxy_protocol::Incoming::new(
             &self.listener,
-            self.proxy_protocol,
+            self.proxies.clone(),
             &tasks,
             "sftp",
         );
