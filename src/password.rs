@@ -27,6 +27,22 @@ pub fn hash_password(password: &str) -> Result<String, PasswordError> {
         .map_err(PasswordError::Hash)
 }
 
+/// A hash of `password` made with the same argon2 parameters as `like` (a PHC string), so checking
+/// against it costs what checking against `like` costs; the defaults when `like` does not parse.
+pub fn hash_like(password: &str, like: &str) -> Result<String, PasswordError> {
+    let params = PasswordHash::new(like)
+        .ok()
+        .and_then(|parsed| Params::try_from(&parsed).ok());
+    let Some(params) = params else {
+        return hash_password(password);
+    };
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::new(Algorithm::Argon2id, argon2::Version::V0x13, params)
+        .hash_password(password.as_bytes(), &salt)
+        .map(|hash| hash.to_string())
+        .map_err(PasswordError::Hash)
+}
+
 /// Whether `password` matches the PHC string `hash` (false for an unparsable hash too). The
 /// parameters are taken from the hash, so hashes made with other costs keep working.
 pub fn verify_password(hash: &str, password: &str) -> bool {

@@ -178,6 +178,45 @@ async fn scp_uploads() {
     t.stop().await;
 }
 
+/// SCP time lines far in the future (or past what a time can hold) neither panic nor leave a time
+/// that breaks other users' listings: the store keeps at most 9999-12-31 (issue 18, item 11).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn far_future_scp_times_do_not_break_listings() {
+    let t = start(Kind::Embedded, |_| {}).await;
+    let fs = alice_session(&t).await;
+    for (name, secs) in [
+        ("far.txt", "999999999999999"),
+        ("beyond.txt", "18446744073709551615"),
+    ] {
+        let input = format!("T{secs} 0 {secs} 0\nC0644 5 {name}\nhello\0");
+        filegate::fuzz::scp_upload(&fs, false, input.as_bytes()).await;
+    }
+    let far = fs
+        .stat(
+            &fs.resolve(&filegate::access::UserPath::root(), b"far.txt")
+                .unwrap(),
+        )
+        .await
+        .expect("far.txt was stored");
+    let year_10000 = std::time::UNIX_EPOCH + Duration::from_secs(253_402_300_800);
+    assert!(far.mtime < year_10000, "{:?}", far.mtime);
+    // Everyone's listings still work, over FTP (LIST, MLSD) and the HTTP API.
+    let mut ftp = suppaftp::tokio::AsyncFtpStream::connect(t.ftp_addr())
+        .await
+        .unwrap();
+    ftp.login("alice", PASSWORD).await.unwrap();
+    let list = ftp.list(None).await.unwrap();
+    assert!(list.iter().any(|l| l.ends_with("far.txt")), "{list:?}");
+    let mlsd = ftp.mlsd(None).await.unwrap();
+    assert!(
+        mlsd.iter()
+            .any(|l| l.contains("modify=9999") && l.ends_with("far.txt")),
+        "{mlsd:?}"
+    );
+    let _ = ftp.quit().await;
+    t.stop().await;
+}
+
 /// alice's view of the store, as an SFTP session has it.
 async fn alice_session(t: &common::TestGateway) -> filegate::access::UserFs {
     t.gw()

@@ -338,3 +338,40 @@ async fn gen_cert_makes_a_certificate_ftps_clients_accept() {
     }
     t.stop().await;
 }
+
+/// A command line sent with `ssh exec` cannot write a line of its own into the text log: the
+/// refusal logs it quoted (issue 18, item 11).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_strings_cannot_forge_log_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let (key, public) = common::client_key(keys.path(), "ops_key");
+    let b = Binary::start(dir.path(), "log_format = \"text\"", Some(&public));
+    let forged = "2030-01-01T00:00:00.000000Z  WARN filegate: FORGED-LINE";
+    let out = Command::new(program("ssh"))
+        .args(["-p", &b.sftp.unwrap().port().to_string(), "-i"])
+        .arg(&key)
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+            "ops@127.0.0.1",
+            &format!("ls\n{forged}\n"),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    b.signal("TERM");
+    let (code, log) = b.wait(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("command refused"), "{log}");
+    assert!(
+        !log.lines().any(|l| l.starts_with(forged)),
+        "a forged line in the log:\n{log}"
+    );
+}

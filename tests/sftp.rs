@@ -594,3 +594,61 @@ async fn a_write_only_user_cannot_read_through_a_read_write_open() {
     assert_eq!(sftp.read("secret.txt").await.unwrap(), b"payroll");
     t.stop().await;
 }
+
+/// The algorithms the server offers, from its KEXINIT as a raw client sees it: host key algorithms
+/// and client-to-server compression.
+async fn offered(addr: std::net::SocketAddr) -> (Vec<String>, Vec<String>) {
+    use tokio::io::AsyncBufReadExt;
+    let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut s = tokio::io::BufReader::new(s);
+    s.get_mut()
+        .write_all(b"SSH-2.0-probe_1.0\r\n")
+        .await
+        .unwrap();
+    let mut version = String::new();
+    s.read_line(&mut version).await.unwrap();
+    assert!(version.starts_with("SSH-2.0-"), "{version:?}");
+    let len = s.read_u32().await.unwrap() as usize;
+    let mut packet = vec![0u8; len];
+    s.read_exact(&mut packet).await.unwrap();
+    assert_eq!(packet[1], 20, "SSH_MSG_KEXINIT");
+    let mut at = 2 + 16; // padding length, message number, cookie
+    let mut lists = Vec::new();
+    for _ in 0..8 {
+        let n = u32::from_be_bytes(packet[at..at + 4].try_into().unwrap()) as usize;
+        let text = String::from_utf8(packet[at + 4..at + 4 + n].to_vec()).unwrap();
+        lists.push(text.split(',').map(str::to_string).collect::<Vec<_>>());
+        at += 4 + n;
+    }
+    (lists[1].clone(), lists[6].clone())
+}
+
+/// No `ssh-rsa` (SHA-1 signatures) and no pre-authentication `zlib` by default; `ssh-rsa` when
+/// `sftp.allow_ssh_rsa_sha1` asks for it (issue 18, item 11).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sha1_rsa_and_preauth_zlib_are_not_offered_by_default() {
+    let t = start(Kind::Embedded, |c| {
+        sftp_on(c);
+        c.sftp
+            .host_keys
+            .push(c.server.data_dir.join("ssh_host_rsa_key"));
+    })
+    .await;
+    let (keys, compression) = offered(t.sftp_addr()).await;
+    assert!(keys.iter().any(|k| k == "rsa-sha2-512"), "{keys:?}");
+    assert!(!keys.iter().any(|k| k == "ssh-rsa"), "{keys:?}");
+    assert!(!compression.iter().any(|c| c == "zlib"), "{compression:?}");
+    assert!(compression.iter().any(|c| c == "none"), "{compression:?}");
+    t.stop().await;
+    let t = start(Kind::Embedded, |c| {
+        sftp_on(c);
+        c.sftp
+            .host_keys
+            .push(c.server.data_dir.join("ssh_host_rsa_key"));
+        c.sftp.allow_ssh_rsa_sha1 = true;
+    })
+    .await;
+    let (keys, _) = offered(t.sftp_addr()).await;
+    assert!(keys.iter().any(|k| k == "ssh-rsa"), "{keys:?}");
+    t.stop().await;
+}

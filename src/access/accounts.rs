@@ -64,7 +64,22 @@ impl Accounts {
         for user in users {
             by_name.insert(user.name.clone(), Arc::new(Account::from_config(user)?));
         }
-        let decoy_hash = password::hash_password("decoy password that matches nothing")
+        // The decoy costs what the users' hashes cost (the parameters most of them use): a login
+        // for a name that does not exist must not answer faster than one for a name that does.
+        let mut costs: HashMap<String, (usize, &str)> = HashMap::new();
+        for hash in users
+            .iter()
+            .map(|u| u.password_hash.as_str())
+            .filter(|h| !h.is_empty())
+        {
+            let params = hash.rsplitn(3, '$').nth(2).unwrap_or_default().to_string();
+            costs.entry(params).or_insert((0, hash)).0 += 1;
+        }
+        let like = costs
+            .values()
+            .max_by_key(|(n, _)| *n)
+            .map_or("", |(_, hash)| *hash);
+        let decoy_hash = password::hash_like("decoy password that matches nothing", like)
             .map_err(|e| e.to_string())?;
         Ok(Accounts {
             by_name,
@@ -222,5 +237,43 @@ impl RecentLogins {
             }
         }
         entries.insert(proof, now + RECENT_FOR);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The decoy checked for unknown names costs what the users' hashes cost, so a login does not
+    /// answer faster for a name that does not exist (issue 18, item 11).
+    #[test]
+    fn the_decoy_has_the_users_argon2_parameters() {
+        let salt = argon2::password_hash::SaltString::generate(
+            &mut argon2::password_hash::rand_core::OsRng,
+        );
+        let costly = argon2::Argon2::new(
+            argon2::Algorithm::Argon2id,
+            argon2::Version::V0x13,
+            argon2::Params::new(32 * 1024, 3, 1, None).unwrap(),
+        );
+        let hash = argon2::password_hash::PasswordHasher::hash_password(&costly, b"pw", &salt)
+            .unwrap()
+            .to_string();
+        let users: Vec<UserConfig> = ["a", "b"]
+            .iter()
+            .map(|name| UserConfig {
+                name: name.to_string(),
+                password_hash: hash.clone(),
+                home: format!("/{name}"),
+                ..UserConfig::default()
+            })
+            .collect();
+        let accounts = Accounts::new(&users).unwrap();
+        let params = |h: &str| h.rsplitn(3, '$').nth(2).unwrap().to_string();
+        assert_eq!(
+            params(&accounts.decoy_hash),
+            "$argon2id$v=19$m=32768,t=3,p=1"
+        );
+        assert_eq!(params(&accounts.decoy_hash), params(&hash));
     }
 }

@@ -321,6 +321,8 @@ pub struct SftpConfig {
     /// Whose PROXY headers are believed: connections from anywhere else are closed.
     #[serde(with = "de::cidrs")]
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Also offer `ssh-rsa` (RSA signatures with SHA-1), for clients too old for rsa-sha2.
+    pub allow_ssh_rsa_sha1: bool,
 }
 
 impl Default for SftpConfig {
@@ -335,6 +337,7 @@ impl Default for SftpConfig {
             idle_timeout: Duration::from_secs(600),
             proxy_protocol: false,
             trusted_proxies: Vec::new(),
+            allow_ssh_rsa_sha1: false,
         }
     }
 }

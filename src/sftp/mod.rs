@@ -26,6 +26,27 @@ pub use subsystem::MAX_HANDLES;
 /// How long a client may take to finish the SSH handshake and log in.
 const LOGIN_GRACE: Duration = Duration::from_secs(60);
 
+/// The algorithms offered: russh's defaults without `ssh-rsa` (RSA signatures with SHA-1) unless
+/// `sftp.allow_ssh_rsa_sha1`, and compression only after authentication (`zlib@openssh.com`):
+/// plain `zlib` would run the decompressor on what a client sends before it has logged in.
+fn preferred(allow_ssh_rsa_sha1: bool) -> russh::Preferred {
+    use russh::keys::{Algorithm, HashAlg};
+    let key: Vec<Algorithm> = russh::Preferred::DEFAULT
+        .key
+        .iter()
+        .filter(|a| allow_ssh_rsa_sha1 || !matches!(a, Algorithm::Rsa { hash: None }))
+        .cloned()
+        .collect();
+    debug_assert!(key.contains(&Algorithm::Rsa {
+        hash: Some(HashAlg::Sha256)
+    }));
+    russh::Preferred {
+        key: key.into(),
+        compression: (&[russh::compression::NONE, russh::compression::ZLIB_LEGACY][..]).into(),
+        ..russh::Preferred::DEFAULT
+    }
+}
+
 pub struct SftpFrontend {
     listener: TcpListener,
     config: Arc<russh::server::Config>,
@@ -55,6 +76,7 @@ impl SftpFrontend {
             channel_buffer_size: 4096,
             event_buffer_size: 64,
             window_size: 16 << 20,
+            preferred: preferred(config.allow_ssh_rsa_sha1),
             ..Default::default()
         };
         Ok(SftpFrontend {

@@ -149,8 +149,9 @@ fn valid_name(name: &str) -> bool {
     !name.is_empty() && name != "." && name != ".." && !name.contains('/')
 }
 
-fn to_time(secs: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(secs)
+/// An SCP time; beyond what `SystemTime` holds it is `None` (the store keeps at most year 9999).
+fn to_time(secs: u64) -> Option<SystemTime> {
+    UNIX_EPOCH.checked_add(Duration::from_secs(secs))
 }
 
 /// `-t`: receive files. Returns how many files failed.
@@ -177,11 +178,12 @@ where
                 let mtime = rest
                     .split_whitespace()
                     .next()
-                    .and_then(|s| s.parse::<u64>().ok());
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .and_then(to_time);
                 let Some(mtime) = mtime else {
                     return Err(format!("protocol error: bad time line {l:?}"));
                 };
-                times = Some(to_time(mtime));
+                times = Some(mtime);
                 ack(w).await?;
             }
             "C" | "D" => {

@@ -216,7 +216,9 @@ impl russh::server::Handler for SshConnection {
             parsed.as_ref(),
             self.channels.remove(&channel),
         ) else {
-            tracing::info!(peer = %self.peer, command = %command, "ssh: command refused (only scp is served)");
+            // Debug-quoted: the client chose these bytes, and a newline in them must not make a
+            // line of its own in the log.
+            tracing::info!(peer = %self.peer, command = ?command, "ssh: command refused (only scp is served)");
             let msg = match &parsed {
                 Err(why) => format!("filegate: {why}\r\n"),
                 Ok(_) => "filegate: no such session\r\n".to_string(),

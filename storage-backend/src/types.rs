@@ -148,12 +148,19 @@ pub(crate) fn now_ms() -> u64 {
     to_ms(SystemTime::now())
 }
 
+/// The latest modification time kept: 9999-12-31T23:59:59Z. Later times (an SCP `T` line, a
+/// setstat) are stored as this one: every listing format (RFC 3339, MLSD, `ls -l`) can show it,
+/// where a far-future time made formatting fail for everyone listing that directory.
+pub const MAX_MTIME_MS: u64 = 253_402_300_799_000;
+
+/// A time as stored: milliseconds since the epoch, from 0 (earlier times) to [`MAX_MTIME_MS`].
 pub(crate) fn to_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
+        .min(MAX_MTIME_MS)
 }
 
 pub(crate) fn from_ms(ms: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(ms)
+    UNIX_EPOCH + Duration::from_millis(ms.min(MAX_MTIME_MS))
 }
