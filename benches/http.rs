@@ -50,7 +50,7 @@ fn nginx(work: &Path, port: u16) -> Option<Nginx> {
     std::fs::write(
         &conf,
         format!(
-            "worker_processes 1;\npid {p}/nginx.pid;\nerror_log {p}/logs/error.log;\n\
+            "worker_processes 1;\nmaster_process off;\npid {p}/nginx.pid;\nerror_log {p}/logs/error.log;\n\
              events {{ worker_connections 64; }}\n\
              http {{\n  access_log off;\n  sendfile on;\n  client_max_body_size 0;\n  client_body_temp_path {p}/tmp;\n\
                server {{\n    listen 127.0.0.1:{port};\n    root {p}/root;\n    dav_methods PUT;\n    create_full_put_path on;\n  }}\n}}\n",

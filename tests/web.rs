@@ -143,6 +143,16 @@ async fn in_headless_chromium(kind: Kind) {
             "curl PUT",
             curl,
         );
+        if let Some(put) = r["browser_put_MiB_s"].as_f64() {
+            summary(
+                "web",
+                "browser upload (tus)",
+                "MiB/s",
+                browser,
+                "the same browser's plain PUT",
+                put,
+            );
+        }
     }
     t.stop().await;
 }

@@ -14,7 +14,7 @@ use crate::store::Inner;
 use crate::types::{from_ms, EntryKind, Metadata};
 
 /// Chunks fetched ahead of the consumer while it is busy with the current one.
-const READ_AHEAD: usize = 2;
+const READ_AHEAD: usize = 4;
 
 /// An open file: one committed version, which stays readable even if the file is overwritten.
 pub struct FileReader {
