@@ -652,3 +652,37 @@ async fn sha1_rsa_and_preauth_zlib_are_not_offered_by_default() {
     assert!(keys.iter().any(|k| k == "ssh-rsa"), "{keys:?}");
     t.stop().await;
 }
+
+/// One connection runs at most `MAX_CHANNELS` channels at once, SFTP sessions included: a channel
+/// that started the subsystem still counts until it is closed (issue 18, item 5).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sftp_sessions_count_towards_the_channel_cap() {
+    let t = start(Kind::Embedded, sftp_on).await;
+    let ssh = ssh_login(t.sftp_addr(), "alice", PASSWORD).await.unwrap();
+    let mut sessions = Vec::new();
+    for _ in 0..filegate::sftp::MAX_CHANNELS - 1 {
+        sessions.push(sftp_session(&ssh).await);
+    }
+    let idle = ssh.channel_open_session().await.unwrap();
+    // One more channel is refused; the sessions that run are unharmed.
+    assert!(
+        ssh.channel_open_session().await.is_err(),
+        "a channel past the cap was opened"
+    );
+    sessions[0].create("ok.txt").await.unwrap();
+    // Closing one makes room for another.
+    idle.close().await.unwrap();
+    let again = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            match ssh.channel_open_session().await {
+                Ok(ch) => return ch,
+                // The close may still be on its way to the server.
+                Err(_) => tokio::task::yield_now().await,
+            }
+        }
+    })
+    .await
+    .expect("a channel once one was closed");
+    drop(again);
+    t.stop().await;
+}

@@ -21,6 +21,7 @@ use crate::access::Access;
 use crate::config::SftpConfig;
 
 pub use errors::status_code;
+pub use ssh::MAX_CHANNELS;
 pub use subsystem::MAX_HANDLES;
 
 /// How long a client may take to finish the SSH handshake and log in.

@@ -21,14 +21,19 @@ use super::scp;
 use super::subsystem::{SftpHandler, MAX_PACKET};
 use crate::access::{Access, Protocol, Refusal, UserFs};
 
-/// Session channels one connection may open at once.
-const MAX_CHANNELS: usize = 8;
+/// Session channels one connection may have open at once, whether they run a subsystem, an exec
+/// or nothing yet.
+pub const MAX_CHANNELS: usize = 8;
 
 pub struct SshConnection {
     access: Arc<Access>,
     peer: SocketAddr,
     fs: Option<UserFs>,
+    /// Channels opened that carry nothing yet (taken out by the subsystem or exec they start).
     channels: HashMap<ChannelId, Channel<Msg>>,
+    /// Every channel open on this connection, until the client closes it: what `MAX_CHANNELS`
+    /// counts (counting only `channels` let a client run any number of SFTP sessions at once).
+    open: std::collections::HashSet<ChannelId>,
     tasks: TaskTracker,
     /// The logged-in session, for the connection's task: at shutdown it waits for the session's
     /// running transfers, then disconnects.
@@ -47,6 +52,7 @@ impl SshConnection {
             peer,
             fs: None,
             channels: HashMap::new(),
+            open: Default::default(),
             tasks,
             login,
         }
@@ -169,10 +175,11 @@ impl russh::server::Handler for SshConnection {
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if self.channels.len() >= MAX_CHANNELS {
+        if self.open.len() >= MAX_CHANNELS {
             reply.reject(ChannelOpenFailure::ResourceShortage).await;
             return Ok(());
         }
+        self.open.insert(channel.id());
         self.channels.insert(channel.id(), channel);
         reply.accept().await;
         Ok(())
@@ -289,6 +296,7 @@ impl russh::server::Handler for SshConnection {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         self.channels.remove(&channel);
+        self.open.remove(&channel);
         Ok(())
     }
 }
