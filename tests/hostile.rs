@@ -379,6 +379,89 @@ async fn an_endless_ftp_line_before_login_is_refused_at_8_kib() {
     t.stop().await;
 }
 
+/// FTP and SSH connections that do not log in within `limits.login_timeout` are closed, however
+/// busy they keep it (NOOPs, a finished SSH handshake); and no more than
+/// `limits.max_unauthenticated` wait to log in at once (issue 18, item 2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_do_not_log_in_are_bounded_in_time_and_number() {
+    let t = start(Kind::Embedded, |c| {
+        common::sftp_on(c);
+        c.limits.login_timeout = Duration::from_secs(2);
+        c.limits.max_unauthenticated = 2;
+    })
+    .await;
+    let ftp = t.ftp_addr();
+    let sftp = t.sftp_addr();
+    // SSH: handshake done, no authentication.
+    let config = std::sync::Arc::new(russh::client::Config::default());
+    let ssh = russh::client::connect(config, sftp, common::Client)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let (lingerer, refused) = tokio::task::spawn_blocking(move || {
+        // FTP: a client that keeps sending NOOP and never logs in.
+        let mut s = TcpStream::connect(ftp).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        assert!(line.starts_with("220"), "{line:?}");
+        // Two connections wait to log in (the SSH one and this): a third is refused.
+        let mut third = TcpStream::connect(ftp).unwrap();
+        third
+            .set_read_timeout(Some(Duration::from_secs(15)))
+            .unwrap();
+        let mut refused = String::new();
+        let _ = third.read_to_string(&mut refused);
+        let mut closed_after = None;
+        for _ in 0..100 {
+            if s.write_all(b"NOOP\r\n").is_err() {
+                closed_after = Some(started.elapsed());
+                break;
+            }
+            line.clear();
+            match r.read_line(&mut line) {
+                Ok(0) | Err(_) => {
+                    closed_after = Some(started.elapsed());
+                    break;
+                }
+                Ok(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+        (closed_after, refused)
+    })
+    .await
+    .unwrap();
+    assert!(
+        refused.starts_with("421 too many connections are logging in"),
+        "{refused:?}"
+    );
+    let lingered = lingerer.expect("the FTP connection that never logged in was not closed");
+    assert!(
+        lingered >= Duration::from_secs(2) && lingered < Duration::from_secs(10),
+        "{lingered:?}"
+    );
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !ssh.is_closed() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the SSH connection that never logged in was not closed");
+    // A client that logs in in time stays as long as it likes, and frees its waiting slot.
+    let mut a = suppaftp::tokio::AsyncFtpStream::connect(ftp).await.unwrap();
+    a.login("alice", PASSWORD).await.unwrap();
+    let mut b = suppaftp::tokio::AsyncFtpStream::connect(ftp).await.unwrap();
+    b.login("alice", PASSWORD).await.unwrap();
+    let mut c = suppaftp::tokio::AsyncFtpStream::connect(ftp).await.unwrap();
+    c.login("alice", PASSWORD).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await; // past the login deadline, on purpose
+    a.noop()
+        .await
+        .expect("a logged-in session outlives the login deadline");
+    t.stop().await;
+}
+
 /// 30 FTP connections sending a wrong password at once: no more passwords are checked than
 /// `limits.login_failures_per_ip` allows before the ban (issue 18, item 7).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

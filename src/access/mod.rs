@@ -66,6 +66,14 @@ pub enum Refusal {
     Busy,
 }
 
+/// Resolves at `deadline` when `permit`'s connection has not logged in by then; never once it has.
+pub async fn login_deadline(permit: &ConnectionPermit, deadline: tokio::time::Instant) {
+    tokio::time::sleep_until(deadline).await;
+    if permit.is_logged_in() {
+        std::future::pending::<()>().await;
+    }
+}
+
 pub struct Access {
     store: Store,
     accounts: Accounts,
@@ -73,6 +81,8 @@ pub struct Access {
     /// `limits.ipv6_prefix`: IPv6 clients are told apart by their network of this many bits.
     ipv6_prefix: u8,
     connections: ConnectionLimiter,
+    /// `limits.login_timeout`: how long an FTP or SSH connection may take to log in.
+    login_timeout: Duration,
     partial_uploads: PartialUploads,
     /// Uploads open in this process, which `stat` and listings show before their commit.
     open_writes: Arc<open_writes::OpenWrites>,
@@ -91,7 +101,9 @@ impl Access {
             connections: ConnectionLimiter::new(
                 config.limits.max_connections,
                 config.limits.max_connections_per_ip,
+                config.limits.max_unauthenticated,
             ),
+            login_timeout: config.limits.login_timeout,
             partial_uploads: config.storage.partial_uploads,
             open_writes: Default::default(),
             failure_delay_ms: AtomicU64::new(500),
@@ -133,15 +145,37 @@ impl Access {
 
     /// Admits a new connection: refused while its address is banned or past the connection limits.
     pub fn admit(&self, peer: IpAddr) -> Result<ConnectionPermit, Refusal> {
+        self.admit_connection(peer, false)
+    }
+
+    /// Admits a connection that logs in after it is made (FTP, SSH): it also holds one of
+    /// `limits.max_unauthenticated` slots until its permit is marked `logged_in`, and is to be
+    /// closed when that has not happened within [`Access::login_timeout`].
+    pub fn admit_before_login(&self, peer: IpAddr) -> Result<ConnectionPermit, Refusal> {
+        self.admit_connection(peer, true)
+    }
+
+    /// `limits.login_timeout`.
+    pub fn login_timeout(&self) -> Duration {
+        self.login_timeout
+    }
+
+    fn admit_connection(
+        &self,
+        peer: IpAddr,
+        before_login: bool,
+    ) -> Result<ConnectionPermit, Refusal> {
         let client = self.client_key(peer);
         if let Some(left) = self.logins.banned_for(client) {
             self.metrics.connection_refused("banned");
             return Err(Refusal::Banned(left));
         }
-        self.connections.try_acquire(client).map_err(|e| {
-            self.metrics.connection_refused("limit");
-            Refusal::Limit(e)
-        })
+        self.connections
+            .try_acquire(client, before_login)
+            .map_err(|e| {
+                self.metrics.connection_refused("limit");
+                Refusal::Limit(e)
+            })
     }
 
     /// The address's ban, if any (front-ends check it again at login: a ban may start mid-session).

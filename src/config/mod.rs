@@ -587,6 +587,11 @@ pub struct LimitsConfig {
     pub ban_time: Duration,
     /// IPv6 clients are counted (bans, per-address limits) by their network of this many bits.
     pub ipv6_prefix: u8,
+    /// FTP and SSH connections not logged in yet, at once.
+    pub max_unauthenticated: u32,
+    /// How long an FTP or SSH connection may take from connecting to a successful login.
+    #[serde(with = "de::duration")]
+    pub login_timeout: Duration,
 }
 
 impl Default for LimitsConfig {
@@ -597,6 +602,8 @@ impl Default for LimitsConfig {
             login_failures_per_ip: 5,
             ban_time: Duration::from_secs(300),
             ipv6_prefix: 64,
+            max_unauthenticated: 100,
+            login_timeout: Duration::from_secs(60),
         }
     }
 }

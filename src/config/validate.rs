@@ -419,6 +419,12 @@ fn limits(l: &LimitsConfig, p: &mut Problems) {
         5,
     );
     p.non_zero_duration("limits.ban_time", l.ban_time, "5m");
+    p.non_zero(
+        "limits.max_unauthenticated",
+        l.max_unauthenticated.into(),
+        100,
+    );
+    p.non_zero_duration("limits.login_timeout", l.login_timeout, "60s");
     if !(16..=128).contains(&l.ipv6_prefix) {
         p.add(
             "limits.ipv6_prefix",

@@ -12,7 +12,7 @@ use unftp_core::auth::{
     UserDetailError, UserDetailProvider,
 };
 
-use crate::access::{Access, Protocol, Refusal, UserFs};
+use crate::access::{Access, ConnectionPermit, Protocol, Refusal, UserFs};
 
 /// The user of one FTP session: their view of the store.
 pub struct FtpUser {
@@ -45,14 +45,18 @@ pub struct ConnectionAuth {
     peer: SocketAddr,
     /// The user of the last successful login, until libunftp asks for it.
     pending: Mutex<Option<UserFs>>,
+    /// The connection's slot, told when it logs in (it stops counting as not logged in, and its
+    /// login deadline no longer applies).
+    permit: Arc<ConnectionPermit>,
 }
 
 impl ConnectionAuth {
-    pub fn new(access: Arc<Access>, peer: SocketAddr) -> Self {
+    pub fn new(access: Arc<Access>, peer: SocketAddr, permit: Arc<ConnectionPermit>) -> Self {
         ConnectionAuth {
             access,
             peer,
             pending: Mutex::new(None),
+            permit,
         }
     }
 }
@@ -86,6 +90,7 @@ impl Authenticator for ConnectionAuth {
         };
         match result {
             Ok(fs) => {
+                self.permit.logged_in();
                 *self.pending.lock().unwrap() = Some(fs);
                 Ok(Principal {
                     username: username.to_string(),

@@ -140,7 +140,7 @@ impl FtpFrontend {
                 next = incoming.next() => next,
             };
             let mut stream = stream;
-            let permit = match self.access.admit(peer.ip()) {
+            let permit = match self.access.admit_before_login(peer.ip()) {
                 Ok(p) => p,
                 Err(refusal) => {
                     tracing::info!(%peer, "ftp: connection refused: {refusal}");
@@ -167,23 +167,31 @@ impl FtpFrontend {
                     None
                 }
             };
-            let server = match self.server_for(peer, implicit, control.clone(), &tasks, &abort) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!(error = %e, "ftp: cannot set up a session");
-                    continue;
-                }
-            };
+            let permit = Arc::new(permit);
+            let server =
+                match self.server_for(peer, implicit, control.clone(), &tasks, &abort, &permit) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::error!(error = %e, "ftp: cannot set up a session");
+                        continue;
+                    }
+                };
             let abort = abort.clone();
             // Shutdown closes an idle session at once (421); a running transfer gets the grace
             // period, then `abort`.
             let stop = shutdown.clone().cancelled_owned();
+            let login_timeout = self.access.login_timeout();
+            let login_by = tokio::time::Instant::now() + login_timeout;
             tasks.spawn(async move {
-                let _permit = permit;
                 tracing::debug!(%peer, "ftp: session start");
                 tokio::select! {
                     _ = server.service_until(stream, peer, stop) => {}
                     _ = abort.cancelled() => tracing::info!(%peer, "ftp: session cut by shutdown"),
+                    // NOOPs and a TLS handshake that never ends do not keep a connection that
+                    // never logs in.
+                    _ = crate::access::login_deadline(&permit, login_by) => {
+                        tracing::info!(%peer, "ftp: not logged in within limits.login_timeout ({login_timeout:?}); closed");
+                    }
                 }
                 // The session is over: an upload still finishing has lost its client.
                 if let Some(control) = control {
@@ -201,8 +209,13 @@ impl FtpFrontend {
         control: Option<Arc<probe::ControlProbe>>,
         tasks: &TaskTracker,
         abort: &CancellationToken,
+        permit: &Arc<crate::access::ConnectionPermit>,
     ) -> anyhow::Result<libunftp::Server<FtpBackend, auth::FtpUser>> {
-        let auth = Arc::new(ConnectionAuth::new(self.access.clone(), peer));
+        let auth = Arc::new(ConnectionAuth::new(
+            self.access.clone(),
+            peer,
+            permit.clone(),
+        ));
         let backend = FtpBackend {
             idle_timeout: self.config.idle_timeout,
             tasks: tasks.clone(),

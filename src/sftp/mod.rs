@@ -24,9 +24,6 @@ pub use errors::status_code;
 pub use ssh::MAX_CHANNELS;
 pub use subsystem::MAX_HANDLES;
 
-/// How long a client may take to finish the SSH handshake and log in.
-const LOGIN_GRACE: Duration = Duration::from_secs(60);
-
 /// The algorithms offered: russh's defaults without `ssh-rsa` (RSA signatures with SHA-1) unless
 /// `sftp.allow_ssh_rsa_sha1`, and compression only after authentication (`zlib@openssh.com`):
 /// plain `zlib` would run the decompressor on what a client sends before it has logged in.
@@ -112,7 +109,7 @@ impl SftpFrontend {
                 _ = shutdown.cancelled() => return,
                 next = incoming.next() => next,
             };
-            let permit = match self.access.admit(peer.ip()) {
+            let permit = match self.access.admit_before_login(peer.ip()) {
                 Ok(p) => p,
                 Err(refusal) => {
                     tracing::info!(%peer, "sftp: connection refused: {refusal}");
@@ -123,17 +120,24 @@ impl SftpFrontend {
             let _ = stream.set_nodelay(true);
             let config = self.config.clone();
             let login = Arc::new(std::sync::OnceLock::new());
-            let handler =
-                ssh::SshConnection::new(self.access.clone(), peer, tasks.clone(), login.clone());
+            let permit = Arc::new(permit);
+            let login_timeout = self.access.login_timeout();
+            let login_by = tokio::time::Instant::now() + login_timeout;
+            let handler = ssh::SshConnection::new(
+                self.access.clone(),
+                peer,
+                tasks.clone(),
+                login.clone(),
+                permit.clone(),
+            );
             let abort = abort.clone();
             let shutdown = shutdown.clone();
             tasks.spawn(async move {
-                let _permit = permit;
                 // A duplicate of the socket, to cut a session whose loop no longer listens.
                 let killer = stream.into_std().and_then(|s| Ok((s.try_clone()?, s)));
                 let Ok((killer, std_stream)) = killer else { return };
                 let Ok(stream) = tokio::net::TcpStream::from_std(std_stream) else { return };
-                let started = tokio::time::timeout(LOGIN_GRACE, russh::server::run_stream(config, stream, handler)).await;
+                let started = tokio::time::timeout_at(login_by, russh::server::run_stream(config, stream, handler)).await;
                 let Ok(Ok(mut session)) = started else {
                     tracing::debug!(%peer, "ssh: handshake failed or timed out");
                     return;
@@ -160,6 +164,18 @@ impl SftpFrontend {
                             handle.disconnect(russh::Disconnect::ByApplication, "the server is shutting down".into(), String::new()),
                         ).await;
                         if tokio::time::timeout(Duration::from_secs(5), &mut session).await.is_err() {
+                            let _ = killer.shutdown(std::net::Shutdown::Both);
+                        }
+                    }
+                    // Authentication attempts (or any packets) do not keep a connection that never
+                    // logs in: russh's inactivity timer restarts with every packet.
+                    _ = crate::access::login_deadline(&permit, login_by) => {
+                        tracing::info!(%peer, "ssh: not logged in within limits.login_timeout ({login_timeout:?}); closed");
+                        let _ = tokio::time::timeout(
+                            Duration::from_secs(2),
+                            handle.disconnect(russh::Disconnect::ByApplication, "not logged in in time".into(), String::new()),
+                        ).await;
+                        if tokio::time::timeout(Duration::from_secs(2), &mut session).await.is_err() {
                             let _ = killer.shutdown(std::net::Shutdown::Both);
                         }
                     }

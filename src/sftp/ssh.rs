@@ -19,7 +19,7 @@ use tokio_util::task::TaskTracker;
 
 use super::scp;
 use super::subsystem::{SftpHandler, MAX_PACKET};
-use crate::access::{Access, Protocol, Refusal, UserFs};
+use crate::access::{Access, ConnectionPermit, Protocol, Refusal, UserFs};
 
 /// Session channels one connection may have open at once, whether they run a subsystem, an exec
 /// or nothing yet.
@@ -38,6 +38,8 @@ pub struct SshConnection {
     /// The logged-in session, for the connection's task: at shutdown it waits for the session's
     /// running transfers, then disconnects.
     login: Arc<OnceLock<UserFs>>,
+    /// The connection's slot, told when it logs in.
+    permit: Arc<ConnectionPermit>,
 }
 
 impl SshConnection {
@@ -46,6 +48,7 @@ impl SshConnection {
         peer: SocketAddr,
         tasks: TaskTracker,
         login: Arc<OnceLock<UserFs>>,
+        permit: Arc<ConnectionPermit>,
     ) -> Self {
         SshConnection {
             access,
@@ -55,10 +58,12 @@ impl SshConnection {
             open: Default::default(),
             tasks,
             login,
+            permit,
         }
     }
 
     fn logged_in(&mut self, fs: UserFs) {
+        self.permit.logged_in();
         let _ = self.login.set(fs.clone());
         self.fs = Some(fs);
     }
