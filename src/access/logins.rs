@@ -140,7 +140,14 @@ impl LoginLimiter {
             let mut entries = self.entries.lock().unwrap();
             let entry = entries.entry(client).or_default();
             entry.pending = entry.pending.saturating_sub(1);
-            failed && self.count_failure(&mut entries, client)
+            if !failed && entry.idle(Instant::now()) {
+                // Nothing to remember of a client that only logged in: every address that ever
+                // connected would otherwise stay in the map.
+                entries.remove(&client);
+                false
+            } else {
+                failed && self.count_failure(&mut entries, client)
+            }
         };
         self.freed.notify_waiters();
         banned
@@ -229,8 +236,9 @@ mod tests {
         assert!(!third.failed());
         assert!(fourth.failed());
         assert!(matches!(fifth.await, Err(NoTry::Banned(_))));
-        // Another address is not affected.
+        // Another address is not affected, and one that only logs in is not remembered.
         let b: IpAddr = "10.0.0.2".parse().unwrap();
-        assert!(l.begin(b).await.is_ok());
+        drop(l.begin(b).await.unwrap());
+        assert!(!l.entries.lock().unwrap().contains_key(&b));
     }
 }
