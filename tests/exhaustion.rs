@@ -77,7 +77,8 @@ fn idle_binary(dir: &std::path::Path) -> Binary {
         None,
         Some(
             "ulimit -n 8192; export FILEGATE__FTP__IDLE_TIMEOUT=3s FILEGATE__SFTP__IDLE_TIMEOUT=3s \
-             FILEGATE__LIMITS__MAX_CONNECTIONS=3000 FILEGATE__LIMITS__MAX_CONNECTIONS_PER_IP=3000",
+             FILEGATE__LIMITS__MAX_CONNECTIONS=3000 FILEGATE__LIMITS__MAX_CONNECTIONS_PER_IP=3000 \
+             FILEGATE__LIMITS__MAX_UNAUTHENTICATED=3000",
         ),
     )
 }

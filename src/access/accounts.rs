@@ -93,6 +93,16 @@ impl Accounts {
         self.by_name.get(name).cloned()
     }
 
+    /// Whether this name and password logged in successfully a moment ago (the recent-logins
+    /// cache): such a login needs no argon2 check, and is no guess to be throttled.
+    pub fn recently_verified(&self, name: &str, password: &str) -> bool {
+        let Some(hash) = self.get(name).and_then(|a| a.password_hash.clone()) else {
+            return false;
+        };
+        self.recent
+            .contains(&self.recent.proof(name, &hash, password))
+    }
+
     /// Verifies a password on the verifier threads (argon2 takes tens of milliseconds of CPU).
     /// `Err(Saturated)`: too many checks are waiting already; the caller refuses the login as
     /// "busy" at once instead of queueing it (a flood must not stall every protocol's logins).

@@ -195,13 +195,22 @@ impl Access {
         peer: SocketAddr,
         protocol: Protocol,
     ) -> Result<UserFs, Refusal> {
-        // The check holds one of the client's tries until its outcome is known.
-        let attempt = match self.logins.begin(self.client_key(peer.ip())).await {
-            Ok(attempt) => attempt,
-            Err(NoTry::Banned(left)) => return Err(Refusal::Banned(left)),
-            Err(NoTry::Busy) => {
-                self.metrics.connection_refused("busy");
-                return Err(Refusal::Busy);
+        // A check holds one of the client's tries until its outcome is known, so parallel guesses
+        // cannot outrun the ban. Credentials that logged in a moment ago are no guess: scheduler
+        // jobs starting together from one host are not made to queue.
+        let attempt = if self.accounts.recently_verified(user, password) {
+            if let Some(left) = self.banned_for(peer.ip()) {
+                return Err(Refusal::Banned(left));
+            }
+            None
+        } else {
+            match self.logins.begin(self.client_key(peer.ip())).await {
+                Ok(attempt) => Some(attempt),
+                Err(NoTry::Banned(left)) => return Err(Refusal::Banned(left)),
+                Err(NoTry::Busy) => {
+                    self.metrics.connection_refused("busy");
+                    return Err(Refusal::Busy);
+                }
             }
         };
         match self.accounts.verify_password(user, password).await {
@@ -209,7 +218,7 @@ impl Access {
                 drop(attempt);
                 self.open_home(account, peer, protocol).await
             }
-            Ok(None) => Err(self.fail(Some(attempt), user, peer, protocol).await),
+            Ok(None) => Err(self.fail(attempt, user, peer, protocol).await),
             Err(accounts::Saturated) => {
                 self.metrics.connection_refused("busy");
                 tracing::warn!(%peer, user, protocol = protocol.as_str(), "login refused: the password verifier is saturated");
