@@ -217,6 +217,41 @@ async fn far_future_scp_times_do_not_break_listings() {
     t.stop().await;
 }
 
+/// With active mode on, `PORT` connects only back to the client and never to a privileged port
+/// (RFC 2577: no "FTP bounce" probing of other hosts); curl's active mode still works (issue 18,
+/// item 11).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn port_only_reaches_back_to_the_client() {
+    let t = start(Kind::Embedded, |c| c.ftp.active_mode = true).await;
+    let addr = t.ftp_addr();
+    let local = t.temp_path("active.txt");
+    std::fs::write(&local, b"sent in active mode").unwrap();
+    tokio::task::spawn_blocking(move || {
+        let mut f = Ftp::login(addr);
+        for target in ["PORT 10,255,255,1,200,10\r\n", "PORT 127,0,0,1,0,22\r\n"] {
+            let r = f.send(target.as_bytes());
+            assert!(r.starts_with("504"), "{target:?}: {r:?}");
+        }
+        let out = std::process::Command::new(common::program("curl"))
+            .args(["-sS", "--ftp-port", "127.0.0.1", "-T"])
+            .arg(&local)
+            .arg(format!("ftp://alice:{PASSWORD}@{addr}/active.txt"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let out = std::process::Command::new(common::program("curl"))
+            .args(["-sS", "--ftp-port", "127.0.0.1"])
+            .arg(format!("ftp://alice:{PASSWORD}@{addr}/active.txt"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(out.stdout, b"sent in active mode");
+    })
+    .await
+    .unwrap();
+    t.stop().await;
+}
+
 /// alice's view of the store, as an SFTP session has it.
 async fn alice_session(t: &common::TestGateway) -> filegate::access::UserFs {
     t.gw()

@@ -89,6 +89,21 @@ where
         let port = ((bytes[4] as u16) << 8) | bytes[5] as u16;
         let addr = SocketAddrV4::new(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]), port);
 
+        // filegate patch (RFC 2577 section 3): the server connects only back to the client that
+        // sent PORT, and not to a privileged port; otherwise PORT lets anyone use the server to
+        // probe or reach other hosts and services ("FTP bounce").
+        let client = {
+            let session = session.lock().await;
+            session.control_connection.as_ref().map(|c| c.source).unwrap_or(session.source)
+        };
+        if client.ip().to_canonical() != std::net::IpAddr::V4(*addr.ip()) || port < 1024 {
+            slog::info!(logger, "PORT {} refused: the client is {}", addr, client);
+            return Ok(Reply::new(
+                ReplyCode::CommandNotImplementedForParameter,
+                "PORT must name your own address and a port from 1024 up",
+            ));
+        }
+
         let stream: io::Result<TcpStream> = TcpStream::connect(addr).await;
 
         let stream = match stream {
