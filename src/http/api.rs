@@ -289,6 +289,8 @@ pub(super) async fn get_file(
     let fs = &session.fs;
     let path = target(fs, &uri, "/api/v1/files")?;
     let q = query(&uri)?;
+    // Checked whatever the path turns out to be: a bad value is the client's mistake either way.
+    page_limit(&q)?;
     let meta = fs.stat(&path).await?;
     if meta.is_dir() {
         match param(&q, "download") {
@@ -954,7 +956,9 @@ pub(super) async fn delete_file(
 ) -> Result<Response> {
     let fs = &session.fs;
     let path = target(fs, &uri, "/api/v1/files")?;
-    let q = query(&uri)?;
+    // Checked first, whatever the path is: `?recursive=4.8e307` on a file was ignored and the
+    // file deleted (Schemathesis).
+    let recursive = flag(&query(&uri)?, "recursive")?;
     if path.is_root() {
         // Refused before anything goes: a recursive delete would otherwise empty the home and only
         // then fail on the home itself.
@@ -966,7 +970,7 @@ pub(super) async fn delete_file(
     let meta = fs.stat(&path).await?;
     if meta.is_file() {
         fs.delete(&path).await?;
-    } else if flag(&q, "recursive")? {
+    } else if recursive {
         remove_tree(fs, &path).await?;
     } else {
         fs.rmdir(&path).await.map_err(|e| {
