@@ -237,9 +237,18 @@ where
                 let mut incoming = None;
                 // While closing, the transfer's end is checked often instead of the idle timeout.
                 let mut timeout_delay = Box::pin(tokio::time::sleep(if closing { Duration::from_millis(100) } else { idle_session_timeout }));
+                // filegate patch: `biased`, internal messages before the client's bytes. After
+                // `234` to AUTH TLS the switch to TLS is already queued here; polled at random, the
+                // command reader could win and take the client's TLS ClientHello as a command
+                // line (answered in plain text: "wrong version number" in Python's ftplib) or keep
+                // it in a buffer the TLS acceptor never sees.
                 tokio::select! {
+                    biased;
                     _ = std::future::ready(()), if say_goodbye => {
                         incoming = Some(Ok(Event::InternalMsg(ControlChanMsg::ExitControlLoop)))
+                    },
+                    Some(msg) = control_msg_rx.recv() => {
+                        incoming = Some(Ok(Event::InternalMsg(msg)));
                     },
                     cmd = command_source.next() => {
                         match cmd {
@@ -249,9 +258,6 @@ where
                                 incoming = Some(Ok(Event::InternalMsg(ControlChanMsg::ExitControlLoop)))
                             }
                         }
-                    },
-                    Some(msg) = control_msg_rx.recv() => {
-                        incoming = Some(Ok(Event::InternalMsg(msg)));
                     },
                     _ = &mut timeout_delay => {
                         let session = shared_session.lock().await;
