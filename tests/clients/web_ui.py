@@ -455,7 +455,16 @@ def views_and_menus():
     D.find_element(By.CSS_SELECTOR, "[data-sort=name] button").click()
     wait(lambda: idle() and D.find_element(By.CSS_SELECTOR, "[data-sort=name]").get_attribute("aria-sort") == "ascending", "sorted by name")
     # The context menu from the keyboard: focus the list, Shift+F10.
-    D.find_element(By.CSS_SELECTOR, "#files .rows .row button.name").send_keys(Keys.SHIFT, Keys.F10)
+    # The rows are drawn again after the sort: press the menu key on the first row once it is
+    # there (a row found while the list was being redrawn is gone a moment later).
+    def menu_key_on_first_row():
+        rows = D.find_elements(By.CSS_SELECTOR, "#files .rows .row button.name")
+        if not rows:
+            return False
+        rows[0].send_keys(Keys.SHIFT, Keys.F10)
+        return True
+
+    wait(menu_key_on_first_row, "the first row, to open its menu by keyboard")
     wait(lambda: js("return !!document.querySelector('.menu[role=menu]')"), "the context menu")
     items = js("return [...document.querySelectorAll('.menu [role=menuitem]')].map(b => b.textContent)")
     assert any(i.startswith("Delete") for i in items), items
