@@ -252,6 +252,76 @@ async fn port_only_reaches_back_to_the_client() {
     t.stop().await;
 }
 
+/// A passive port waits for its own client: a connection from another address is closed and the
+/// port keeps listening; and a session that sends PASV in a loop holds one port, not the range
+/// (issue 18, item 6).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passive_ports_wait_for_their_client_and_are_not_hoarded() {
+    let t = start(Kind::Embedded, |c| {
+        let first = *c.ftp.passive_ports.start();
+        c.ftp.passive_ports = first..=first + 3;
+    })
+    .await;
+    let addr = t.ftp_addr();
+    tokio::task::spawn_blocking(move || {
+        let mut f = Ftp::login(addr);
+        // 30 PASVs on a range of 4 ports: each supersedes the one before.
+        let mut port = 0;
+        for i in 0..30 {
+            let r = f.send(b"PASV\r\n");
+            assert!(r.starts_with("227"), "PASV {i}: {r:?}");
+            port = pasv_port(&r);
+        }
+        // Another session of the same client still gets a port.
+        let mut other = Ftp::login(addr);
+        assert!(other.send(b"PASV\r\n").starts_with("227"));
+        // A scanner from another address reaches the port first: it is closed on it...
+        let scanner =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        scanner
+            .bind(
+                &"127.0.0.2:0"
+                    .parse::<std::net::SocketAddr>()
+                    .unwrap()
+                    .into(),
+            )
+            .unwrap();
+        scanner
+            .connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())
+            .unwrap();
+        let mut scanner: TcpStream = scanner.into();
+        scanner
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut got = Vec::new();
+        let _ = scanner.read_to_end(&mut got);
+        assert!(got.is_empty(), "{got:?}");
+        // ...and the client's own transfer still works on it.
+        let mut data = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        data.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let r = f.send(b"NLST\r\n");
+        assert!(r.starts_with("150"), "{r:?}");
+        let mut listing = Vec::new();
+        data.read_to_end(&mut listing).unwrap();
+        let r = f.reply();
+        assert!(r.starts_with("226"), "{r:?}");
+    })
+    .await
+    .unwrap();
+    t.stop().await;
+}
+
+/// The port of a `227 Entering Passive Mode (h1,h2,h3,h4,p1,p2)` reply.
+fn pasv_port(reply: &str) -> u16 {
+    let inner = &reply[reply.find('(').unwrap() + 1..reply.find(')').unwrap()];
+    let n: Vec<u16> = inner
+        .split(',')
+        .map(|x| x.trim().parse().unwrap())
+        .collect();
+    n[4] * 256 + n[5]
+}
+
 /// alice's view of the store, as an SFTP session has it.
 async fn alice_session(t: &common::TestGateway) -> filegate::access::UserFs {
     t.gw()

@@ -118,6 +118,9 @@ where
     pub ascii: bool,
     // filegate patch: the facts `OPTS MLST` selected for MLST/MLSD (RFC 3659 7.9).
     pub mlst_facts: crate::server::controlchan::commands::MlstFacts,
+    // filegate patch: the passive listener waiting for this session's data connection (one per
+    // session: a new PASV/EPSV drops it, which closes its port).
+    pub(crate) pending_passive: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl<Storage, User> Session<Storage, User>
@@ -154,6 +157,7 @@ where
             binder: None,
             ascii: false,
             mlst_facts: Default::default(),
+            pending_passive: None,
         }
     }
 

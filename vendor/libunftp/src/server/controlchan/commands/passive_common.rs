@@ -12,8 +12,14 @@ use crate::{
     storage::{Metadata, StorageBackend},
 };
 use async_trait::async_trait;
-use std::{fmt::Debug, io, net::SocketAddr, ops::RangeInclusive, time::Duration};
-use tokio::net::TcpSocket;
+use std::{
+    fmt::Debug,
+    io,
+    net::{IpAddr, SocketAddr},
+    ops::RangeInclusive,
+    time::Duration,
+};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{
     mpsc::{Receiver, Sender, channel},
     oneshot,
@@ -101,20 +107,51 @@ where
     let reply = cmd.build_reply(&args, port).await?;
     if reply.is_positive() {
         setup_inter_loop_comms(args.session.clone(), args.tx_control_chan.clone()).await;
+        // filegate patch: one pending listener per session. Replacing the previous one drops its
+        // sender, which stops its task and frees its port (upstream kept every listener of a PASV
+        // loop open for 15 s, so one session could hold the whole range).
+        let (superseded_tx, superseded) = oneshot::channel::<()>();
+        let client_ip = {
+            let mut session = args.session.lock().await;
+            session.pending_passive = Some(superseded_tx);
+            session.source.ip()
+        };
         // Open the data connection in a new task and process it.
         // We cannot await this since we first need to let the client know where to connect :-)
         tokio::spawn(async move {
-            // Timeout if the client doesn't connect to the socket in a while, to avoid leaving the socket hanging open permanently.
-            let r = tokio::time::timeout(Duration::from_secs(15), listener.accept()).await;
-            match r {
-                Ok(Ok((socket, _socket_addr))) => datachan::spawn_processing(args.logger, args.session, socket).await,
-                Ok(Err(e)) => slog::error!(args.logger, "Error waiting for data connection: {}", e),
-                Err(_) => slog::warn!(args.logger, "Client did not connect to data port in time"),
+            match accept_from(&listener, client_ip, superseded, &args.logger).await {
+                Some(socket) => datachan::spawn_processing(args.logger, args.session, socket).await,
+                None => slog::debug!(args.logger, "Passive port {} closed without a data connection from the client", port),
             }
         });
     }
 
     Ok(reply)
+}
+
+/// filegate patch: waits up to 15 s for a data connection from `client_ip`, closing any other
+/// (upstream took the first connection whatever its address and then refused it, so one
+/// connection from a scanner broke the client's transfer). `None` when the time is up, the
+/// listener failed, or a newer PASV/EPSV of the session superseded it.
+async fn accept_from(listener: &TcpListener, client_ip: IpAddr, mut superseded: oneshot::Receiver<()>, logger: &slog::Logger) -> Option<TcpStream> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        tokio::select! {
+            _ = &mut superseded => return None,
+            _ = tokio::time::sleep_until(deadline) => {
+                slog::warn!(logger, "Client did not connect to data port in time");
+                return None;
+            }
+            accepted = listener.accept() => match accepted {
+                Ok((socket, peer)) if peer.ip() == client_ip => return Some(socket),
+                Ok((_, peer)) => slog::warn!(logger, "Closed a data connection from {} that is not the client ({})", peer, client_ip),
+                Err(e) => {
+                    slog::error!(logger, "Error waiting for data connection: {}", e);
+                    return None;
+                }
+            },
+        }
+    }
 }
 
 // For delegated mode, we prepare the session and let the listener loop know (via channel) that it
