@@ -595,6 +595,76 @@ async fn a_write_only_user_cannot_read_through_a_read_write_open() {
     t.stop().await;
 }
 
+/// One byte written at the end of each chunk would store a chunk of zeros per byte sent: those
+/// never-written bytes count towards `storage.max_hole_size` like any hole (issue 18, item 3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_byte_per_chunk_cannot_store_chunks_of_zeros() {
+    let t = start(Kind::Embedded, |c| {
+        sftp_on(c);
+        c.storage.max_hole_size = 1 << 20;
+    })
+    .await;
+    let cs = t.store().chunk_size();
+    let ssh = ssh_login(t.sftp_addr(), "alice", PASSWORD).await.unwrap();
+    let channel = ssh.channel_open_session().await.unwrap();
+    channel.request_subsystem(true, "sftp").await.unwrap();
+    let raw = russh_sftp::client::RawSftpSession::new(channel.into_stream());
+    raw.init().await.unwrap();
+    let flags = OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::TRUNCATE;
+    let h = raw
+        .open("zeros.bin", flags, FileAttributes::default())
+        .await
+        .unwrap();
+    let mut refused_at = None;
+    for k in 0..200u64 {
+        match raw
+            .write(h.handle.clone(), k * cs + cs - 1, b"x".to_vec())
+            .await
+        {
+            Ok(_) => {}
+            Err(russh_sftp::client::error::Error::Status(s)) => {
+                assert_eq!(s.status_code, StatusCode::Failure);
+                assert!(
+                    s.error_message.contains("never written"),
+                    "{}",
+                    s.error_message
+                );
+                refused_at = Some(k);
+                break;
+            }
+            Err(other) => panic!("write {k}: {other:?}"),
+        }
+    }
+    let k = refused_at.expect("200 one-byte writes stored 200 chunks of zeros");
+    // 1 MiB of never-written bytes are allowed, not more.
+    assert!(k * cs <= (1 << 20) + cs, "refused only at chunk {k}");
+    raw.close(h.handle).await.unwrap();
+
+    // A client that fills every chunk, even out of order, is not limited by it.
+    let h = raw
+        .open("full.bin", flags, FileAttributes::default())
+        .await
+        .unwrap();
+    let data = content(3, (40 * cs) as usize);
+    for k in 0..40u64 {
+        let piece = |from: u64, to: u64| data[from as usize..to as usize].to_vec();
+        raw.write(
+            h.handle.clone(),
+            k * cs + cs - 1,
+            piece(k * cs + cs - 1, k * cs + cs),
+        )
+        .await
+        .unwrap();
+        raw.write(h.handle.clone(), k * cs, piece(k * cs, k * cs + cs - 1))
+            .await
+            .unwrap();
+    }
+    raw.close(h.handle).await.unwrap();
+    let sftp = sftp_session(&ssh).await;
+    assert!(sftp.read("full.bin").await.unwrap() == data);
+    t.stop().await;
+}
+
 /// The algorithms the server offers, from its KEXINIT as a raw client sees it: host key algorithms
 /// and client-to-server compression.
 async fn offered(addr: std::net::SocketAddr) -> (Vec<String>, Vec<String>) {

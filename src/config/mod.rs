@@ -106,6 +106,10 @@ pub struct StorageConfig {
     /// Largest file; 0 = unlimited.
     #[serde(with = "de::size")]
     pub max_file_size: u64,
+    /// Most bytes of one file that may be zeros nobody wrote (gaps left by writes past the end
+    /// or inside a chunk): they are stored and hashed, but cost the client nothing to send.
+    #[serde(with = "de::size")]
+    pub max_hole_size: u64,
     pub partial_uploads: PartialUploads,
     /// How long a stopped gateway's unfinished work is kept before its chunks are reclaimed.
     #[serde(with = "de::duration")]
@@ -126,6 +130,7 @@ impl Default for StorageConfig {
             namespace: "filegate".into(),
             chunk_size: 512 << 10,
             max_file_size: 0,
+            max_hole_size: storage_backend::MAX_HOLE_BYTES,
             partial_uploads: PartialUploads::Keep,
             orphan_timeout: Duration::from_secs(60),
             gc_grace: Duration::from_secs(60),
@@ -740,6 +745,7 @@ impl Config {
             namespace: s.namespace.clone(),
             chunk_size: s.chunk_size,
             max_file_size: s.max_file_size,
+            max_hole_size: s.max_hole_size,
             orphan_timeout: s.orphan_timeout,
             gc_grace: s.gc_grace,
             outbox_limit: s.outbox_limit,

@@ -13,6 +13,8 @@ use super::{
     SftpConfig, StorageBackend, StorageConfig, UserConfig,
 };
 
+/// Smallest `storage.max_hole_size`.
+const MIN_HOLE_SIZE: u64 = 1 << 20;
 /// Smallest and largest `storage.chunk_size`.
 pub const MIN_CHUNK_SIZE: u64 = 64 << 10;
 pub const MAX_CHUNK_SIZE: u64 = 64 << 20;
@@ -120,6 +122,16 @@ fn storage(s: &StorageConfig, p: &mut Problems) {
             format!(
                 "\"{}\" is too {how}; use a size between 64KiB and 64MiB such as \"1MiB\"",
                 format_size(s.chunk_size)
+            ),
+        );
+    }
+    if s.max_hole_size < MIN_HOLE_SIZE {
+        p.add(
+            "storage.max_hole_size",
+            format!(
+                "\"{}\" is too small: SFTP clients that send writes out of order leave gaps for a \
+                 moment; use at least \"1MiB\", such as the default \"1GiB\"",
+                format_size(s.max_hole_size)
             ),
         );
     }

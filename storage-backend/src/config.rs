@@ -13,6 +13,9 @@ pub struct StoreConfig {
     pub chunk_size: u64,
     /// Largest file a write session may produce; 0 = unlimited.
     pub max_file_size: u64,
+    /// Most bytes of a file that may be zeros nobody wrote ([`MAX_HOLE_BYTES`](crate::MAX_HOLE_BYTES)
+    /// by default): gaps past the end, and the rest of a chunk before a byte written after it.
+    pub max_hole_size: u64,
     /// How long a gateway that stopped heart-beating keeps its write sessions and read pins before
     /// another gateway (or this one after a restart) reclaims the chunks they left behind.
     pub orphan_timeout: Duration,
@@ -47,6 +50,7 @@ impl Default for StoreConfig {
             namespace: "filegate".into(),
             chunk_size: 512 * 1024,
             max_file_size: 0,
+            max_hole_size: crate::MAX_HOLE_BYTES,
             orphan_timeout: Duration::from_secs(60),
             gc_grace: Duration::from_secs(60),
             outbox_limit: 1_000_000,

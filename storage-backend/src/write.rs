@@ -32,8 +32,9 @@ const MAX_DIRTY: usize = 4;
 const MAX_IN_FLIGHT: usize = 4;
 /// Largest batch of chunk ids reserved in one trip.
 const MAX_ID_BATCH: u64 = 256;
-/// Most bytes of a file that may be holes (ranges skipped over, never written), which commit hashes
-/// as zeros: 1 GiB, a second or two of CPU.
+/// Default for the most bytes of a file that may be holes (ranges skipped over, never written),
+/// which commit hashes as zeros: 1 GiB, a second or two of CPU
+/// ([`StoreConfig::max_hole_size`](crate::StoreConfig::max_hole_size)).
 pub const MAX_HOLE_BYTES: u64 = 1 << 30;
 
 /// An upload in progress. End it with [`commit`](Self::commit) or [`abort`](Self::abort); dropping it
@@ -49,6 +50,13 @@ pub struct WriteSession {
     chunks: Vec<u64>,
     /// Chunk index -> the chunk's bytes so far (may be shorter than the chunk; the rest is zeros).
     dirty: BTreeMap<u64, Vec<u8>>,
+    /// Chunk index -> bytes of its dirty buffer that the client sent or that were stored before
+    /// (the rest of the buffer is zeros nobody wrote).
+    sent: HashMap<u64, u64>,
+    /// Chunk index -> bytes of a chunk this session stored that nobody wrote (zeros filling the
+    /// chunk up to a byte written after them). Counted with the holes, so writing one byte at the
+    /// end of each chunk cannot store a chunk of zeros per byte sent.
+    unsent: HashMap<u64, u64>,
     in_flight: JoinSet<Result<u64>>,
     /// Bytes of chunks being stored, so a write that comes back to them need not wait.
     in_flight_data: HashMap<u64, Bytes>,
@@ -102,6 +110,8 @@ impl WriteSession {
             size,
             chunks,
             dirty: BTreeMap::new(),
+            sent: HashMap::new(),
+            unsent: HashMap::new(),
             in_flight: JoinSet::new(),
             in_flight_data: HashMap::new(),
             ids: 0..0,
@@ -156,6 +166,7 @@ impl WriteSession {
             }
             buf[within..within + n].copy_from_slice(&rest[..n]);
             let full = buf.len() as u64 == cs;
+            *self.sent.entry(idx).or_default() += n as u64;
             self.size = self.size.max(pos + n as u64);
             if full {
                 self.flush(idx).await?;
@@ -187,6 +198,8 @@ impl WriteSession {
         if len < self.size {
             let keep = chunk_count(len, cs);
             self.dirty.retain(|&idx, _| idx < keep as u64);
+            self.sent.retain(|&idx, _| idx < keep as u64);
+            self.unsent.retain(|&idx, _| idx < keep as u64);
             let tail = len % cs;
             if tail != 0 {
                 let idx = len / cs;
@@ -195,6 +208,9 @@ impl WriteSession {
                 if has_bytes {
                     let buf = self.buffer(idx, false).await?;
                     buf.truncate(tail as usize);
+                    if let Some(sent) = self.sent.get_mut(&idx) {
+                        *sent = (*sent).min(tail);
+                    }
                 }
             }
             self.chunks.truncate(keep);
@@ -347,13 +363,23 @@ impl WriteSession {
             .enumerate()
             .filter(|&(i, &id)| id == 0 && !self.dirty.contains_key(&(i as u64)))
             .count() as u64;
-        let total = holes.saturating_mul(self.chunk_size).saturating_add(gap);
-        if total > MAX_HOLE_BYTES {
+        let unwritten_in_chunks = self.unsent.values().sum::<u64>()
+            + self
+                .dirty
+                .iter()
+                .map(|(idx, buf)| unwritten(buf, self.sent.get(idx)))
+                .sum::<u64>();
+        let total = holes
+            .saturating_mul(self.chunk_size)
+            .saturating_add(unwritten_in_chunks)
+            .saturating_add(gap);
+        let max = self.inner.config.max_hole_size;
+        if total > max {
             return Err(StoreError::new(
                 ErrorKind::FileTooLarge,
                 format!(
                     "{} would have {total} bytes that were never written (a hole of zeros); \
-                     at most {MAX_HOLE_BYTES} are allowed: send the bytes in between instead of a gap past the end",
+                     at most {max} are allowed (storage.max_hole_size): send the bytes in between instead of a gap",
                     self.path
                 ),
             ));
@@ -371,6 +397,9 @@ impl WriteSession {
             } else {
                 self.stored(idx).await?.to_vec()
             };
+            let never_written = self.unsent.remove(&idx).unwrap_or(0);
+            self.sent
+                .insert(idx, (current.len() as u64).saturating_sub(never_written));
             self.dirty.insert(idx, current);
         }
         Ok(self.dirty.get_mut(&idx).expect("just inserted"))
@@ -408,6 +437,10 @@ impl WriteSession {
     async fn flush(&mut self, idx: u64) -> Result<()> {
         let Some(buf) = self.dirty.remove(&idx) else {
             return Ok(());
+        };
+        match unwritten(&buf, self.sent.remove(&idx).as_ref()) {
+            0 => self.unsent.remove(&idx),
+            n => self.unsent.insert(idx, n),
         };
         let id = self.next_id().await?;
         let slot = idx as usize;
@@ -473,6 +506,11 @@ impl WriteSession {
         }
         Ok(hex::encode(hasher.finalize()))
     }
+}
+
+/// Bytes of a dirty buffer nobody wrote, given how many were sent into it.
+fn unwritten(buf: &[u8], sent: Option<&u64>) -> u64 {
+    (buf.len() as u64).saturating_sub(sent.copied().unwrap_or(0))
 }
 
 impl Drop for WriteSession {

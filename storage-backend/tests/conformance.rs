@@ -22,6 +22,7 @@ on_every_backend!(
     cut_off_uploads_are_kept_incomplete_and_resume,
     abandoned_sessions_change_nothing,
     sparse_writes_truncate_and_extend,
+    zeros_nobody_wrote_inside_chunks_are_holes,
     random_order_writes,
     last_commit_wins,
     outbox_sequences_are_consecutive_and_ack_trims,
@@ -692,6 +693,48 @@ async fn abandoned_sessions_change_nothing(kind: Kind) {
         "chunks of abandoned sessions were not reclaimed: {:?}",
         s.verify().await.unwrap()
     );
+}
+
+/// Writing one byte at the end of each chunk stores whole chunks of zeros nobody sent: they count
+/// towards `max_hole_size` like holes; bytes later written into them give the room back.
+async fn zeros_nobody_wrote_inside_chunks_are_holes(kind: Kind) {
+    let f = fixture_with(kind, |c| c.max_hole_size = 64 * 20).await;
+    let s = &f.store;
+    let mut w = s
+        .open_write(&p("/z"), OpenOptions::REPLACE, &ctx())
+        .await
+        .unwrap();
+    let refused = loop_until_refused(&mut w).await;
+    assert!((19..=21).contains(&refused), "refused at chunk {refused}");
+    w.abort().await.unwrap();
+    // Filled afterwards (out of order), the same chunks are no holes.
+    let data = content(8, 64 * 60);
+    let mut w = s
+        .open_write(&p("/z"), OpenOptions::REPLACE, &ctx())
+        .await
+        .unwrap();
+    for k in 0..60 {
+        w.write_at(k * 64 + 63, &data[k as usize * 64 + 63..][..1])
+            .await
+            .unwrap();
+        w.write_at(k * 64, &data[k as usize * 64..][..63])
+            .await
+            .unwrap();
+    }
+    w.commit(CommitOptions::default()).await.unwrap();
+    assert_eq!(s.read_to_vec(&p("/z"), u64::MAX).await.unwrap(), data);
+}
+
+/// Writes one byte at the end of chunk 0, 1, 2, … and says at which chunk it was refused.
+async fn loop_until_refused(w: &mut storage_backend::WriteSession) -> u64 {
+    for k in 0..1000 {
+        if let Err(e) = w.write_at(k * 64 + 63, b"x").await {
+            assert_eq!(e.kind(), ErrorKind::FileTooLarge, "{e}");
+            assert!(e.to_string().contains("never written"), "{e}");
+            return k;
+        }
+    }
+    panic!("1000 one-byte writes stored 1000 chunks of zeros");
 }
 
 async fn sparse_writes_truncate_and_extend(kind: Kind) {
