@@ -22,6 +22,9 @@ use crate::config::SftpConfig;
 
 pub use errors::status_code;
 pub use ssh::MAX_CHANNELS;
+
+/// Messages (of at most 32 KiB) one SSH channel may queue: 2 MiB.
+pub const CHANNEL_QUEUE: usize = 64;
 pub use subsystem::MAX_HANDLES;
 
 /// The algorithms offered: russh's defaults without `ssh-rsa` (RSA signatures with SHA-1) unless
@@ -70,8 +73,11 @@ impl SftpFrontend {
             auth_rejection_time_initial: Some(Duration::ZERO),
             inactivity_timeout: Some(config.idle_timeout),
             keepalive_interval: Some(Duration::from_secs(30)),
-            // Large SFTP requests (255 KiB) need room: the default 100 messages stalls downloads.
-            channel_buffer_size: 4096,
+            // What one channel may queue before the session stops reading the connection:
+            // russh grants window as packets arrive, not as the handler takes them, so this
+            // (messages of at most 32 KiB) is the bound: 2 MiB, plus the 4 MiB pipe of `pumped`.
+            // Downloads do not need more: the pipe keeps the session reading window adjustments.
+            channel_buffer_size: CHANNEL_QUEUE,
             event_buffer_size: 64,
             window_size: 16 << 20,
             preferred: preferred(config.allow_ssh_rsa_sha1),

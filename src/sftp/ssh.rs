@@ -15,6 +15,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::scp;
@@ -40,6 +41,15 @@ pub struct SshConnection {
     login: Arc<OnceLock<UserFs>>,
     /// The connection's slot, told when it logs in.
     permit: Arc<ConnectionPermit>,
+    /// Cancelled when russh drops this handler, i.e. when the connection's session is over: its
+    /// SFTP streams then read as ended (see `pumped`).
+    ended: CancellationToken,
+}
+
+impl Drop for SshConnection {
+    fn drop(&mut self) {
+        self.ended.cancel();
+    }
 }
 
 impl SshConnection {
@@ -59,6 +69,7 @@ impl SshConnection {
             tasks,
             login,
             permit,
+            ended: CancellationToken::new(),
         }
     }
 
@@ -206,7 +217,7 @@ impl russh::server::Handler for SshConnection {
         };
         session.channel_success(channel)?;
         tracing::debug!(peer = %self.peer, user = fs.user(), "sftp: subsystem start");
-        let stream = pumped(ch, &self.tasks, session.handle());
+        let stream = pumped(ch, &self.tasks, session.handle(), self.ended.clone());
         let handler = SftpHandler::new(fs, self.tasks.clone());
         let config = russh_sftp::server::Config {
             max_client_packet_len: MAX_PACKET,
@@ -306,15 +317,29 @@ impl russh::server::Handler for SshConnection {
     }
 }
 
-/// The channel as a byte stream whose incoming side is always drained into a bounded pipe, so
-/// russh's session loop never blocks on a busy SFTP handler (the download deadlock of
-/// russh #549: the loop would stop reading the client's window adjustments).
-fn pumped(channel: Channel<Msg>, tasks: &TaskTracker, handle: Handle) -> EndsWithStatus {
+/// The channel as a byte stream whose incoming side is drained into a 4 MiB pipe, so russh's
+/// session loop does not block on a busy SFTP handler (the download deadlock of russh #549: the
+/// loop would stop reading the client's window adjustments). When the pipe and the channel's
+/// queue (`CHANNEL_QUEUE`) are full, the loop does wait: that is what bounds a channel's memory.
+///
+/// The stream counts as a task of `tasks` (russh-sftp runs its loop in a task of its own), and
+/// reads as ended once `ended` is cancelled, so a session cut off at shutdown does not go on
+/// serving what was queued.
+fn pumped(
+    channel: Channel<Msg>,
+    tasks: &TaskTracker,
+    handle: Handle,
+    ended: CancellationToken,
+) -> EndsWithStatus {
     let id = channel.id();
     let (mut rd, wr) = tokio::io::split(channel.into_stream());
     let (prd, mut pwr) = tokio::io::simplex(4 << 20);
+    let pump_ended = ended.clone();
     tasks.spawn(async move {
-        let _ = tokio::io::copy(&mut rd, &mut pwr).await;
+        tokio::select! {
+            _ = tokio::io::copy(&mut rd, &mut pwr) => {}
+            _ = pump_ended.cancelled() => {}
+        }
         let _ = pwr.shutdown().await;
     });
     EndsWithStatus {
@@ -322,6 +347,9 @@ fn pumped(channel: Channel<Msg>, tasks: &TaskTracker, handle: Handle) -> EndsWit
         handle,
         id,
         tasks: tasks.clone(),
+        gone: false,
+        ended,
+        _tracked: tasks.token(),
     }
 }
 
@@ -333,11 +361,17 @@ type Pumped = tokio::io::Join<
 /// The SFTP stream, ending its channel as OpenSSH's sftp-server does when the session is over:
 /// exit status 0, then end of file, then close (`scp` in SFTP mode fails without the status).
 /// Dropping the channel's stream alone would close it first.
+///
+/// Once a reply cannot be sent (the connection is gone), it reads as ended: russh-sftp's loop
+/// only logs failed writes and would go on serving every request still queued for nobody.
 struct EndsWithStatus {
     inner: Option<Pumped>,
     handle: Handle,
     id: ChannelId,
     tasks: TaskTracker,
+    gone: bool,
+    ended: CancellationToken,
+    _tracked: tokio_util::task::task_tracker::TaskTrackerToken,
 }
 
 impl EndsWithStatus {
@@ -352,6 +386,9 @@ impl AsyncRead for EndsWithStatus {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
+        if self.gone || self.ended.is_cancelled() {
+            return Poll::Ready(Ok(()));
+        }
         self.inner().poll_read(cx, buf)
     }
 }
@@ -362,11 +399,15 @@ impl AsyncWrite for EndsWithStatus {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        self.inner().poll_write(cx, buf)
+        let r = self.inner().poll_write(cx, buf);
+        self.gone |= matches!(r, Poll::Ready(Err(_)));
+        r
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        self.inner().poll_flush(cx)
+        let r = self.inner().poll_flush(cx);
+        self.gone |= matches!(r, Poll::Ready(Err(_)));
+        r
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {

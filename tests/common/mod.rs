@@ -194,6 +194,15 @@ impl TestGateway {
         }
     }
 
+    /// Stops without waiting for running sessions (as a second SIGTERM does).
+    pub async fn stop_now(mut self) {
+        if let Some(g) = self.gateway.take() {
+            let force = tokio_util::sync::CancellationToken::new();
+            force.cancel();
+            g.shutdown(force).await;
+        }
+    }
+
     pub fn temp_path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
