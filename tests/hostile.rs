@@ -322,6 +322,47 @@ fn pasv_port(reply: &str) -> u16 {
     n[4] * 256 + n[5]
 }
 
+/// While events cannot be delivered (no broker here), one user's changes fill at most half of
+/// `storage.outbox_limit`: then that user is refused, and everyone else can still work until the
+/// outbox is full (issue 18, item 9).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_user_cannot_fill_the_outbox_for_everyone() {
+    use filegate::config::Permission;
+    let t = start(Kind::Embedded, |c| {
+        c.storage.outbox_limit = 20;
+        c.users
+            .push(common::user("bob", "/home/bob", &Permission::ALL));
+    })
+    .await;
+    let addr = t.ftp_addr();
+    tokio::task::spawn_blocking(move || {
+        let mut alice = Ftp::login(addr);
+        let mut made = 0;
+        let refusal = loop {
+            let r = alice.send(format!("MKD flood{made}\r\n").as_bytes());
+            if !r.starts_with("257") {
+                break r;
+            }
+            made += 1;
+            assert!(made <= 20, "alice filled the whole outbox");
+        };
+        // Half of 20, less what the gateway's start recorded for her home.
+        assert!((8..=10).contains(&made), "{made}: {refusal:?}");
+        // (libunftp answers 451 with its fixed text; the reason is in the log, and SFTP and
+        // HTTP clients get it in their reply.)
+        assert!(refusal.starts_with("451"), "{refusal:?}");
+        // bob's work goes on (his login makes his home: one event of his own, too).
+        let mut bob = Ftp::login_as(addr, "bob");
+        for i in 0..3 {
+            let r = bob.send(format!("MKD work{i}\r\n").as_bytes());
+            assert!(r.starts_with("257"), "bob: {r:?}");
+        }
+    })
+    .await
+    .unwrap();
+    t.stop().await;
+}
+
 /// alice's view of the store, as an SFTP session has it.
 async fn alice_session(t: &common::TestGateway) -> filegate::access::UserFs {
     t.gw()
@@ -353,6 +394,10 @@ struct Ftp {
 
 impl Ftp {
     fn login(addr: std::net::SocketAddr) -> Ftp {
+        Ftp::login_as(addr, "alice")
+    }
+
+    fn login_as(addr: std::net::SocketAddr, user: &str) -> Ftp {
         let s = TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut f = Ftp {
@@ -360,7 +405,7 @@ impl Ftp {
             w: s,
         };
         f.reply();
-        f.send(b"USER alice\r\n");
+        f.send(format!("USER {user}\r\n").as_bytes());
         f.send(format!("PASS {PASSWORD}\r\n").as_bytes());
         f
     }

@@ -366,6 +366,7 @@ impl<'t> Tables<'t> {
         facts: EventFacts,
     ) -> Result<u64> {
         let seq = self.next("seq")?;
+        self.count_pending(&origin.user, 1)?;
         let event = assemble(seq, kind, path, origin, facts);
         let bytes = serde_json::to_vec(&event).expect("event serialises");
         self.events.insert(seq, bytes.as_slice()).map_err(db_err)?;
@@ -406,15 +407,45 @@ impl<'t> Tables<'t> {
         Ok(())
     }
 
-    fn check_outbox(&self, limit: u64) -> Result<()> {
+    /// Refuses a change while the outbox is full, or while `user` alone has half of it waiting:
+    /// one user cannot fill the outbox for everyone (e.g. while the broker is down).
+    fn check_outbox(&self, limit: u64, user: &str) -> Result<()> {
+        if limit == 0 {
+            return Ok(());
+        }
         let backlog = self.counter("seq")?.saturating_sub(self.counter("acked")?);
-        if limit > 0 && backlog >= limit {
+        if backlog >= limit {
             return Err(StoreError::unavailable(format!(
                 "event outbox is full: {backlog} events are waiting for delivery; changes are refused until the publisher catches up"
             )));
         }
+        let mine = self.counter(&pending_key(user))?;
+        if mine >= (limit / 2).max(1) {
+            return Err(StoreError::unavailable(format!(
+                "event outbox: {mine} events of this user are waiting for delivery, half of \
+                 storage.outbox_limit; this user's changes are refused until the publisher catches up"
+            )));
+        }
         Ok(())
     }
+
+    /// Adds `n` (which may be negative) to `user`'s count of undelivered events.
+    fn count_pending(&mut self, user: &str, n: i64) -> Result<()> {
+        let key = pending_key(user);
+        match self.counter(&key)?.saturating_add_signed(n) {
+            0 => self.counters.remove(key.as_str()).map_err(db_err).map(drop),
+            v => self
+                .counters
+                .insert(key.as_str(), v)
+                .map_err(db_err)
+                .map(drop),
+        }
+    }
+}
+
+/// The counter of `user`'s undelivered events.
+fn pending_key(user: &str) -> String {
+    format!("pending:{user}")
 }
 
 fn get_inode(inodes: &impl ReadableTable<u64, &'static [u8]>, ino: u64) -> Result<Option<Inode>> {
@@ -669,7 +700,7 @@ impl EmbeddedBackend {
                     "/: the root directory always exists",
                 ));
             }
-            t.check_outbox(s.settings.outbox_limit)?;
+            t.check_outbox(s.settings.outbox_limit, &origin.user)?;
             let (child, parent) = t.lookup(&segs)?;
             if let Some(child) = child {
                 let what = if t.inode(child)?.is_some_and(|n| n.dir) {
@@ -717,7 +748,7 @@ impl EmbeddedBackend {
                     "/: the root directory cannot be removed",
                 ));
             }
-            t.check_outbox(s.settings.outbox_limit)?;
+            t.check_outbox(s.settings.outbox_limit, &origin.user)?;
             let (child, parent) = t.lookup(&segs)?;
             let child = child.ok_or_else(|| not_found(path.as_str()))?;
             if !t
@@ -758,7 +789,7 @@ impl EmbeddedBackend {
                     "/: is a directory",
                 ));
             }
-            t.check_outbox(s.settings.outbox_limit)?;
+            t.check_outbox(s.settings.outbox_limit, &origin.user)?;
             let (child, parent) = t.lookup(&segs)?;
             let child = child.ok_or_else(|| not_found(path.as_str()))?;
             let node = t.inode(child)?.ok_or_else(|| corrupt("dangling entry"))?;
@@ -793,7 +824,7 @@ impl EmbeddedBackend {
         self.write(Durability::Immediate, move |s, t| {
             let fsegs: Vec<&str> = from.segments().collect();
             let tsegs: Vec<&str> = to.segments().collect();
-            t.check_outbox(s.settings.outbox_limit)?;
+            t.check_outbox(s.settings.outbox_limit, &origin.user)?;
             let (src, src_parent) = t.lookup(&fsegs)?;
             let src = src.ok_or_else(|| not_found(from.as_str()))?;
             let node = t.inode(src)?.ok_or_else(|| corrupt("dangling entry"))?;
@@ -866,7 +897,7 @@ impl EmbeddedBackend {
         let path = path.clone();
         self.write(Durability::Immediate, move |s, t| {
             let segs: Vec<&str> = path.segments().collect();
-            t.check_outbox(s.settings.outbox_limit)?;
+            t.check_outbox(s.settings.outbox_limit, &origin.user)?;
             let ino = t.lookup(&segs)?.0.ok_or_else(|| not_found(path.as_str()))?;
             let mut node = t.inode(ino)?.ok_or_else(|| corrupt("dangling entry"))?;
             node.mtime = mtime_ms;
@@ -989,7 +1020,7 @@ impl EmbeddedBackend {
                     "/: is a directory",
                 ));
             }
-            t.check_outbox(s.settings.outbox_limit)?;
+            t.check_outbox(s.settings.outbox_limit, &origin.user)?;
             if t.sessions.get(sid).map_err(db_err)?.is_none() {
                 return Err(StoreError::unavailable(
                     "the write session has ended; upload again",
@@ -1179,6 +1210,17 @@ impl EmbeddedBackend {
             let acked = t.counter("acked")?;
             if upto <= acked {
                 return Ok(acked);
+            }
+            // Each delivered event leaves its user's count of waiting events.
+            let mut per_user: HashMap<String, i64> = HashMap::new();
+            for item in t.events.range(acked + 1..=upto).map_err(db_err)? {
+                let (_, v) = item.map_err(db_err)?;
+                let event: Event =
+                    serde_json::from_slice(v.value()).map_err(|_| corrupt("event record"))?;
+                *per_user.entry(event.user).or_default() += 1;
+            }
+            for (user, n) in per_user {
+                t.count_pending(&user, -n)?;
             }
             t.counters.insert("acked", upto).map_err(db_err)?;
             t.trim_history(&s.settings, now_ms())?;

@@ -920,39 +920,60 @@ async fn outbox_sequences_are_consecutive_and_ack_trims(kind: Kind) {
 
 async fn full_outbox_refuses_changes_loudly(kind: Kind) {
     let f = fixture_with(kind, |c| {
-        c.outbox_limit = 3;
+        c.outbox_limit = 4;
         c.history_max = 0;
     })
     .await;
     let s = &f.store;
-    for i in 0..3 {
-        s.mkdir(&p(&format!("/d{i}")), &ctx()).await.unwrap();
+    let by = |user: &str| storage_backend::ChangeContext::new(user, "ftp", "127.0.0.1:50000");
+    // One user may fill half of the outbox, not more: the rest stays for everyone else.
+    for i in 0..2 {
+        s.mkdir(&p(&format!("/a{i}")), &by("alice")).await.unwrap();
     }
     let err = s
-        .write_file(&p("/refused"), b"x", &ctx())
+        .write_file(&p("/a-refused"), b"x", &by("alice"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable);
+    assert!(err.message().contains("of this user"), "{err}");
+    for i in 0..2 {
+        s.mkdir(&p(&format!("/b{i}")), &by("bob")).await.unwrap();
+    }
+    // Full: refused for everyone.
+    let err = s
+        .write_file(&p("/refused"), b"x", &by("carol"))
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unavailable);
     assert!(err.message().contains("outbox is full"), "{err}");
     assert_eq!(
-        s.mkdir(&p("/d9"), &ctx()).await.unwrap_err().kind(),
+        s.mkdir(&p("/d9"), &by("carol")).await.unwrap_err().kind(),
         ErrorKind::Unavailable
     );
-    assert_eq!(
-        s.stat(&p("/refused")).await.unwrap_err().kind(),
-        ErrorKind::NotFound
-    );
-    // Nothing was dropped: all three events are still there; once delivered, changes go on.
-    assert_eq!(all_events(s).await.len(), 3);
-    s.ack_events(3).await.unwrap();
-    s.write_file(&p("/accepted"), b"x", &ctx()).await.unwrap();
-    assert_eq!(all_events(s).await.first().map(|e| e.seq), Some(4));
+    for refused in ["/refused", "/a-refused"] {
+        assert_eq!(
+            s.stat(&p(refused)).await.unwrap_err().kind(),
+            ErrorKind::NotFound
+        );
+    }
+    // Nothing was dropped: all four events are still there; once alice's are delivered, her
+    // changes go on (and bob's two still count against him).
+    assert_eq!(all_events(s).await.len(), 4);
+    s.ack_events(2).await.unwrap();
+    s.write_file(&p("/accepted"), b"x", &by("alice"))
+        .await
+        .unwrap();
+    assert_eq!(all_events(s).await.first().map(|e| e.seq), Some(3));
+    let err = s.mkdir(&p("/b9"), &by("bob")).await.unwrap_err();
+    assert!(err.message().contains("of this user"), "{err}");
+    s.ack_events(5).await.unwrap();
+    s.mkdir(&p("/b9"), &by("bob")).await.unwrap();
 }
 
 async fn acknowledged_events_stay_as_bounded_history(kind: Kind) {
     let f = fixture_with(kind, |c| {
         c.history_max = 10;
-        c.outbox_limit = 20;
+        c.outbox_limit = 40;
     })
     .await;
     let s = &f.store;

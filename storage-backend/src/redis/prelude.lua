@@ -48,6 +48,19 @@ local function lookup(segs)
   return redis.call('HGET', P .. 'd:' .. parent, segs[#segs]) or false, parent
 end
 
+-- The user an event is counted against (the origin's `user`; '' when there is none).
+local function origin_user(origin)
+  if origin == nil or origin == '' then return '' end
+  local ok, o = pcall(cjson.decode, origin)
+  if ok and type(o) == 'table' and type(o.user) == 'string' then return o.user end
+  return ''
+end
+
+local USER = origin_user(ORIGIN)
+
+-- Refuses a change while the outbox is full, or while this change's user alone has half of it
+-- waiting: one user cannot fill the outbox for everyone (e.g. while the broker is down).
+-- Undelivered events per user are counted in the hash P .. 'pu' (by emit, and by ack).
 local function check_outbox()
   if OUTBOX_LIMIT <= 0 then return end
   local seq = tonumber(redis.call('HGET', P .. 'ctr', 'seq') or '0')
@@ -56,9 +69,16 @@ local function check_outbox()
     fail('unavailable', 'event outbox is full: ' .. num(seq - acked) ..
       ' events are waiting for delivery; changes are refused until the publisher catches up')
   end
+  local share = math.max(1, math.floor(OUTBOX_LIMIT / 2))
+  local mine = tonumber(redis.call('HGET', P .. 'pu', USER) or '0')
+  if mine >= share then
+    fail('unavailable', 'event outbox: ' .. num(mine) .. ' events of this user are waiting for delivery, ' ..
+      'half of storage.outbox_limit; this user\'s changes are refused until the publisher catches up')
+  end
 end
 
 local function emit(kind, path, old, size, sha, complete, version, replaced)
+  redis.call('HINCRBY', P .. 'pu', USER, 1)
   local seq = redis.call('HINCRBY', P .. 'ctr', 'seq', 1)
   redis.call('XADD', P .. 'ev', num(seq) .. '-1', 't', kind, 'p', path, 'o', old or '',
     's', size or '', 'h', sha or '', 'c', complete or '', 'v', version or '',

@@ -228,6 +228,26 @@ local upto = tonumber(ARGV[6])
 local last = tonumber(redis.call('HGET', P .. 'ctr', 'seq') or '0')
 if upto > last then fail('invalid_argument', 'cannot acknowledge event ' .. num(upto) .. ': the newest is ' .. num(last)) end
 if upto > acked then
+  -- Each delivered event leaves its user's count of waiting events.
+  local from = acked + 1
+  while from <= upto do
+    local batch = redis.call('XRANGE', P .. 'ev', num(from) .. '-0', num(upto) .. '-1', 'COUNT', 1000)
+    if #batch == 0 then break end
+    local per_user = {}
+    for _, entry in ipairs(batch) do
+      local fields = entry[2]
+      for i = 1, #fields, 2 do
+        if fields[i] == 'x' then
+          local u = origin_user(fields[i + 1])
+          per_user[u] = (per_user[u] or 0) + 1
+        end
+      end
+    end
+    for u, n in pairs(per_user) do
+      if redis.call('HINCRBY', P .. 'pu', u, -n) <= 0 then redis.call('HDEL', P .. 'pu', u) end
+    end
+    from = tonumber(string.match(batch[#batch][1], '^(%d+)')) + 1
+  end
   redis.call('HSET', P .. 'ctr', 'acked', num(upto))
   trim_history(tonumber(ARGV[7]), NOW - tonumber(ARGV[8]))
   acked = upto
