@@ -376,6 +376,43 @@ async fn jail_permissions_quota_and_size_limits() {
     t.stop().await;
 }
 
+/// Two gateways on one Redis count one quota: what a user stored through one is counted by the
+/// other, even in a session the other opened before (issue 18, item 10: each used to count on
+/// its own, so N gateways allowed N times the quota).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateways_on_one_redis_share_the_quota() {
+    fn small(c: &mut filegate::config::Config) {
+        let mut small = common::user("small", "/home/small", &filegate::config::Permission::ALL);
+        small.quota_bytes = Some(100_000);
+        c.users.push(small);
+    }
+    let a = start(Kind::Redis, small).await;
+    let redis = a.config.storage.redis.url.clone();
+    let b = start(Kind::Embedded, |c| {
+        small(c);
+        c.storage.backend = filegate::config::StorageBackend::Redis;
+        c.storage.redis.url = redis;
+    })
+    .await;
+    let mut on_b = connect(b.ftp_addr(), "small").await;
+    let mut on_a = connect(a.ftp_addr(), "small").await;
+    put(&mut on_a, "a", &content(2, 60_000)).await;
+    assert_eq!(
+        code(on_b.put_file("b", &mut &content(3, 60_000)[..]).await),
+        552
+    );
+    assert_eq!(code(on_b.size("b").await), 550);
+    // Room made through one gateway is room on the other.
+    on_a.rm("a").await.unwrap();
+    put(&mut on_b, "b", &content(3, 60_000)).await;
+    assert_eq!(
+        code(on_a.put_file("c", &mut &content(4, 60_000)[..]).await),
+        552
+    );
+    b.stop().await;
+    a.stop().await;
+}
+
 /// An FTP session from the local address `ip` (control and data connections), like a client on
 /// another machine: any 127.x.y.z is this host.
 async fn connect_from(addr: std::net::SocketAddr, ip: [u8; 4], mode: Mode) -> AsyncFtpStream {

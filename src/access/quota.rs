@@ -1,16 +1,28 @@
-//! Per-user quotas (bytes and files in the home), shared by all of the user's sessions.
+//! Per-user quotas (bytes and files in the home), shared by all of the user's sessions on every
+//! gateway of the store.
 //!
-//! Usage is counted once by walking the home, then kept up to date by every change made through
-//! this gateway. Uploads reserve bytes before they write them, so parallel uploads together can
-//! never pass the limit. Changes made by other gateways on the same Redis are picked up by the next
-//! recount (every `RECOUNT_AFTER`); until then each gateway enforces the limit on its own view.
+//! The usage lives in the store (record table `quota`, one record per home), so every replica sees
+//! the same figures: each change this gateway commits adds its difference there (compare-and-swap),
+//! and each upload reads the record before it starts. The first gateway that finds no record
+//! counts the home once by walking it; the count is made again every `RECOUNT_AFTER`, so that a
+//! difference lost to a crash between a commit and its update does not stay.
+//!
+//! Uploads reserve bytes before they write them, so parallel uploads through one gateway together
+//! can never pass the limit. Reservations stay in the gateway that holds them: uploads running at
+//! the same moment on *other* gateways are counted when they commit, so several replicas uploading
+//! for one user at once can together pass the limit by at most what they are uploading then.
 
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use serde::{Deserialize, Serialize};
 use storage_backend::{ErrorKind, Store, StoreError, StorePath};
 
 const RECOUNT_AFTER: Duration = Duration::from_secs(600);
+/// Record table of the shared usage.
+const TABLE: &str = "quota";
+/// Attempts of one compare-and-swap update before it gives up (others kept changing it).
+const SWAP_TRIES: usize = 16;
 
 #[derive(Default)]
 struct Usage {
@@ -18,7 +30,15 @@ struct Usage {
     files: u64,
     reserved_bytes: u64,
     reserved_files: u64,
-    counted_at: Option<Instant>,
+}
+
+/// The shared record of a home's usage.
+#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Debug)]
+struct Shared {
+    bytes: u64,
+    files: u64,
+    /// When the home was last walked (ms since the epoch).
+    counted_ms: u64,
 }
 
 pub struct Quota {
@@ -53,27 +73,105 @@ impl Quota {
         (u.bytes, u.files, self.max_bytes, self.max_files)
     }
 
-    /// Counts the home's usage when it was never counted or the count is old.
+    /// Takes the usage every gateway shares from the store (counting the home when nobody has yet,
+    /// or when the last count is old). Called at login and before each upload.
     pub async fn refresh(&self, store: &Store, home: &StorePath) -> Result<(), StoreError> {
         if !self.is_limited() {
             return Ok(());
         }
+        let key = record_key(home);
+        let current = read(store, &key).await?;
+        let shared = match current {
+            Some((s, _)) if !is_old(&s) => s,
+            _ => self.recount(store, home, &key).await?,
+        };
+        self.take(shared);
+        Ok(())
+    }
+
+    /// Walks the home and stores the count, unless another gateway changed the record meanwhile
+    /// (then its figures are taken: they are as good, and the next recount comes soon).
+    async fn recount(
+        &self,
+        store: &Store,
+        home: &StorePath,
+        key: &str,
+    ) -> Result<Shared, StoreError> {
         let _one_at_a_time = self.recount.lock().await;
-        let fresh = self
-            .usage
-            .lock()
-            .unwrap()
-            .counted_at
-            .is_some_and(|t| t.elapsed() < RECOUNT_AFTER);
-        if fresh {
-            return Ok(());
+        let before = read(store, key).await?;
+        if let Some((s, _)) = before {
+            if !is_old(&s) {
+                return Ok(s);
+            }
         }
         let (bytes, files) = count(store, home).await?;
+        let counted = Shared {
+            bytes,
+            files,
+            counted_ms: now_ms(),
+        };
+        let expected = before.as_ref().map(|(_, raw)| raw.as_slice());
+        if store
+            .record_swap(TABLE, key, expected, &encode(&counted), None)
+            .await?
+        {
+            return Ok(counted);
+        }
+        Ok(read(store, key).await?.map(|(s, _)| s).unwrap_or(counted))
+    }
+
+    /// Adds what a committed change did to the shared usage (and takes the result, which includes
+    /// what other gateways did meanwhile). Failing, it keeps the local figures and says so in
+    /// the log: the next recount puts the shared record right.
+    pub async fn changed(
+        &self,
+        store: &Store,
+        home: &StorePath,
+        delta_bytes: i64,
+        delta_files: i64,
+    ) {
+        if !self.is_limited() || (delta_bytes == 0 && delta_files == 0) {
+            return;
+        }
+        let key = record_key(home);
+        for _ in 0..SWAP_TRIES {
+            let current = match read(store, &key).await {
+                Ok(Some(c)) => c,
+                // Nobody counted yet: the first refresh will.
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!(%home, error = %e, "quota: could not update the shared usage; recounted later");
+                    return;
+                }
+            };
+            let (old, raw) = current;
+            let new = Shared {
+                bytes: old.bytes.saturating_add_signed(delta_bytes),
+                files: old.files.saturating_add_signed(delta_files),
+                counted_ms: old.counted_ms,
+            };
+            match store
+                .record_swap(TABLE, &key, Some(&raw), &encode(&new), None)
+                .await
+            {
+                Ok(true) => {
+                    self.take(new);
+                    return;
+                }
+                Ok(false) => continue,
+                Err(e) => {
+                    tracing::warn!(%home, error = %e, "quota: could not update the shared usage; recounted later");
+                    return;
+                }
+            }
+        }
+        tracing::warn!(%home, "quota: the shared usage kept changing under this update; recounted later");
+    }
+
+    fn take(&self, shared: Shared) {
         let mut u = self.usage.lock().unwrap();
-        u.bytes = bytes;
-        u.files = files;
-        u.counted_at = Some(Instant::now());
-        Ok(())
+        u.bytes = shared.bytes;
+        u.files = shared.files;
     }
 
     /// Reserves room for `bytes` more bytes and `files` more files, or says why not.
@@ -106,7 +204,8 @@ impl Quota {
         Ok(())
     }
 
-    /// Gives reservations back and applies what was actually committed (deltas may be negative).
+    /// Gives reservations back and applies what was actually committed (deltas may be negative)
+    /// to this gateway's figures at once; [`changed`](Self::changed) then shares it.
     pub fn settle(
         &self,
         reserved_bytes: u64,
@@ -120,6 +219,40 @@ impl Quota {
         u.bytes = u.bytes.saturating_add_signed(delta_bytes);
         u.files = u.files.saturating_add_signed(delta_files);
     }
+}
+
+/// The record of `home`: its path, or a digest of it when too long to be a record key.
+fn record_key(home: &StorePath) -> String {
+    let path = home.to_string();
+    if path.len() <= 512 {
+        return path;
+    }
+    use sha2::Digest;
+    format!("sha256:{:x}", sha2::Sha256::digest(path.as_bytes()))
+}
+
+async fn read(store: &Store, key: &str) -> Result<Option<(Shared, Vec<u8>)>, StoreError> {
+    let Some(raw) = store.record_get(TABLE, key).await? else {
+        return Ok(None);
+    };
+    // A record this version cannot read is counted again (and replaced).
+    Ok(serde_json::from_slice(&raw).ok().map(|s| (s, raw)))
+}
+
+/// Whether the home was last walked longer than `RECOUNT_AFTER` ago.
+fn is_old(s: &Shared) -> bool {
+    now_ms().saturating_sub(s.counted_ms) > RECOUNT_AFTER.as_millis() as u64
+}
+
+fn encode(s: &Shared) -> Vec<u8> {
+    serde_json::to_vec(s).expect("plain struct serialises")
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// Bytes and files under `home`, walked page by page (never one whole directory in memory).

@@ -339,9 +339,18 @@ impl UserFs {
         self.timed("delete", self.store.delete(&sp, &self.ctx))
             .await?;
         if let Some(size) = size {
-            self.account.quota.settle(0, 0, -(size as i64), -1);
+            self.removed_from_quota(size).await;
         }
         Ok(())
+    }
+
+    /// A file of `size` bytes left the home: counted here at once, and in the shared usage.
+    async fn removed_from_quota(&self, size: u64) {
+        let quota = &self.account.quota;
+        quota.settle(0, 0, -(size as i64), -1);
+        quota
+            .changed(&self.store, &self.account.home, -(size as i64), -1)
+            .await;
     }
 
     /// Renames; with `replace`, an existing target file (or empty directory) is replaced.
@@ -357,7 +366,7 @@ impl UserFs {
             .await?;
         if let Some(size) = replaced {
             if f != t {
-                self.account.quota.settle(0, 0, -(size as i64), -1);
+                self.removed_from_quota(size).await;
             }
         }
         Ok(())
@@ -411,6 +420,11 @@ impl UserFs {
         shown: &StorePath,
     ) -> Result<Upload> {
         let quota = &self.account.quota;
+        if quota.is_limited() {
+            // Every gateway's commits count: take the shared usage before reserving.
+            self.timed("quota", quota.refresh(&self.store, &self.account.home))
+                .await?;
+        }
         // With a quota, know what is being replaced: its bytes and file come back at commit.
         let (old_size, existed) = if quota.is_limited() {
             match self.store.stat(&sp).await {
@@ -515,7 +529,7 @@ impl UserFs {
         self.timed("rename", self.store.rename(&sp, &t, replace, &self.ctx))
             .await?;
         if let Some(size) = replaced {
-            self.account.quota.settle(0, 0, -(size as i64), -1);
+            self.removed_from_quota(size).await;
         }
         Ok(())
     }
@@ -533,7 +547,7 @@ impl UserFs {
             Err(e) => return Err(e),
         }
         if let Some(size) = size {
-            self.account.quota.settle(0, 0, -(size as i64), -1);
+            self.removed_from_quota(size).await;
         }
         Ok(())
     }
@@ -815,7 +829,12 @@ impl Upload {
         let session = self.session.take().expect("upload ended once");
         match self.fs.timed("commit", session.commit(opts)).await {
             Ok(info) => {
-                self.settle(info.size, true);
+                let (delta_bytes, delta_files) = self.settle(info.size, true);
+                let fs = &self.fs;
+                fs.account
+                    .quota
+                    .changed(&fs.store, &fs.account.home, delta_bytes, delta_files)
+                    .await;
                 self.log.end(result);
                 Ok(info)
             }
@@ -841,10 +860,11 @@ impl Upload {
         Ok(())
     }
 
-    fn settle(&mut self, committed_size: u64, committed: bool) {
+    /// Gives the reservations back and counts what was committed: (bytes, files) it added.
+    fn settle(&mut self, committed_size: u64, committed: bool) -> (i64, i64) {
         let quota = &self.fs.account.quota;
         if !quota.is_limited() {
-            return;
+            return (0, 0);
         }
         let reserved_file = std::mem::take(&mut self.reserved_file);
         let (delta_bytes, delta_files) = if committed {
@@ -861,6 +881,7 @@ impl Upload {
             delta_bytes,
             delta_files,
         );
+        (delta_bytes, delta_files)
     }
 }
 
