@@ -612,6 +612,70 @@ async fn connections_that_do_not_log_in_are_bounded_in_time_and_number() {
     t.stop().await;
 }
 
+/// MQTT connections that have not sent their CONNECT count towards `limits.max_unauthenticated`
+/// with FTP's and SSH's (issue 18, item 2); an accepted CONNECT frees the slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_connections_without_connect_count_as_not_logged_in() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let port = test_support::free_port();
+    let t = start(Kind::Embedded, |c| {
+        c.mqtt.mode = filegate::config::MqttMode::Embedded;
+        c.mqtt.listen = format!("127.0.0.1:{port}").parse().unwrap();
+        c.limits.max_unauthenticated = 2;
+    })
+    .await;
+    common::until_ready(t.gw().http_addr, 200).await;
+    let access = t.gw().access.clone();
+    let waiting = |n: u32| {
+        let access = access.clone();
+        async move {
+            tokio::time::timeout(Duration::from_secs(10), async {
+                while access.waiting_to_log_in() != n {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+            .await
+            .unwrap_or_else(|_| panic!("never {n} connections waiting to log in"));
+        }
+    };
+    let mut first = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let _second = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    waiting(2).await;
+    let ftp = t.ftp_addr();
+    let greeting = move || {
+        let mut s = TcpStream::connect(ftp).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).unwrap();
+        line
+    };
+    let refused = tokio::task::spawn_blocking(greeting).await.unwrap();
+    assert!(
+        refused.starts_with("421 too many connections are logging in"),
+        "{refused:?}"
+    );
+    // alice's CONNECT (MQTT 3.1.1) on the first: accepted, and its slot is free again.
+    let mut connect = vec![0x00, 0x04, b'M', b'Q', b'T', b'T', 4, 0xc2, 0, 60];
+    for field in [&b"slots"[..], b"alice", PASSWORD.as_bytes()] {
+        connect.extend_from_slice(&(field.len() as u16).to_be_bytes());
+        connect.extend_from_slice(field);
+    }
+    let mut packet = vec![0x10, connect.len() as u8];
+    packet.extend_from_slice(&connect);
+    first.write_all(&packet).await.unwrap();
+    let mut connack = [0u8; 4];
+    first.read_exact(&mut connack).await.unwrap();
+    assert_eq!(connack, [0x20, 2, 0, 0], "CONNACK accepted");
+    waiting(1).await;
+    let greeted = tokio::task::spawn_blocking(greeting).await.unwrap();
+    assert!(greeted.starts_with("220"), "{greeted:?}");
+    t.stop().await;
+}
+
 /// 30 FTP connections sending a wrong password at once: no more passwords are checked than
 /// `limits.login_failures_per_ip` allows before the ban (issue 18, item 7).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -82,6 +82,11 @@ impl ConnectionLimiter {
         })
     }
 
+    /// Connections admitted that have not logged in yet.
+    pub fn unauthenticated(&self) -> u32 {
+        self.counts.lock().unwrap().unauthenticated
+    }
+
     pub fn active(&self) -> u32 {
         self.counts.lock().unwrap().total
     }

@@ -187,6 +187,11 @@ impl Access {
         self.connections.active()
     }
 
+    /// Connections (of every protocol) that are open and have not logged in yet.
+    pub fn waiting_to_log_in(&self) -> u32 {
+        self.connections.unauthenticated()
+    }
+
     /// Password login. Every failure counts towards the address's ban, whatever the protocol.
     pub async fn login_password(
         &self,

@@ -29,7 +29,7 @@ use super::acl::Principal;
 use super::codec::{self, ConnectCode, ConnectIn, Goodbye, Incoming, Outgoing, Version, Writer};
 use super::router::{Message, SessionKey};
 use super::Broker;
-use crate::access::{Protocol, Refusal, UserFs};
+use crate::access::{ConnectionPermit, Protocol, Refusal, UserFs};
 
 /// A connection must have sent its CONNECT within this time.
 pub const LOGIN_DEADLINE: Duration = Duration::from_secs(10);
@@ -45,8 +45,14 @@ const COMMANDS_PER_CONNECTION: usize = 4;
 const WRITE_BATCH: usize = 1 << 20;
 
 /// Serves one connection until it ends, the session is taken over, or the broker stops.
-pub async fn serve<S>(broker: Arc<Broker>, stream: S, peer: SocketAddr)
-where
+///
+/// `permit` is the connection's slot; it is told when the CONNECT is accepted.
+pub async fn serve<S>(
+    broker: Arc<Broker>,
+    stream: S,
+    peer: SocketAddr,
+    permit: Arc<ConnectionPermit>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (mut rd, mut wr) = tokio::io::split(stream);
@@ -83,7 +89,10 @@ where
     };
     let mut out = BytesMut::new();
     let (principal, fs) = match login(&broker, &connect, peer).await {
-        Ok(p) => p,
+        Ok(p) => {
+            permit.logged_in();
+            p
+        }
         Err(code) => {
             writer.connack(&mut out, code, false, None, Some(refusal_text(code)));
             let _ = tokio::time::timeout(WRITE_TIMEOUT, wr.write_all(&out)).await;

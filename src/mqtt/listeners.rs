@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 
 use super::connection::{serve, LOGIN_DEADLINE};
 use super::Broker;
+use crate::access::ConnectionPermit;
 use crate::config::MqttConfig;
 
 pub struct Bound {
@@ -88,8 +89,10 @@ async fn accept_loop(
                 continue;
             }
         };
-        let permit = match broker.access.admit(peer.ip()) {
-            Ok(p) => p,
+        // Until its CONNECT is accepted, a connection holds one of `limits.max_unauthenticated`
+        // slots, like an FTP or SSH connection that has not logged in.
+        let permit = match broker.access.admit_before_login(peer.ip()) {
+            Ok(p) => Arc::new(p),
             Err(why) => {
                 tracing::info!(%peer, "mqtt: connection refused: {why}");
                 continue;
@@ -102,8 +105,7 @@ async fn accept_loop(
             // A panic in one connection must not pass silently: it is caught here, logged at
             // ERROR with its cause, and ends only that connection.
             let handle = tokio::spawn(async move {
-                let _permit = permit;
-                connection(kind, stream, peer, tls, broker).await;
+                connection(kind, stream, peer, tls, broker, permit).await;
             });
             if let Err(e) = handle.await {
                 if e.is_panic() {
@@ -120,18 +122,19 @@ async fn connection(
     peer: SocketAddr,
     tls: Option<tokio_rustls::TlsAcceptor>,
     broker: Arc<Broker>,
+    permit: Arc<ConnectionPermit>,
 ) {
     match kind {
-        Kind::Tcp => serve(broker, stream, peer).await,
+        Kind::Tcp => serve(broker, stream, peer, permit).await,
         Kind::Tls => {
             let Some(acceptor) = tls else { return };
             match tokio::time::timeout(LOGIN_DEADLINE, acceptor.accept(stream)).await {
-                Ok(Ok(s)) => serve(broker, s, peer).await,
+                Ok(Ok(s)) => serve(broker, s, peer, permit).await,
                 Ok(Err(e)) => tracing::info!(%peer, "mqtt: TLS handshake failed: {e}"),
                 Err(_) => tracing::info!(%peer, "mqtt: TLS handshake timed out"),
             }
         }
-        Kind::Ws => websocket(stream, peer, broker).await,
+        Kind::Ws => websocket(stream, peer, broker, permit).await,
     }
 }
 
@@ -140,7 +143,12 @@ const WS_PIPE: usize = 256 * 1024;
 
 /// MQTT over WebSocket: every binary message carries MQTT bytes (a packet may span messages);
 /// the broker reads them through an in-memory pipe as from any other stream.
-async fn websocket(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>) {
+async fn websocket(
+    stream: TcpStream,
+    peer: SocketAddr,
+    broker: Arc<Broker>,
+    permit: Arc<ConnectionPermit>,
+) {
     let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
         .max_message_size(Some(super::MAX_PACKET + 1024))
         .max_frame_size(Some(super::MAX_PACKET + 1024));
@@ -174,7 +182,7 @@ async fn websocket(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>) {
         Err(_) => return,
     };
     let (ours, theirs) = tokio::io::duplex(WS_PIPE);
-    let session = tokio::spawn(serve(broker.clone(), theirs, peer));
+    let session = tokio::spawn(serve(broker.clone(), theirs, peer, permit));
     let (mut sink, mut source) = ws.split();
     let (mut from_broker, mut to_broker) = tokio::io::split(ours);
     // The two directions run independently: a client sending a large put while the broker writes
