@@ -647,7 +647,7 @@ async fn mqtt_connections_without_connect_count_as_not_logged_in() {
     waiting(2).await;
     let ftp = t.ftp_addr();
     let greeting = move || {
-        let mut s = TcpStream::connect(ftp).unwrap();
+        let s = TcpStream::connect(ftp).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut line = String::new();
         BufReader::new(s).read_line(&mut line).unwrap();
