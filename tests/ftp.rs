@@ -387,11 +387,12 @@ async fn gateways_on_one_redis_share_the_quota() {
         c.users.push(small);
     }
     let a = start(Kind::Redis, small).await;
-    let redis = a.config.storage.redis.url.clone();
+    // A's Redis, whichever topology this run uses.
+    let redis = a.config.storage.redis.clone();
     let b = start(Kind::Embedded, |c| {
         small(c);
         c.storage.backend = filegate::config::StorageBackend::Redis;
-        c.storage.redis.url = redis;
+        c.storage.redis = redis;
     })
     .await;
     let mut on_b = connect(b.ftp_addr(), "small").await;
