@@ -297,6 +297,18 @@ async fn a_directory_of_100000_entries_lists_in_bounded_memory() {
     let names = String::from_utf8(out.stdout).unwrap();
     assert_eq!(names.lines().count(), N);
     assert!(names.lines().any(|l| l.trim() == "f099999"));
+    // FTP LIST is sent page by page: its first line leaves long before the last page is read
+    // (the whole directory used to be read and formatted before the first byte).
+    let ftp = t.ftp_addr();
+    let (first, whole, lines) = tokio::task::spawn_blocking(move || timed_list(ftp, "big"))
+        .await
+        .unwrap();
+    assert_eq!(lines, N);
+    eprintln!("LIST of {N} entries: first byte after {first:?}, all of it after {whole:?}");
+    assert!(
+        first * 4 < whole,
+        "the first line came after {first:?} of {whole:?}: the listing was not streamed"
+    );
     // SFTP readdir, through OpenSSH's client (another process: only the gateway's memory counts).
     let (ok, out) = tokio::task::block_in_place(|| t.sftp_batch("alice", &key, "ls -1 big\n"));
     assert!(ok, "{}", &out[..out.len().min(2000)]);
@@ -309,4 +321,51 @@ async fn a_directory_of_100000_entries_lists_in_bounded_memory() {
     );
     assert!(grown < 64 << 20, "listing grew RSS by {} MiB", grown >> 20);
     t.stop().await;
+}
+
+/// `LIST dir` as alice over a raw FTP session: (time to the listing's first byte, time to its
+/// end, lines), both counted from the `LIST` command.
+fn timed_list(addr: std::net::SocketAddr, dir: &str) -> (Duration, Duration, usize) {
+    use std::io::{BufRead, BufReader};
+    let control = TcpStream::connect(addr).unwrap();
+    control
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut replies = BufReader::new(control.try_clone().unwrap());
+    let mut w = control;
+    let mut reply = |w: &mut TcpStream, line: &str| {
+        if !line.is_empty() {
+            w.write_all(line.as_bytes()).unwrap();
+        }
+        let mut text = String::new();
+        replies.read_line(&mut text).unwrap();
+        text
+    };
+    assert!(reply(&mut w, "").starts_with("220"));
+    reply(&mut w, "USER alice\r\n");
+    let r = reply(&mut w, &format!("PASS {}\r\n", common::PASSWORD));
+    assert!(r.starts_with("230"), "{r:?}");
+    let r = reply(&mut w, "EPSV\r\n");
+    let port: u16 = r
+        .split("|||")
+        .nth(1)
+        .and_then(|p| p.split('|').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{r:?}"));
+    let mut data = TcpStream::connect((addr.ip(), port)).unwrap();
+    data.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let started = Instant::now();
+    let r = reply(&mut w, &format!("LIST {dir}\r\n"));
+    assert!(r.starts_with("150"), "{r:?}");
+    let mut first = [0u8; 1];
+    data.read_exact(&mut first).unwrap();
+    let first_after = started.elapsed();
+    let mut rest = Vec::new();
+    data.read_to_end(&mut rest).unwrap();
+    let whole = started.elapsed();
+    let r = reply(&mut w, "");
+    assert!(r.starts_with("226"), "{r:?}");
+    let lines = rest.split(|&b| b == b'\n').filter(|l| !l.is_empty()).count();
+    (first_after, whole, lines)
 }

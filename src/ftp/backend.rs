@@ -3,7 +3,7 @@
 //! | FTP (RFC 959 / 3659)        | call                                           |
 //! |-----------------------------|------------------------------------------------|
 //! | SIZE, MDTM, MLST, RNFR      | `stat`                                         |
-//! | LIST, NLST, MLSD            | `list` (all pages)                             |
+//! | LIST, NLST, MLSD            | `list`, one page at a time                     |
 //! | RETR (after REST: offset)   | `open_read` + `stream(offset)`                 |
 //! | STOR                        | `open_write(REPLACE)`, writes, `commit`        |
 //! | STOR after REST, APPE       | `open_write(UPDATE)`, `set_len(offset)`, writes, `commit` |
@@ -22,7 +22,8 @@ use async_trait::async_trait;
 use storage_backend::{ErrorKind, OpenOptions, StoreError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use unftp_core::storage::{
-    Error, ErrorKind as FtpKind, Fileinfo, Metadata, Result, StorageBackend, FEATURE_RESTART,
+    Error, ErrorKind as FtpKind, Fileinfo, ListPage, Metadata, Result, StorageBackend,
+    FEATURE_RESTART,
 };
 
 use super::auth::FtpUser;
@@ -143,6 +144,36 @@ impl StorageBackend<FtpUser> for FtpBackend {
                 None => return Ok(out),
             }
         }
+    }
+
+    /// One page of the store's listing, as LIST, NLST and MLSD send it (patched libunftp): a big
+    /// directory is never held whole.
+    async fn list_page<P>(
+        &self,
+        user: &FtpUser,
+        path: P,
+        after: Option<String>,
+    ) -> Result<ListPage<FtpMeta>>
+    where
+        P: AsRef<Path> + Send + Debug,
+    {
+        let dir = resolve(user, path.as_ref())?;
+        let page = user
+            .fs
+            .list(&dir, after.as_deref(), LIST_PAGE)
+            .await
+            .map_err(to_ftp)?;
+        Ok(ListPage {
+            entries: page
+                .entries
+                .iter()
+                .map(|e| Fileinfo {
+                    path: PathBuf::from(&e.name),
+                    metadata: FtpMeta::from(&e.metadata),
+                })
+                .collect(),
+            next: page.next,
+        })
     }
 
     async fn get<P: AsRef<Path> + Send + Debug>(

@@ -7,7 +7,7 @@ use super::{
 use crate::server::session::SharedSession;
 use crate::{
     auth::UserDetail,
-    storage::{Error, ErrorKind, Metadata, StorageBackend},
+    storage::{Error, ErrorKind, Fileinfo, Metadata, StorageBackend},
 };
 
 use crate::server::chancomms::DataChanCmd;
@@ -385,187 +385,46 @@ where
 
     async fn exec_list_variant(self, path: Option<String>, command: ListCommand) {
         let path = self.resolve_path(path);
-        let tx = self.control_msg_tx.clone();
-        let mut output = Self::writer(self.socket, self.ftps_mode.clone(), command.as_lower_str()).await;
-
-        let start_time = Instant::now();
-
-        let list_result = match command {
-            ListCommand::List => self.storage.list_fmt((*self.user).as_ref().unwrap(), path.clone()).await,
-            ListCommand::Nlst => self
-                .storage
-                .nlst((*self.user).as_ref().unwrap(), path.clone())
-                .await
-                .map_err(|e| Error::new(ErrorKind::PermanentDirectoryNotAvailable, e)),
+        let output = Self::writer(self.socket, self.ftps_mode.clone(), command.as_lower_str()).await;
+        let line = move |fi: &Fileinfo<PathBuf, Storage::Metadata>| match command {
+            ListCommand::List => format!("{fi}\r\n"),
+            ListCommand::Nlst => format!("{}\r\n", fi.path.file_name().and_then(|n| n.to_str()).unwrap_or("")),
         };
-
-        match list_result {
-            Ok(cursor) => {
-                slog::debug!(self.logger, "Copying future for {}", command.as_str());
-                let mut input = cursor;
-                let result = tokio::io::copy(&mut input, &mut output).await;
-
-                if let Err(err) = within(output.shutdown()).await {
-                    match err.kind() {
-                        std::io::ErrorKind::BrokenPipe => {
-                            slog::debug!(self.logger, "Output stream was already closed by peer after {}: {:?}", command.as_str(), err);
-                        }
-                        std::io::ErrorKind::NotConnected => {
-                            slog::debug!(self.logger, "Output stream was already closed after {}: {:?}", command.as_str(), err);
-                        }
-                        _ => slog::warn!(self.logger, "Could not shutdown output stream after {}: {:?}", command.as_str(), err),
-                    }
-                }
-                let duration = start_time.elapsed();
-
-                match result {
-                    Ok(bytes) => {
-                        slog::info!(
-                            self.logger,
-                            "Successful LIST {:?}; Duration {}; Bytes copied {}; Transfer speed {}",
-                            path,
-                            HumanDuration(duration),
-                            HumanBytes(bytes),
-                            TransferSpeed(bytes as f64 / duration.as_secs_f64()),
-                        );
-                        metrics::inc_transferred(command.as_lower_str(), "success");
-                        if let Err(err) = tx.send(ControlChanMsg::DirectorySuccessfullyListed).await {
-                            slog::error!(self.logger, "Could not notify control channel of error with {}: {:?}", command.as_str(), err);
-                        }
-                    }
-                    Err(e) => {
-                        let duration = start_time.elapsed();
-                        slog::warn!(
-                            self.logger,
-                            "Failed to send directory list for path {:?} ({} command) after {}: {:?}",
-                            path,
-                            command.as_str(),
-                            HumanDuration(duration),
-                            e,
-                        );
-
-                        let err = Error::from(e);
-                        categorize_and_register_error(&self.logger, &err, command.as_lower_str());
-                        // filegate patch: the client waits for a reply after 150.
-                        if let Err(err) = tx.send(ControlChanMsg::WriteFailed).await {
-                            slog::error!(self.logger, "Could not notify control channel of error with {}: {:?}", command.as_str(), err);
-                        }
-                    }
-                }
-            }
-            Err(err) => {
-                let duration = start_time.elapsed();
-
-                slog::warn!(
-                    self.logger,
-                    "Failed to retrieve directory list for path {:?} ({} command) from storage backend after {}: {:?}",
-                    path,
-                    command.as_str(),
-                    HumanDuration(duration),
-                    err,
-                );
-
-                categorize_and_register_error(&self.logger, &err, command.as_lower_str());
-
-                if let Err(err) = tx.send(ControlChanMsg::StorageError(err)).await {
-                    slog::error!(self.logger, "Could not notify control channel of error with {}: {:?}", command.as_str(), err);
-                }
-            }
-        }
+        let listing = Listing {
+            storage: &self.storage,
+            user: (*self.user).as_ref().unwrap(),
+            logger: &self.logger,
+            tx: &self.control_msg_tx,
+            command: command.as_str(),
+            metric: command.as_lower_str(),
+        };
+        listing.send(path, output, line).await;
     }
 
     async fn exec_mlsd(self, path: Option<String>) {
         let path = self.resolve_path(path);
-        let tx = self.control_msg_tx.clone();
-        let mut output = Self::writer(self.socket, self.ftps_mode.clone(), "mlsd").await;
-
-        let start_time = Instant::now();
-
-        let list_result = self.storage.list((*self.user).as_ref().unwrap(), path.clone()).await;
-
-        match list_result {
-            Ok(files) => {
-                let mut buffer = String::new();
-                for file_info in files {
-                    let filename = file_info
-                        .path
-                        .as_path()
-                        .components()
-                        .next_back()
-                        .map(|component| component.as_os_str().to_string_lossy())
-                        .unwrap_or("unknown".into());
-
-                    let facts_str = crate::server::controlchan::commands::mlst::format_facts(&file_info.metadata, self.mlst_facts);
-                    let line = format!("{} {}", facts_str, filename);
-                    buffer.push_str(&line);
-                    buffer.push_str("\r\n");
-                }
-
-                // Send the formatted data
-                let mut input = std::io::Cursor::new(buffer.into_bytes());
-                let result = tokio::io::copy(&mut input, &mut output).await;
-
-                if let Err(err) = within(output.shutdown()).await {
-                    match err.kind() {
-                        std::io::ErrorKind::BrokenPipe => {
-                            slog::debug!(self.logger, "Output stream was already closed by peer after MLSD: {:?}", err);
-                        }
-                        std::io::ErrorKind::NotConnected => {
-                            slog::debug!(self.logger, "Output stream was already closed after MLSD: {:?}", err);
-                        }
-                        _ => slog::warn!(self.logger, "Could not shutdown output stream after MLSD: {:?}", err),
-                    }
-                }
-
-                let duration = start_time.elapsed();
-
-                match result {
-                    Ok(bytes) => {
-                        slog::info!(
-                            self.logger,
-                            "Successful MLSD {:?}; Duration {}; Bytes copied {}; Transfer speed {}",
-                            path,
-                            HumanDuration(duration),
-                            HumanBytes(bytes),
-                            TransferSpeed(bytes as f64 / duration.as_secs_f64())
-                        );
-
-                        metrics::inc_transferred("mlsd", "success");
-
-                        if let Err(err) = tx.send(ControlChanMsg::DirectorySuccessfullyListed).await {
-                            slog::error!(self.logger, "Could not notify control channel of successful MLSD: {:?}", err);
-                        }
-                    }
-                    Err(err) => {
-                        slog::warn!(
-                            self.logger,
-                            "Failed to copy MLSD data to client after {}. Error: {:?}",
-                            HumanDuration(duration),
-                            err
-                        );
-                        if let Err(err) = tx.send(ControlChanMsg::WriteFailed).await {
-                            slog::error!(self.logger, "Could not notify control channel of failed MLSD: {:?}", err);
-                        }
-                    }
-                }
-            }
-            Err(err) => {
-                let duration = start_time.elapsed();
-                slog::warn!(
-                    self.logger,
-                    "Failed to retrieve directory list for path {:?} (MLSD command) from storage backend after {}: {:?}",
-                    path,
-                    HumanDuration(duration),
-                    err,
-                );
-
-                categorize_and_register_error(&self.logger, &err, "mlsd");
-
-                if let Err(err) = tx.send(ControlChanMsg::StorageError(err)).await {
-                    slog::error!(self.logger, "Could not notify control channel of error with MLSD: {:?}", err);
-                }
-            }
-        }
+        let output = Self::writer(self.socket, self.ftps_mode.clone(), "mlsd").await;
+        let facts = self.mlst_facts;
+        let line = move |fi: &Fileinfo<PathBuf, Storage::Metadata>| {
+            let filename = fi
+                .path
+                .as_path()
+                .components()
+                .next_back()
+                .map(|component| component.as_os_str().to_string_lossy())
+                .unwrap_or("unknown".into());
+            let facts_str = crate::server::controlchan::commands::mlst::format_facts(&fi.metadata, facts);
+            format!("{facts_str} {filename}\r\n")
+        };
+        let listing = Listing {
+            storage: &self.storage,
+            user: (*self.user).as_ref().unwrap(),
+            logger: &self.logger,
+            tx: &self.control_msg_tx,
+            command: "MLSD",
+            metric: "mlsd",
+        };
+        listing.send(path, output, line).await;
     }
 
     async fn writer(socket: TcpStream, ftps_mode: FtpsConfig, command: &'static str) -> Box<dyn AsyncWrite + Send + Unpin + Sync> {
@@ -936,4 +795,129 @@ async fn within<T>(io: impl std::future::Future<Output = std::io::Result<T>>) ->
             "the client did not answer on the data connection",
         ))
     })
+}
+
+/// filegate patch: LIST, NLST and MLSD send their listing page by page
+/// ([`StorageBackend::list_page`]), each page formatted and written before the next is read, so a
+/// directory of any size costs the memory of one page (upstream formatted the whole `list` into
+/// one buffer before sending a byte).
+struct Listing<'a, Storage, User>
+where
+    Storage: StorageBackend<User>,
+    Storage::Metadata: Metadata,
+    User: UserDetail,
+{
+    storage: &'a Arc<Storage>,
+    user: &'a User,
+    logger: &'a slog::Logger,
+    tx: &'a Sender<ControlChanMsg>,
+    command: &'static str,
+    metric: &'static str,
+}
+
+/// What went wrong in a listing: reading the store, or writing to the client.
+enum ListingFailure {
+    Storage(Error),
+    Write(std::io::Error),
+}
+
+impl<Storage, User> Listing<'_, Storage, User>
+where
+    Storage: StorageBackend<User> + 'static,
+    Storage::Metadata: Metadata,
+    User: UserDetail + 'static,
+{
+    async fn send<W, F>(&self, path: PathBuf, mut output: W, line: F)
+    where
+        W: AsyncWrite + Send + Unpin,
+        F: Fn(&Fileinfo<PathBuf, Storage::Metadata>) -> String,
+    {
+        let start_time = Instant::now();
+        let result = self.copy_pages(&path, &mut output, &line).await;
+        if let Err(err) = within(output.shutdown()).await {
+            match err.kind() {
+                std::io::ErrorKind::BrokenPipe => {
+                    slog::debug!(self.logger, "Output stream was already closed by peer after {}: {:?}", self.command, err);
+                }
+                std::io::ErrorKind::NotConnected => {
+                    slog::debug!(self.logger, "Output stream was already closed after {}: {:?}", self.command, err);
+                }
+                _ => slog::warn!(self.logger, "Could not shutdown output stream after {}: {:?}", self.command, err),
+            }
+        }
+        let duration = start_time.elapsed();
+        let message = match result {
+            Ok(bytes) => {
+                slog::info!(
+                    self.logger,
+                    "Successful {} {:?}; Duration {}; Bytes copied {}; Transfer speed {}",
+                    self.command,
+                    path,
+                    HumanDuration(duration),
+                    HumanBytes(bytes),
+                    TransferSpeed(bytes as f64 / duration.as_secs_f64()),
+                );
+                metrics::inc_transferred(self.metric, "success");
+                ControlChanMsg::DirectorySuccessfullyListed
+            }
+            Err((_, ListingFailure::Storage(err))) => {
+                slog::warn!(
+                    self.logger,
+                    "Failed to retrieve directory list for path {:?} ({} command) from storage backend after {}: {:?}",
+                    path,
+                    self.command,
+                    HumanDuration(duration),
+                    err,
+                );
+                categorize_and_register_error(self.logger, &err, self.metric);
+                ControlChanMsg::StorageError(err)
+            }
+            Err((_, ListingFailure::Write(e))) => {
+                slog::warn!(
+                    self.logger,
+                    "Failed to send directory list for path {:?} ({} command) after {}: {:?}",
+                    path,
+                    self.command,
+                    HumanDuration(duration),
+                    e,
+                );
+                let err = Error::from(e);
+                categorize_and_register_error(self.logger, &err, self.metric);
+                // The client waits for a reply after 150.
+                ControlChanMsg::WriteFailed
+            }
+        };
+        if let Err(err) = self.tx.send(message).await {
+            slog::error!(self.logger, "Could not notify control channel after {}: {:?}", self.command, err);
+        }
+    }
+
+    /// Bytes sent, or how many were sent before what failed.
+    async fn copy_pages<W, F>(&self, path: &PathBuf, output: &mut W, line: &F) -> Result<u64, (u64, ListingFailure)>
+    where
+        W: AsyncWrite + Send + Unpin,
+        F: Fn(&Fileinfo<PathBuf, Storage::Metadata>) -> String,
+    {
+        let mut sent = 0u64;
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .storage
+                .list_page(self.user, path.clone(), after.take())
+                .await
+                .map_err(|e| (sent, ListingFailure::Storage(e)))?;
+            let mut buffer = String::new();
+            for fi in &page.entries {
+                buffer.push_str(&line(fi));
+            }
+            within(output.write_all(buffer.as_bytes()))
+                .await
+                .map_err(|e| (sent, ListingFailure::Write(e)))?;
+            sent += buffer.len() as u64;
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(sent),
+            }
+        }
+    }
 }
