@@ -366,6 +366,9 @@ fn timed_list(addr: std::net::SocketAddr, dir: &str) -> (Duration, Duration, usi
     let whole = started.elapsed();
     let r = reply(&mut w, "");
     assert!(r.starts_with("226"), "{r:?}");
-    let lines = rest.split(|&b| b == b'\n').filter(|l| !l.is_empty()).count();
+    let lines = rest
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .count();
     (first_after, whole, lines)
 }

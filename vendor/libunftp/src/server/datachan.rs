@@ -386,9 +386,10 @@ where
     async fn exec_list_variant(self, path: Option<String>, command: ListCommand) {
         let path = self.resolve_path(path);
         let output = Self::writer(self.socket, self.ftps_mode.clone(), command.as_lower_str()).await;
-        let line = move |fi: &Fileinfo<PathBuf, Storage::Metadata>| match command {
-            ListCommand::List => format!("{fi}\r\n"),
-            ListCommand::Nlst => format!("{}\r\n", fi.path.file_name().and_then(|n| n.to_str()).unwrap_or("")),
+        let long = matches!(command, ListCommand::List);
+        let line = move |fi: &Fileinfo<PathBuf, Storage::Metadata>| match long {
+            true => format!("{fi}\r\n"),
+            false => format!("{}\r\n", fi.path.file_name().and_then(|n| n.to_str()).unwrap_or("")),
         };
         let listing = Listing {
             storage: &self.storage,
