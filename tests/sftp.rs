@@ -734,6 +734,7 @@ async fn a_busy_channel_queues_a_bounded_amount() {
     // client's own queue: 8-17 MiB measured here; 34-42 MiB with russh's queue of 4,096 messages
     // before (the rest of its 128 MiB was cut short by the window adjustments the blocked loop
     // no longer sent).
+    eprintln!("a busy channel took {} MiB", sent >> 20);
     assert!(
         sent < 28 << 20,
         "the gateway took {} MiB of a busy channel",
