@@ -39,26 +39,6 @@ fn rss() -> u64 {
         * 1024
 }
 
-fn ssh_opts(key: &Path) -> Vec<String> {
-    [
-        "-i",
-        key.to_str().unwrap(),
-        "-o",
-        "StrictHostKeyChecking=no",
-        "-o",
-        "UserKnownHostsFile=/dev/null",
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        "IdentitiesOnly=yes",
-        "-o",
-        "LogLevel=ERROR",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
-}
-
 fn sftp_batch(p: &Peer, key: &Path, work: &Path, script: &str) {
     let batch = work.join(format!("batch-{}", p.addr.port()));
     std::fs::write(&batch, format!("cd {}\n{script}", p.dir)).unwrap();
@@ -66,7 +46,7 @@ fn sftp_batch(p: &Peer, key: &Path, work: &Path, script: &str) {
         .arg("-b")
         .arg(&batch)
         .args(["-P", &p.addr.port().to_string()])
-        .args(ssh_opts(key))
+        .args(common::ssh_options(key))
         .arg(format!("{}@{}", p.user, p.addr.ip()))
         .output()
         .unwrap();
@@ -247,7 +227,7 @@ fn measure(p: &Peer, load: &Load) -> Row {
                 .arg("-b")
                 .arg(&batch)
                 .args(["-P", &p.addr.port().to_string()])
-                .args(ssh_opts(key))
+                .args(common::ssh_options(key))
                 .arg(format!("{}@{}", p.user, p.addr.ip()))
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())

@@ -122,19 +122,9 @@ async fn sigkill_under_mixed_load_loses_nothing_committed() {
                         Command::new(program("sftp"))
                             .arg("-b")
                             .arg(&batch)
-                            .args(["-P", &sftp.port().to_string(), "-i"])
-                            .arg(&key)
-                            .args([
-                                "-o",
-                                "StrictHostKeyChecking=no",
-                                "-o",
-                                "UserKnownHostsFile=/dev/null",
-                                "-o",
-                                "BatchMode=yes",
-                                "-o",
-                                "LogLevel=QUIET",
-                                "ops@127.0.0.1",
-                            ])
+                            .args(["-P", &sftp.port().to_string()])
+                            .args(common::ssh_options(&key))
+                            .arg("ops@127.0.0.1")
                             .stdout(Stdio::null())
                             .stderr(Stdio::null())
                             .status()

@@ -199,9 +199,8 @@ async fn json_logs_are_an_audit_trail_without_secrets() {
     let sftp = Command::new(program("sftp"))
         .arg("-b")
         .arg(&batch)
-        .args(["-P", &b.sftp.unwrap().port().to_string(), "-i"])
-        .arg(&key)
-        .args(NON_INTERACTIVE_SSH)
+        .args(["-P", &b.sftp.unwrap().port().to_string()])
+        .args(common::ssh_options(&key))
         .args(["ops@127.0.0.1"])
         .output()
         .unwrap();
@@ -330,19 +329,6 @@ async fn gen_cert_makes_a_certificate_ftps_clients_accept() {
     t.stop().await;
 }
 
-/// OpenSSH client options for a test: no host key prompts or records, no password prompt, only
-/// the given key.
-const NON_INTERACTIVE_SSH: [&str; 8] = [
-    "-o",
-    "StrictHostKeyChecking=no",
-    "-o",
-    "UserKnownHostsFile=/dev/null",
-    "-o",
-    "BatchMode=yes",
-    "-o",
-    "IdentitiesOnly=yes",
-];
-
 /// A command line sent with `ssh exec` cannot write a line of its own into the text log: the
 /// refusal logs it quoted (issue 18, item 11).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -353,9 +339,8 @@ async fn exec_strings_cannot_forge_log_lines() {
     let b = Binary::start(dir.path(), "log_format = \"text\"", Some(&public));
     let forged = "2030-01-01T00:00:00.000000Z  WARN filegate: FORGED-LINE";
     let out = Command::new(program("ssh"))
-        .args(["-p", &b.sftp.unwrap().port().to_string(), "-i"])
-        .arg(&key)
-        .args(NON_INTERACTIVE_SSH)
+        .args(["-p", &b.sftp.unwrap().port().to_string()])
+        .args(common::ssh_options(&key))
         .args(["ops@127.0.0.1", &format!("ls\n{forged}\n")])
         .output()
         .unwrap();

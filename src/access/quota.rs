@@ -46,6 +46,9 @@ pub struct Quota {
     max_files: Option<u64>,
     usage: Mutex<Usage>,
     recount: tokio::sync::Mutex<()>,
+    /// The shared record as this gateway last read or wrote it: a commit's update swaps against
+    /// it first, so it costs one trip to the store unless another gateway changed it meanwhile.
+    seen: Mutex<Option<Vec<u8>>>,
 }
 
 impl Quota {
@@ -55,6 +58,7 @@ impl Quota {
             max_files,
             usage: Mutex::new(Usage::default()),
             recount: tokio::sync::Mutex::new(()),
+            seen: Mutex::new(None),
         }
     }
 
@@ -80,12 +84,11 @@ impl Quota {
             return Ok(());
         }
         let key = record_key(home);
-        let current = read(store, &key).await?;
-        let shared = match current {
-            Some((s, _)) if !is_old(&s) => s,
+        let (shared, raw) = match read(store, &key).await? {
+            Some((s, raw)) if !is_old(&s) => (s, raw),
             _ => self.recount(store, home, &key).await?,
         };
-        self.take(shared);
+        self.take(shared, raw);
         Ok(())
     }
 
@@ -96,12 +99,12 @@ impl Quota {
         store: &Store,
         home: &StorePath,
         key: &str,
-    ) -> Result<Shared, StoreError> {
+    ) -> Result<(Shared, Vec<u8>), StoreError> {
         let _one_at_a_time = self.recount.lock().await;
         let before = read(store, key).await?;
-        if let Some((s, _)) = before {
-            if !is_old(&s) {
-                return Ok(s);
+        if let Some((s, raw)) = &before {
+            if !is_old(s) {
+                return Ok((*s, raw.clone()));
             }
         }
         let (bytes, files) = count(store, home).await?;
@@ -111,13 +114,11 @@ impl Quota {
             counted_ms: now_ms(),
         };
         let expected = before.as_ref().map(|(_, raw)| raw.as_slice());
-        if store
-            .record_swap(TABLE, key, expected, &encode(&counted), None)
-            .await?
-        {
-            return Ok(counted);
+        let raw = encode(&counted);
+        if store.record_swap(TABLE, key, expected, &raw, None).await? {
+            return Ok((counted, raw));
         }
-        Ok(read(store, key).await?.map(|(s, _)| s).unwrap_or(counted))
+        Ok(read(store, key).await?.unwrap_or((counted, raw)))
     }
 
     /// Adds what a committed change did to the shared usage (and takes the result, which includes
@@ -134,8 +135,13 @@ impl Quota {
             return;
         }
         let key = record_key(home);
+        let mut last_seen = self.seen.lock().unwrap().clone().and_then(decode);
         for _ in 0..SWAP_TRIES {
-            let current = match read(store, &key).await {
+            let current = match last_seen.take() {
+                Some(c) => Ok(Some(c)),
+                None => read(store, &key).await,
+            };
+            let current = match current {
                 Ok(Some(c)) => c,
                 // Nobody counted yet: the first refresh will.
                 Ok(None) => return,
@@ -150,14 +156,16 @@ impl Quota {
                 files: old.files.saturating_add_signed(delta_files),
                 counted_ms: old.counted_ms,
             };
+            let new_raw = encode(&new);
             match store
-                .record_swap(TABLE, &key, Some(&raw), &encode(&new), None)
+                .record_swap(TABLE, &key, Some(&raw), &new_raw, None)
                 .await
             {
                 Ok(true) => {
-                    self.take(new);
+                    self.take(new, new_raw);
                     return;
                 }
+                // Changed since: read it and try again.
                 Ok(false) => continue,
                 Err(e) => {
                     tracing::warn!(%home, error = %e, "quota: could not update the shared usage; recounted later");
@@ -168,10 +176,11 @@ impl Quota {
         tracing::warn!(%home, "quota: the shared usage kept changing under this update; recounted later");
     }
 
-    fn take(&self, shared: Shared) {
+    fn take(&self, shared: Shared, raw: Vec<u8>) {
         let mut u = self.usage.lock().unwrap();
         u.bytes = shared.bytes;
         u.files = shared.files;
+        *self.seen.lock().unwrap() = Some(raw);
     }
 
     /// Reserves room for `bytes` more bytes and `files` more files, or says why not.
@@ -232,11 +241,13 @@ fn record_key(home: &StorePath) -> String {
 }
 
 async fn read(store: &Store, key: &str) -> Result<Option<(Shared, Vec<u8>)>, StoreError> {
-    let Some(raw) = store.record_get(TABLE, key).await? else {
-        return Ok(None);
-    };
-    // A record this version cannot read is counted again (and replaced).
-    Ok(serde_json::from_slice(&raw).ok().map(|s| (s, raw)))
+    Ok(store.record_get(TABLE, key).await?.and_then(decode))
+}
+
+/// The record's figures, with its bytes (to swap against); `None` for a record this version
+/// cannot read, which is then counted again.
+fn decode(raw: Vec<u8>) -> Option<(Shared, Vec<u8>)> {
+    serde_json::from_slice(&raw).ok().map(|s| (s, raw))
 }
 
 /// Whether the home was last walked longer than `RECOUNT_AFTER` ago.

@@ -126,19 +126,12 @@ impl StorageBackend<FtpUser> for FtpBackend {
     where
         <Self as StorageBackend<FtpUser>>::Metadata: Metadata,
     {
-        let dir = resolve(user, path.as_ref())?;
+        // Whole (libunftp still asks for it outside LIST/NLST/MLSD): every page in turn.
         let mut out = Vec::new();
         let mut after: Option<String> = None;
         loop {
-            let page = user
-                .fs
-                .list(&dir, after.as_deref(), LIST_PAGE)
-                .await
-                .map_err(to_ftp)?;
-            out.extend(page.entries.iter().map(|e| Fileinfo {
-                path: PathBuf::from(&e.name),
-                metadata: FtpMeta::from(&e.metadata),
-            }));
+            let page = self.list_page(user, path.as_ref(), after.take()).await?;
+            out.extend(page.entries);
             match page.next {
                 Some(next) => after = Some(next),
                 None => return Ok(out),

@@ -158,32 +158,33 @@ impl SftpFrontend {
                         crate::access::UserFs::idle(fs).await;
                     }
                 };
-                tokio::select! {
+                // Why the gateway ends the session, and how long it then waits for it to end.
+                let ending = tokio::select! {
                     r = &mut session => {
                         if let Err(e) = r {
                             tracing::debug!(%peer, error = %e, "ssh: session ended with an error");
                         }
+                        None
                     }
                     _ = async { tokio::select! { _ = abort.cancelled() => {}, _ = idle_at_shutdown => {} } } => {
-                        let _ = tokio::time::timeout(
-                            Duration::from_secs(2),
-                            handle.disconnect(russh::Disconnect::ByApplication, "the server is shutting down".into(), String::new()),
-                        ).await;
-                        if tokio::time::timeout(Duration::from_secs(5), &mut session).await.is_err() {
-                            let _ = killer.shutdown(std::net::Shutdown::Both);
-                        }
+                        Some(("the server is shutting down", Duration::from_secs(5)))
                     }
                     // Authentication attempts (or any packets) do not keep a connection that never
                     // logs in: russh's inactivity timer restarts with every packet.
                     _ = crate::access::login_deadline(&permit, login_by) => {
                         tracing::info!(%peer, "ssh: not logged in within limits.login_timeout ({login_timeout:?}); closed");
-                        let _ = tokio::time::timeout(
-                            Duration::from_secs(2),
-                            handle.disconnect(russh::Disconnect::ByApplication, "not logged in in time".into(), String::new()),
-                        ).await;
-                        if tokio::time::timeout(Duration::from_secs(2), &mut session).await.is_err() {
-                            let _ = killer.shutdown(std::net::Shutdown::Both);
-                        }
+                        Some(("not logged in in time", Duration::from_secs(2)))
+                    }
+                };
+                if let Some((why, wait)) = ending {
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(2),
+                        handle.disconnect(russh::Disconnect::ByApplication, why.into(), String::new()),
+                    )
+                    .await;
+                    // A session whose loop no longer listens is cut at the socket.
+                    if tokio::time::timeout(wait, &mut session).await.is_err() {
+                        let _ = killer.shutdown(std::net::Shutdown::Both);
                     }
                 }
                 tracing::debug!(%peer, "ssh: session end");

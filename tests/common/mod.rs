@@ -282,27 +282,30 @@ pub fn client_key(dir: &std::path::Path, name: &str) -> (PathBuf, String) {
     (key, public.trim().to_string())
 }
 
+/// OpenSSH client options (`ssh`, `sftp`, `scp`) for tests and benchmarks: only this key, no host
+/// key checks or records, never a prompt, errors only.
+pub fn ssh_options(key: &std::path::Path) -> Vec<String> {
+    let mut options = vec!["-i".to_string(), key.display().to_string()];
+    for option in [
+        "StrictHostKeyChecking=no",
+        "UserKnownHostsFile=/dev/null",
+        "BatchMode=yes",
+        "IdentitiesOnly=yes",
+        "LogLevel=ERROR",
+    ] {
+        options.extend(["-o".to_string(), option.to_string()]);
+    }
+    options
+}
+
 impl TestGateway {
     pub fn sftp_addr(&self) -> SocketAddr {
         self.gw().sftp_addr.expect("sftp enabled")
     }
 
-    /// OpenSSH client options for this gateway: port, key, no host key checks, never prompt.
+    /// OpenSSH client options for this gateway: see [`ssh_options`].
     pub fn ssh_options(&self, key: &std::path::Path) -> Vec<String> {
-        vec![
-            "-i".into(),
-            key.display().to_string(),
-            "-o".into(),
-            "StrictHostKeyChecking=no".into(),
-            "-o".into(),
-            "UserKnownHostsFile=/dev/null".into(),
-            "-o".into(),
-            "BatchMode=yes".into(),
-            "-o".into(),
-            "IdentitiesOnly=yes".into(),
-            "-o".into(),
-            "LogLevel=ERROR".into(),
-        ]
+        ssh_options(key)
     }
 
     /// Runs OpenSSH `sftp` in batch mode; returns (success, stdout+stderr).

@@ -82,7 +82,7 @@ local function emit(kind, path, old, size, sha, complete, version, replaced)
   local seq = redis.call('HINCRBY', P .. 'ctr', 'seq', 1)
   redis.call('XADD', P .. 'ev', num(seq) .. '-1', 't', kind, 'p', path, 'o', old or '',
     's', size or '', 'h', sha or '', 'c', complete or '', 'v', version or '',
-    'r', replaced and '1' or '0', 'x', ORIGIN)
+    'r', replaced and '1' or '0', 'x', ORIGIN, 'u', USER)
   return seq
 end
 

@@ -235,13 +235,14 @@ if upto > acked then
     if #batch == 0 then break end
     local per_user = {}
     for _, entry in ipairs(batch) do
-      local fields = entry[2]
+      -- The user is field 'u' (no JSON to decode on this path); events written before it
+      -- existed have it only inside their origin, 'x'.
+      local fields, user, origin = entry[2], nil, nil
       for i = 1, #fields, 2 do
-        if fields[i] == 'x' then
-          local u = origin_user(fields[i + 1])
-          per_user[u] = (per_user[u] or 0) + 1
-        end
+        if fields[i] == 'u' then user = fields[i + 1] elseif fields[i] == 'x' then origin = fields[i + 1] end
       end
+      user = user or origin_user(origin)
+      per_user[user] = (per_user[user] or 0) + 1
     end
     for u, n in pairs(per_user) do
       if redis.call('HINCRBY', P .. 'pu', u, -n) <= 0 then redis.call('HDEL', P .. 'pu', u) end
