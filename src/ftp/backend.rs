@@ -283,7 +283,7 @@ impl StorageBackend<FtpUser> for FtpBackend {
             // The data connection ended normally, which a dead client's does too: complete only if
             // the client is still there to hear the 226.
             if let Some(control) = &control {
-                if let Some(gone) = control.client_gone(super::probe::CUT_OFF_WINDOW).await {
+                if let Some(gone) = control.client_gone().await {
                     let kept = upload.cut_off().await;
                     tracing::info!(path = %p, received, kept = ?kept.as_ref().map(|c| c.is_some()), "ftp: upload cut off: {gone}");
                     return Err(Error::new(FtpKind::ConnectionClosed, gone));

@@ -94,8 +94,14 @@ local function trim_history(keep, cutoff)
   local last = tonumber(f[1] or '0')
   local acked = tonumber(f[2] or '0')
   local upto = math.max(0, math.min(acked, last - keep))
-  if upto < acked then
-    local old = redis.call('XRANGE', P .. 'ev', num(upto + 1) .. '-0', num(acked) .. '-1', 'COUNT', 1024)
+  -- Events older than the cutoff, from the old end; usually the first one is young enough, so
+  -- the look starts with one event and grows (reading 1,024 events on every acknowledgement cost
+  -- Redis more than the commits did).
+  local count = 1
+  while upto < acked do
+    local old = redis.call('XRANGE', P .. 'ev', num(upto + 1) .. '-0', num(acked) .. '-1', 'COUNT', count)
+    if #old == 0 then break end
+    local young = false
     for _, entry in ipairs(old) do
       local fields = entry[2]
       local time_ms = nil
@@ -105,9 +111,11 @@ local function trim_history(keep, cutoff)
           if ok and type(origin) == 'table' then time_ms = tonumber(origin.time_ms) end
         end
       end
-      if time_ms == nil or time_ms >= cutoff then break end
+      if time_ms == nil or time_ms >= cutoff then young = true break end
       upto = tonumber(string.match(entry[1], '^(%d+)'))
     end
+    if young or count >= 1024 then break end
+    count = math.min(count * 16, 1024)
   end
   if upto > 0 then
     redis.call('XTRIM', P .. 'ev', 'MINID', num(upto + 1) .. '-0')
