@@ -110,6 +110,7 @@ fn window(stream: &TcpStream) -> Duration {
 
 /// The shortest round trip the kernel measured on the connection (`TCP_INFO`'s `tcpi_min_rtt`).
 #[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
 fn min_rtt(stream: &TcpStream) -> Option<Duration> {
     use std::os::fd::AsRawFd;
     let mut info = std::mem::MaybeUninit::<libc::tcp_info>::zeroed();
