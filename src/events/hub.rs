@@ -146,44 +146,60 @@ impl EventHub {
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let mut local = self.store.watch_events();
         let mut cursor = *self.cursor.lock().unwrap();
+        let mut read = true;
         loop {
             let mut full = false;
-            match self.store.events_page(cursor, PAGE).await {
-                Ok(EventPage::Events { events, .. }) => {
-                    full = events.len() == PAGE;
-                    for event in events {
-                        let rendered = self.render(&event).map(Arc::new);
-                        let mut at = self.cursor.lock().unwrap();
-                        if let Some(r) = rendered {
-                            // No receiver is fine: nobody is watching.
-                            let _ = self.tx.send(Live::Event(r));
+            if read {
+                match self.store.events_page(cursor, PAGE).await {
+                    Ok(EventPage::Events { events, .. }) => {
+                        full = events.len() == PAGE;
+                        for event in events {
+                            let rendered = self.render(&event).map(Arc::new);
+                            let mut at = self.cursor.lock().unwrap();
+                            if let Some(r) = rendered {
+                                // No receiver is fine: nobody is watching.
+                                let _ = self.tx.send(Live::Event(r));
+                            }
+                            *at = event.seq;
+                            cursor = event.seq;
                         }
-                        *at = event.seq;
-                        cursor = event.seq;
                     }
-                }
-                Ok(EventPage::Gone { oldest_seq, .. }) => {
-                    tracing::warn!(
+                    Ok(EventPage::Gone { oldest_seq, .. }) => {
+                        tracing::warn!(
                         after = cursor,
                         oldest_seq,
                         "live events: the history was trimmed before the hub read it \
                          (events.history_max or events.history_age too small); live streams restart"
                     );
-                    let mut at = self.cursor.lock().unwrap();
-                    let _ = self.tx.send(Live::Gap);
-                    cursor = oldest_seq - 1;
-                    *at = cursor;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "live events: cannot read the store; retrying")
+                        let mut at = self.cursor.lock().unwrap();
+                        let _ = self.tx.send(Live::Gap);
+                        cursor = oldest_seq - 1;
+                        *at = cursor;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "live events: cannot read the store; retrying")
+                    }
                 }
             }
             if full {
                 continue;
             }
+            read = true;
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = local.changed() => {}
+                _ = local.changed() => {
+                    // Nobody is watching: follow this gateway's commits without reading them back
+                    // (two Redis commands per change otherwise). A stream that starts later gets
+                    // everything up to the cursor from the store (`subscribe`); the check is made
+                    // under the cursor's lock, which `subscribe` takes to join.
+                    let latest = *local.borrow_and_update();
+                    let mut at = self.cursor.lock().unwrap();
+                    if self.tx.receiver_count() == 0 && latest > *at {
+                        *at = latest;
+                        cursor = latest;
+                        read = false;
+                    }
+                }
                 _ = tokio::time::sleep(POLL) => {}
             }
         }

@@ -162,12 +162,33 @@ impl EventPublisher {
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut renewed = Instant::now();
         loop {
-            let caught_up = self.fill(&client, &window).await;
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = progress.notified() => {}
-                _ = local.changed(), if caught_up => {}
-                _ = poll.tick() => {}
+            // A broker acknowledgement frees room in the window; it brings nothing new to read
+            // when the outbox was drained and the connection went on meanwhile (that read cost
+            // Redis a command per event delivered). A reconnect moves the cursor back or drops
+            // the connection: then the outbox is read again.
+            let last = self.fill(&client, &window).await;
+            let drained_at = (last == Fill::Drained).then(|| window.lock().unwrap().cursor);
+            let still_drained = || {
+                drained_at.is_some_and(|at| {
+                    let w = window.lock().unwrap();
+                    w.connected && w.cursor == at
+                })
+            };
+            let mut woken_by_ack = true;
+            while woken_by_ack {
+                woken_by_ack = false;
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = progress.notified() => woken_by_ack = still_drained(),
+                    _ = local.changed(), if last.caught_up() => {}
+                    _ = poll.tick() => {}
+                }
+                if woken_by_ack {
+                    self.persist(&window, &mut persisted, false).await;
+                }
+            }
+            if shutdown.is_cancelled() {
+                break;
             }
             self.persist(&window, &mut persisted, false).await;
             if renewed.elapsed() >= LEASE_TTL / 3 {
@@ -194,7 +215,7 @@ impl EventPublisher {
         // confirmation (bounded), then record how far delivery got. The rest waits in the outbox.
         let deadline = Instant::now() + FLUSH_TIME;
         while Instant::now() < deadline {
-            let caught_up = self.fill(&client, &window).await;
+            let caught_up = self.fill(&client, &window).await.caught_up();
             let pending = {
                 let w = window.lock().unwrap();
                 w.connected && !(caught_up && w.outstanding.is_empty())
@@ -211,26 +232,25 @@ impl EventPublisher {
         let _ = driver.await;
     }
 
-    /// Publishes outbox events while the window has room; returns true when the outbox is drained
-    /// (or nothing can be sent now).
-    async fn fill(&self, client: &AsyncClient, window: &Shared) -> bool {
+    /// Publishes outbox events while the window has room, and says how far it got.
+    async fn fill(&self, client: &AsyncClient, window: &Shared) -> Fill {
         loop {
             let (cursor, room) = {
                 let w = window.lock().unwrap();
                 if !w.connected {
-                    return true;
+                    return Fill::Stalled;
                 }
                 (w.cursor, WINDOW.saturating_sub(w.outstanding.len()))
             };
             if room == 0 {
-                return false;
+                return Fill::Waiting;
             }
             let want = room.min(BATCH);
             let events = match self.store.events_after(cursor, want).await {
                 Ok(events) => events,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot read the event outbox; retrying");
-                    return true;
+                    return Fill::Stalled;
                 }
             };
             let drained = events.len() < want;
@@ -245,7 +265,7 @@ impl EventPublisher {
                 // Sequence numbers are consecutive: anything else means the connection dropped while
                 // these were being read, and delivery starts again from where it got.
                 if !w.connected || event.seq != w.cursor + 1 {
-                    return false;
+                    return Fill::Waiting;
                 }
                 let Some((t, body)) = message else {
                     w.cursor = event.seq;
@@ -258,13 +278,13 @@ impl EventPublisher {
                 {
                     // The client's queue is full: try again once it has drained.
                     w.unassigned.pop_back();
-                    return false;
+                    return Fill::Waiting;
                 }
                 w.outstanding.insert(event.seq, event.time_ms);
                 w.cursor = event.seq;
             }
             if drained {
-                return true;
+                return Fill::Drained;
             }
         }
     }
@@ -283,6 +303,26 @@ impl EventPublisher {
                 Err(e) => tracing::warn!(error = %e, "cannot record delivered events; retrying"),
             }
         }
+    }
+}
+
+/// How far one [`EventPublisher::fill`] got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fill {
+    /// Everything in the outbox was handed to the broker: only a new event brings more.
+    Drained,
+    /// The window or the client's queue is full, or delivery restarts: a broker acknowledgement
+    /// (progress) lets it go on.
+    Waiting,
+    /// Nothing can be sent now (no connection, or the outbox cannot be read): tried again on the
+    /// next event, acknowledgement or poll.
+    Stalled,
+}
+
+impl Fill {
+    /// Whether a new local event is worth waking for (nothing is queued behind the window).
+    fn caught_up(self) -> bool {
+        self != Fill::Waiting
     }
 }
 
