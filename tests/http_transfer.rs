@@ -377,6 +377,13 @@ assert r.status_code == 200 and r.content == b""
 # A user who may not write is refused at creation.
 r = requests.post(base + "/uploads", headers={**V, "Upload-Length": "3", "Upload-Metadata": meta(path="r.txt")}, auth=("reader", os.environ["PASSWORD"]))
 assert r.status_code == 403, r.status_code
+# A plain PUT past storage.max_file_size, sent whole without waiting for 100 Continue (as requests
+# does): the 413 arrives (the refused body is read and dropped, not left to reset the connection),
+# and nothing is created.
+for _ in range(5):
+    r = s.put(base + "/files/too-big.bin", data=b"z" * 1500000)
+    assert r.status_code == 413, r.status_code
+assert s.get(base + "/files/too-big.bin").status_code == 404
 print("ok")
 "#;
 

@@ -696,19 +696,28 @@ pub(super) async fn put_file(
     body: Body,
 ) -> Result<Response> {
     let fs = &session.fs;
-    let path = target(fs, &uri, "/api/v1/files")?;
-    let q = query(&uri)?;
-    // A body that cannot fit is refused before a byte of it is read (curl waits for this answer
-    // after `Expect: 100-continue`).
-    if let Some(len) = content_length(&headers) {
-        too_large(fs, &path, api.max_file_size, len).await?;
-    }
-    if flag(&q, "parents")? {
-        fs.make_parents(&path).await?;
-    }
+    let checked = async {
+        let path = target(fs, &uri, "/api/v1/files")?;
+        let q = query(&uri)?;
+        // A body that cannot fit is refused before a byte of it is read (curl waits for this
+        // answer after `Expect: 100-continue`).
+        if let Some(len) = content_length(&headers) {
+            too_large(fs, &path, api.max_file_size, len).await?;
+        }
+        if flag(&q, "parents")? {
+            fs.make_parents(&path).await?;
+        }
+        Ok::<_, Problem>((path, wanted_digest(&headers)?))
+    };
+    let (path, digest) = match checked.await {
+        Ok(checked) => checked,
+        Err(refused) => {
+            discard(&headers, body).await;
+            return Err(refused);
+        }
+    };
     // The upload runs in its own task: when the client vanishes, hyper may drop this handler,
     // but the upload must still end properly (cut off, kept or dropped), not just disappear.
-    let digest = wanted_digest(&headers)?;
     let task = tokio::spawn(receive(
         fs.clone(),
         path.clone(),
@@ -889,6 +898,37 @@ pub(crate) fn wanted_digest(headers: &HeaderMap) -> Result<Option<[u8; 32]>> {
         ));
     }
     Ok(None)
+}
+
+/// Most bytes of a refused request's body read and dropped before the reply.
+const DISCARD_LIMIT: u64 = 4 << 20;
+/// Longest time spent on that.
+const DISCARD_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reads and drops what a client sends of a body that is refused before it is read, up to
+/// [`DISCARD_LIMIT`] bytes or [`DISCARD_TIME`]. A reply sent while the client is still sending is
+/// otherwise lost: the connection is closed with the client's bytes unread, which resets it, and a
+/// client that does not wait for `100 Continue` (Python `requests`) sees "connection aborted"
+/// instead of the 413. A client that asked for `100 Continue` has sent nothing: nothing to read.
+pub(crate) async fn discard(headers: &HeaderMap, body: Body) {
+    use futures_util::StreamExt;
+    let expects = headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if expects {
+        return;
+    }
+    let mut stream = body.into_data_stream();
+    let mut left = DISCARD_LIMIT;
+    let _ = tokio::time::timeout(DISCARD_TIME, async {
+        while let Some(Ok(piece)) = stream.next().await {
+            match left.checked_sub(piece.len() as u64) {
+                Some(rest) if rest > 0 => left = rest,
+                _ => break,
+            }
+        }
+    })
+    .await;
 }
 
 /// Refuses an upload of `len` bytes that the store's file size limit or the user's quota cannot take.

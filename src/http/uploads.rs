@@ -718,37 +718,6 @@ async fn locked_write(
     })?
 }
 
-/// Most bytes of a refused request's body read and dropped before the reply.
-const DISCARD_LIMIT: u64 = 4 << 20;
-/// Longest time spent on that.
-const DISCARD_TIME: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Reads and drops what a client sends of a body that is refused before it is read, up to
-/// [`DISCARD_LIMIT`] bytes or [`DISCARD_TIME`]. A reply sent while the client is still sending is
-/// otherwise lost: the connection is closed with the client's bytes unread, which resets it, and a
-/// client that does not wait for `100 Continue` (Python `requests`) sees "connection aborted"
-/// instead of the 413. A client that asked for `100 Continue` has sent nothing: nothing to read.
-async fn discard(headers: &HeaderMap, body: Body) {
-    use futures_util::StreamExt;
-    let expects = headers
-        .get(header::EXPECT)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-    if expects {
-        return;
-    }
-    let mut stream = body.into_data_stream();
-    let mut left = DISCARD_LIMIT;
-    let _ = tokio::time::timeout(DISCARD_TIME, async {
-        while let Some(Ok(piece)) = stream.next().await {
-            match left.checked_sub(piece.len() as u64) {
-                Some(rest) if rest > 0 => left = rest,
-                _ => break,
-            }
-        }
-    })
-    .await;
-}
-
 /// Appends the body at `client_offset` (the lease held), publishes the file when it is whole,
 /// and returns the new offset.
 #[allow(clippy::too_many_arguments)]
@@ -776,7 +745,7 @@ async fn write(
     }
     let room = up.length - current;
     if super::api::content_length(headers).is_some_and(|n| n > room) {
-        discard(headers, body).await;
+        super::api::discard(headers, body).await;
         return Err(Problem::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "upload-too-long",
