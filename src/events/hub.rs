@@ -148,40 +148,7 @@ impl EventHub {
         let mut cursor = *self.cursor.lock().unwrap();
         let mut read = true;
         loop {
-            let mut full = false;
-            if read {
-                match self.store.events_page(cursor, PAGE).await {
-                    Ok(EventPage::Events { events, .. }) => {
-                        full = events.len() == PAGE;
-                        for event in events {
-                            let rendered = self.render(&event).map(Arc::new);
-                            let mut at = self.cursor.lock().unwrap();
-                            if let Some(r) = rendered {
-                                // No receiver is fine: nobody is watching.
-                                let _ = self.tx.send(Live::Event(r));
-                            }
-                            *at = event.seq;
-                            cursor = event.seq;
-                        }
-                    }
-                    Ok(EventPage::Gone { oldest_seq, .. }) => {
-                        tracing::warn!(
-                        after = cursor,
-                        oldest_seq,
-                        "live events: the history was trimmed before the hub read it \
-                         (events.history_max or events.history_age too small); live streams restart"
-                    );
-                        let mut at = self.cursor.lock().unwrap();
-                        let _ = self.tx.send(Live::Gap);
-                        cursor = oldest_seq - 1;
-                        *at = cursor;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "live events: cannot read the store; retrying")
-                    }
-                }
-            }
-            if full {
+            if read && self.forward(&mut cursor).await {
                 continue;
             }
             read = true;
@@ -201,6 +168,44 @@ impl EventHub {
                     }
                 }
                 _ = tokio::time::sleep(POLL) => {}
+            }
+        }
+    }
+
+    /// Reads the next page after `cursor` and hands it to the live streams, moving `cursor` (and
+    /// the shared cursor) on; true when the page was full (more may wait).
+    async fn forward(&self, cursor: &mut u64) -> bool {
+        match self.store.events_page(*cursor, PAGE).await {
+            Ok(EventPage::Events { events, .. }) => {
+                let full = events.len() == PAGE;
+                for event in events {
+                    let rendered = self.render(&event).map(Arc::new);
+                    let mut at = self.cursor.lock().unwrap();
+                    if let Some(r) = rendered {
+                        // No receiver is fine: nobody is watching.
+                        let _ = self.tx.send(Live::Event(r));
+                    }
+                    *at = event.seq;
+                    *cursor = event.seq;
+                }
+                full
+            }
+            Ok(EventPage::Gone { oldest_seq, .. }) => {
+                tracing::warn!(
+                    after = *cursor,
+                    oldest_seq,
+                    "live events: the history was trimmed before the hub read it \
+                     (events.history_max or events.history_age too small); live streams restart"
+                );
+                let mut at = self.cursor.lock().unwrap();
+                let _ = self.tx.send(Live::Gap);
+                *cursor = oldest_seq - 1;
+                *at = *cursor;
+                false
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "live events: cannot read the store; retrying");
+                false
             }
         }
     }

@@ -161,34 +161,29 @@ impl EventPublisher {
         let mut poll = tokio::time::interval(POLL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut renewed = Instant::now();
+        let mut last = Fill::Stalled;
+        let mut drained_at = None;
+        let mut only_acked = false;
         loop {
             // A broker acknowledgement frees room in the window; it brings nothing new to read
             // when the outbox was drained and the connection went on meanwhile (that read cost
             // Redis a command per event delivered). A reconnect moves the cursor back or drops
             // the connection: then the outbox is read again.
-            let last = self.fill(&client, &window).await;
-            let drained_at = (last == Fill::Drained).then(|| window.lock().unwrap().cursor);
-            let still_drained = || {
-                drained_at.is_some_and(|at| {
+            let still_drained = only_acked
+                && drained_at.is_some_and(|at| {
                     let w = window.lock().unwrap();
                     w.connected && w.cursor == at
-                })
-            };
-            let mut woken_by_ack = true;
-            while woken_by_ack {
-                woken_by_ack = false;
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = progress.notified() => woken_by_ack = still_drained(),
-                    _ = local.changed(), if last.caught_up() => {}
-                    _ = poll.tick() => {}
-                }
-                if woken_by_ack {
-                    self.persist(&window, &mut persisted, false).await;
-                }
+                });
+            if !still_drained {
+                last = self.fill(&client, &window).await;
+                drained_at = (last == Fill::Drained).then(|| window.lock().unwrap().cursor);
             }
-            if shutdown.is_cancelled() {
-                break;
+            only_acked = false;
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = progress.notified() => only_acked = true,
+                _ = local.changed(), if last.caught_up() => {}
+                _ = poll.tick() => {}
             }
             self.persist(&window, &mut persisted, false).await;
             if renewed.elapsed() >= LEASE_TTL / 3 {

@@ -21,9 +21,9 @@ use tokio::net::TcpStream;
 /// at least [`MIN_WINDOW`] and at most this: 50 ms for clients far away, about a quarter of a
 /// millisecond on loopback or a LAN, where a 50 ms wait for every file made small files crawl (19
 /// files/s in one lftp session).
-pub const CUT_OFF_WINDOW: Duration = Duration::from_millis(50);
+const CUT_OFF_WINDOW: Duration = Duration::from_millis(50);
 /// The shortest wait, whatever the round trip: room for a busy gateway to see a FIN already sent.
-pub const MIN_WINDOW: Duration = Duration::from_micros(250);
+const MIN_WINDOW: Duration = Duration::from_micros(250);
 /// Round trips waited.
 const RTT_FACTOR: u32 = 4;
 /// Below this, the wait is a sleep on a blocking thread: tokio's timers tick in milliseconds.
@@ -79,21 +79,25 @@ impl ControlProbe {
         }
         let mut byte = [0u8; 1];
         match tokio::time::timeout(window, stream.peek(&mut byte)).await {
-            Ok(Ok(0)) => Some(CLOSED.into()),
-            Ok(Err(e)) => Some(format!("the control connection failed: {e}")),
-            Ok(Ok(_)) | Err(_) => None,
+            Ok(peeked) => verdict(peeked).flatten(),
+            Err(_) => None,
         }
     }
 }
 
-const CLOSED: &str = "the control connection closed with the data connection";
-
-/// What the control connection shows right now without waiting: `Some(Some(why))` closed,
-/// `Some(None)` alive (a command waiting), `None` nothing yet.
+/// What the control connection shows right now without waiting.
 fn peek_now(stream: &TcpStream) -> Option<Option<String>> {
     let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
-    match socket2::SockRef::from(stream).peek(&mut byte) {
-        Ok(0) => Some(Some(CLOSED.into())),
+    verdict(socket2::SockRef::from(stream).peek(&mut byte))
+}
+
+/// A peek's meaning: `Some(Some(why))` closed, `Some(None)` alive (a command waiting), `None`
+/// nothing yet.
+fn verdict(peeked: std::io::Result<usize>) -> Option<Option<String>> {
+    match peeked {
+        Ok(0) => Some(Some(
+            "the control connection closed with the data connection".into(),
+        )),
         Ok(_) => Some(None),
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
         Err(e) => Some(Some(format!("the control connection failed: {e}"))),

@@ -402,11 +402,8 @@ impl WriteSession {
             // A buffer that will likely fill up gets the whole chunk at once: growing it by
             // doubling copied each chunk's bytes again (a 256 KiB FTP piece into a 512 KiB chunk:
             // half of them). A file's first chunk starts small, so small files stay cheap.
-            let capacity = match idx {
-                0 => 0,
-                _ => self.chunk_size as usize,
-            };
-            let mut current = Vec::with_capacity(capacity);
+            let capacity = if idx == 0 { 0 } else { self.chunk_size };
+            let mut current = Vec::with_capacity(capacity as usize);
             if !(whole || beyond_end) {
                 current.extend_from_slice(&self.stored(idx).await?);
             }
