@@ -13,6 +13,8 @@ use prometheus_client::registry::{Registry, Unit};
 
 type Labels1 = [(&'static str, &'static str); 1];
 type Labels3 = [(&'static str, &'static str); 3];
+/// Per webhook: its configured name.
+type HookLabel = [(&'static str, String); 1];
 
 #[derive(Clone)]
 struct Buckets(fn() -> Histogram);
@@ -21,6 +23,11 @@ impl MetricConstructor<Histogram> for Buckets {
     fn new_metric(&self) -> Histogram {
         (self.0)()
     }
+}
+
+/// 1 ms … ~65 s: from commit to the broker's or receiver's acknowledgement, outages included.
+fn delivery_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 17))
 }
 
 /// 100 µs … ~26 s: storage calls range from a cached stat to a large commit.
@@ -47,6 +54,13 @@ pub struct Metrics {
     mqtt_connected_flag: AtomicBool,
     /// Another gateway holds the publisher lease for this namespace.
     publisher_standby: AtomicBool,
+    webhook_delivered: Family<HookLabel, Counter>,
+    webhook_latency: Family<HookLabel, Histogram, Buckets>,
+    webhook_failures: Family<HookLabel, Counter>,
+    webhook_last_status: Family<HookLabel, Gauge>,
+    webhook_skipped: Family<HookLabel, Counter>,
+    webhook_backlog: Family<HookLabel, Gauge>,
+    webhook_lag: Family<HookLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
 }
 
 impl Default for Metrics {
@@ -69,12 +83,18 @@ impl Metrics {
             connections_refused: Family::default(),
             storage_latency: Family::new_with_constructor(Buckets(latency_histogram)),
             events_published: Counter::default(),
-            // 1 ms … ~65 s: from commit to the broker's PUBACK, broker outages included.
-            publish_latency: Histogram::new(exponential_buckets(0.001, 2.0, 17)),
+            publish_latency: delivery_histogram(),
             outbox_backlog: Gauge::default(),
             mqtt_connected: Gauge::default(),
             mqtt_connected_flag: AtomicBool::new(false),
             publisher_standby: AtomicBool::new(false),
+            webhook_delivered: Family::default(),
+            webhook_latency: Family::new_with_constructor(Buckets(delivery_histogram)),
+            webhook_failures: Family::default(),
+            webhook_last_status: Family::default(),
+            webhook_skipped: Family::default(),
+            webhook_backlog: Family::default(),
+            webhook_lag: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -145,6 +165,43 @@ impl Metrics {
             "mqtt_connected",
             "1 while the event publisher is connected to its broker",
             m.mqtt_connected.clone(),
+        );
+        registry.register(
+            "webhook_delivered",
+            "Events a webhook's receiver confirmed (2xx), by hook",
+            m.webhook_delivered.clone(),
+        );
+        registry.register_with_unit(
+            "webhook_delivery_latency",
+            "Time from a change's commit to its webhook receiver's confirmation, by hook",
+            Unit::Seconds,
+            m.webhook_latency.clone(),
+        );
+        registry.register(
+            "webhook_failures",
+            "Failed webhook delivery attempts (error status, no connection, timeout), by hook",
+            m.webhook_failures.clone(),
+        );
+        registry.register(
+            "webhook_last_status",
+            "HTTP status of a hook's last attempt (0: no answer)",
+            m.webhook_last_status.clone(),
+        );
+        registry.register(
+            "webhook_skipped",
+            "Events a hook skipped because its receiver fell more than max_backlog behind",
+            m.webhook_skipped.clone(),
+        );
+        registry.register(
+            "webhook_backlog_events",
+            "Events recorded but not yet confirmed by a hook's receiver (before filtering), by hook",
+            m.webhook_backlog.clone(),
+        );
+        registry.register_with_unit(
+            "webhook_lag",
+            "Age of the oldest event a hook has not delivered yet (0 when caught up), by hook",
+            Unit::Seconds,
+            m.webhook_lag.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -221,6 +278,58 @@ impl Metrics {
 
     pub fn set_publisher_standby(&self, standby: bool) {
         self.publisher_standby.store(standby, Ordering::Relaxed);
+    }
+
+    /// Makes a hook's series exist from the start (at 0), so alerts on them see it at once.
+    pub fn webhook_configured(&self, hook: &str) {
+        let label = [("hook", hook.to_string())];
+        let _ = self.webhook_delivered.get_or_create(&label);
+        let _ = self.webhook_latency.get_or_create(&label);
+        let _ = self.webhook_failures.get_or_create(&label);
+        let _ = self.webhook_last_status.get_or_create(&label);
+        let _ = self.webhook_skipped.get_or_create(&label);
+        let _ = self.webhook_backlog.get_or_create(&label);
+        let _ = self.webhook_lag.get_or_create(&label);
+    }
+
+    pub fn webhook_delivered(&self, hook: &str, since_commit: Duration) {
+        let label = [("hook", hook.to_string())];
+        self.webhook_delivered.get_or_create(&label).inc();
+        self.webhook_latency
+            .get_or_create(&label)
+            .observe(since_commit.as_secs_f64());
+        self.webhook_last_status.get_or_create(&label).set(200);
+    }
+
+    /// `status` 0: no answer (connection refused or lost, timeout).
+    pub fn webhook_failed(&self, hook: &str, status: u16) {
+        let label = [("hook", hook.to_string())];
+        self.webhook_failures.get_or_create(&label).inc();
+        self.webhook_last_status
+            .get_or_create(&label)
+            .set(status.into());
+    }
+
+    pub fn webhook_skipped(&self, hook: &str, events: u64) {
+        self.webhook_skipped
+            .get_or_create(&[("hook", hook.to_string())])
+            .inc_by(events);
+    }
+
+    /// The hook's backlog, and the commit time of its oldest undelivered event (none: caught up).
+    pub fn webhook_backlog(&self, hook: &str, events: u64, oldest_ms: Option<u64>) {
+        let label = [("hook", hook.to_string())];
+        self.webhook_backlog
+            .get_or_create(&label)
+            .set(events.try_into().unwrap_or(i64::MAX));
+        let lag = oldest_ms.map_or(0.0, |ms| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis() as u64;
+            now.saturating_sub(ms) as f64 / 1000.0
+        });
+        self.webhook_lag.get_or_create(&label).set(lag);
     }
 
     /// Events are flowing: this gateway is connected to its broker, or another gateway publishes.

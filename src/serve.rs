@@ -121,6 +121,13 @@ impl Gateway {
                 tasks.clone(),
             ));
         }
+        crate::events::start_webhooks(
+            config,
+            store.clone(),
+            access.metrics().clone(),
+            stop_events.clone(),
+            &event_tasks,
+        );
         let mqtt = crate::events::start(
             config,
             store.clone(),

@@ -1,7 +1,7 @@
 //! docs/configuration.md documents every configuration key the code knows, with its default and its
 //! environment variable, so the two cannot drift apart.
 
-use filegate::config::{Config, UserConfig};
+use filegate::config::{Config, UserConfig, WebhookConfig};
 
 /// Every leaf key under `value` with its default, dotted (`ftp.tls.enabled`).
 fn leaves(prefix: &str, value: &toml::Value, out: &mut Vec<(String, toml::Value)>) {
@@ -23,10 +23,13 @@ fn leaves(prefix: &str, value: &toml::Value, out: &mut Vec<(String, toml::Value)
 fn documented_keys() -> Vec<(String, toml::Value)> {
     let mut config = toml::Value::try_from(Config::default()).unwrap();
     config.as_table_mut().unwrap().remove("users");
+    config.as_table_mut().unwrap().remove("webhooks");
     let mut keys = Vec::new();
     leaves("", &config, &mut keys);
     let user = toml::Value::try_from(UserConfig::default()).unwrap();
     leaves("users[]", &user, &mut keys);
+    let hook = toml::Value::try_from(WebhookConfig::default()).unwrap();
+    leaves("webhooks[]", &hook, &mut keys);
     keys
 }
 
@@ -45,7 +48,7 @@ fn every_key_is_documented_with_its_default_and_variable() {
     let mut missing = Vec::new();
     for (key, default) in documented_keys() {
         let default = default.to_string();
-        let env = if key.starts_with("users[]") {
+        let env = if key.starts_with("users[]") || key.starts_with("webhooks[]") {
             "—".to_string()
         } else {
             format!("`{}`", env_var(&key))

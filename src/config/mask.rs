@@ -37,6 +37,13 @@ pub(super) fn to_masked_toml(config: &Config) -> String {
         c.mqtt.password = MASKED.into();
     }
     c.mqtt.password_from_file = None;
+    for hook in &mut c.webhooks {
+        hook.url = mask_url_password(&hook.url);
+        if !hook.secret.is_empty() {
+            hook.secret = MASKED.into();
+        }
+        hook.secret_from_file = None;
+    }
     for user in &mut c.users {
         if !user.password_hash.is_empty() {
             user.password_hash = MASKED_HASH.into();

@@ -46,6 +46,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub users: Vec<UserConfig>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub webhooks: Vec<WebhookConfig>,
 }
 
 /// `[server]`
@@ -638,6 +640,67 @@ pub struct UserConfig {
     /// Download bandwidth in bytes per second; `None` = no limit.
     #[serde(with = "de::opt_size")]
     pub bandwidth_down: Option<u64>,
+}
+
+/// One `[[webhooks]]` entry: matching events are POSTed to `url` as CloudEvents, signed.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Names the hook in logs, metrics and its delivery cursor in the store; renaming a hook
+    /// makes it a new one (it starts at the newest event).
+    #[serde(deserialize_with = "de::text::deserialize")]
+    pub name: String,
+    /// `http://` or `https://` (certificates checked against the system's roots).
+    pub url: String,
+    /// The shared secret deliveries are signed with (HMAC-SHA256, Standard Webhooks); at least 16
+    /// characters, or `whsec_` and base64.
+    pub secret: String,
+    /// Read the secret from this file instead; `""` = none.
+    #[serde(with = "de::opt_path")]
+    pub secret_file: Option<PathBuf>,
+    /// Event types to deliver (`file.created` or `io.filegate.file.created`); empty = all.
+    pub events: Vec<String>,
+    /// Path globs (`/in/**/*.csv`; `*` stays within a segment, `**` spans them); empty = all.
+    pub paths: Vec<String>,
+    /// Only events caused by these users; empty = all.
+    pub users: Vec<String>,
+    /// One delivery attempt's limit.
+    #[serde(with = "de::duration")]
+    pub timeout: Duration,
+    /// Retries back off exponentially from 1 s up to this.
+    #[serde(with = "de::duration")]
+    pub max_retry_interval: Duration,
+    /// When the receiver falls this many events behind, the oldest are skipped (logged as an
+    /// error and counted) so the store does not grow without bound.
+    pub max_backlog: u64,
+    /// The content of `secret_file`, read by [`Config::load`] (trailing newline removed).
+    #[serde(skip)]
+    pub secret_from_file: Option<String>,
+}
+
+impl WebhookConfig {
+    /// `secret_file`'s content, else `secret`.
+    pub fn effective_secret(&self) -> &str {
+        self.secret_from_file.as_deref().unwrap_or(&self.secret)
+    }
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            name: String::new(),
+            url: String::new(),
+            secret: String::new(),
+            secret_file: None,
+            events: Vec::new(),
+            paths: Vec::new(),
+            users: Vec::new(),
+            timeout: Duration::from_secs(10),
+            max_retry_interval: Duration::from_secs(60),
+            max_backlog: 1_000_000,
+            secret_from_file: None,
+        }
+    }
 }
 
 impl UserConfig {

@@ -213,6 +213,12 @@ fn read_password_files(config: &mut Config) -> Vec<Problem> {
             Err(problem) => problems.push(problem),
         }
     }
+    for (i, hook) in config.webhooks.iter_mut().enumerate() {
+        match read_secret(&format!("webhooks[{i}].secret_file"), &hook.secret_file) {
+            Ok(secret) => hook.secret_from_file = secret,
+            Err(problem) => problems.push(problem),
+        }
+    }
     problems
 }
 

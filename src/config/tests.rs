@@ -525,11 +525,22 @@ password = "mqttpass"
 name = "demo"
 password_hash = "{hash}"
 home = "/demo"
+[[webhooks]]
+name = "ingest"
+url = "https://hook:hookpass@ingest.example/in"
+secret = "hooksecret-0123456789"
 "#
     );
     let c = load(&file, &[]).unwrap();
     let shown = c.to_masked_toml();
-    for secret in ["redispass", "brokerpass", "mqttpass", hash.as_str()] {
+    for secret in [
+        "redispass",
+        "brokerpass",
+        "mqttpass",
+        "hookpass",
+        "hooksecret",
+        hash.as_str(),
+    ] {
         assert!(!shown.contains(secret), "{secret} shown in\n{shown}");
     }
     assert!(shown.contains("redis://app:****@redis:6379/0"), "{shown}");
@@ -692,4 +703,53 @@ fn the_demo_user_is_refused_beyond_loopback_unless_allowed() {
         ],
     )
     .unwrap();
+}
+
+#[test]
+fn webhooks_are_checked_key_by_key() {
+    let p = problems(
+        r#"
+[[users]]
+name = "ops"
+home = "/ops"
+password_hash = ""
+authorized_keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB2p5GmH2zqpGbxSd4iVYpNqTpV6XJmWcCxQKlHUJmE9 t"]
+[[webhooks]]
+name = "in gest"
+url = "ftp://example.com/x"
+secret = "short"
+events = ["file.created", "file.exploded"]
+paths = ["in/**", "/ok/**"]
+users = ["ops", "nobody"]
+timeout = "0s"
+[[webhooks]]
+name = "b"
+url = "https://example.com/hook"
+secret = "whsec_not-base64!"
+[[webhooks]]
+name = "b"
+url = "https://example.com/hook"
+secret = "long-enough-secret-1234"
+"#,
+        &[],
+    );
+    let k = keys(&p);
+    for key in [
+        "webhooks[0].name",
+        "webhooks[0].url",
+        "webhooks[0].secret",
+        "webhooks[0].events[1]",
+        "webhooks[0].paths[0]",
+        "webhooks[0].users[1]",
+        "webhooks[0].timeout",
+        "webhooks[1].secret",
+        "webhooks[2].name",
+    ] {
+        assert!(k.contains(&key), "{key} not among {p:#?}");
+    }
+    assert_eq!(k.len(), 9, "{p:#?}");
+    let explained = |key: &str| p.iter().find(|x| x.key == key).unwrap().message.clone();
+    assert!(explained("webhooks[0].events[1]").contains("file.created"));
+    assert!(explained("webhooks[0].secret").contains("16"));
+    assert!(explained("webhooks[2].name").contains("unique"));
 }

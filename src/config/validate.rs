@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::de::format_size;
 use super::{
     Config, FtpConfig, HttpConfig, LimitsConfig, MqttConfig, MqttMode, Problem, ServerConfig,
-    SftpConfig, StorageBackend, StorageConfig, UserConfig,
+    SftpConfig, StorageBackend, StorageConfig, UserConfig, WebhookConfig,
 };
 
 /// Smallest `storage.max_hole_size`.
@@ -67,6 +67,7 @@ pub(super) fn problems(config: &Config) -> Vec<Problem> {
     http(&config.http, &mut p);
     limits(&config.limits, &mut p);
     users(&config.users, &mut p);
+    webhooks(&config.webhooks, &config.users, &mut p);
     listeners(config, &mut p);
     p.0
 }
@@ -446,6 +447,73 @@ fn limits(l: &LimitsConfig, p: &mut Problems) {
                 l.ipv6_prefix
             ),
         );
+    }
+}
+
+fn webhooks(hooks: &[WebhookConfig], users: &[UserConfig], p: &mut Problems) {
+    use crate::events::webhook::{event_type, path_glob, signing_key, EVENT_TYPES};
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (i, h) in hooks.iter().enumerate() {
+        let key = |field: &str| format!("webhooks[{i}].{field}");
+        check_name(p, &key("name"), &h.name, "ingest");
+        if let Some(first) = seen.insert(&h.name, i) {
+            p.add(
+                key("name"),
+                format!(
+                    "{:?} is also webhooks[{first}].name; hook names must be unique",
+                    h.name
+                ),
+            );
+        }
+        if !has_scheme_and_host(&h.url, &["http", "https"]) || url::Url::parse(&h.url).is_err() {
+            p.add(
+                key("url"),
+                format!(
+                    "{:?} is not an http:// or https:// URL; write one such as \"https://ingest.example.com/hooks/filegate\"",
+                    h.url
+                ),
+            );
+        }
+        // A secret read from secret_file was checked for emptiness when it was read.
+        if h.secret_file.is_none() {
+            match signing_key(&h.secret) {
+                Err(e) => p.add(key("secret"), e),
+                Ok(k) if k.len() < 16 => p.add(
+                    key("secret"),
+                    "is shorter than 16 characters; receivers verify deliveries with it, so use a long random one (e.g. `openssl rand -base64 32`), or set secret_file",
+                ),
+                Ok(_) => {}
+            }
+        }
+        for (j, t) in h.events.iter().enumerate() {
+            if event_type(t).is_none() {
+                p.add(
+                    format!("webhooks[{i}].events[{j}]"),
+                    format!(
+                        "{t:?} is not an event type; use one of {}",
+                        EVENT_TYPES
+                            .map(|t| t.trim_start_matches("io.filegate."))
+                            .join(", ")
+                    ),
+                );
+            }
+        }
+        for (j, pattern) in h.paths.iter().enumerate() {
+            if let Err(e) = path_glob(pattern) {
+                p.add(format!("webhooks[{i}].paths[{j}]"), e);
+            }
+        }
+        for (j, user) in h.users.iter().enumerate() {
+            if !users.iter().any(|u| &u.name == user) {
+                p.add(
+                    format!("webhooks[{i}].users[{j}]"),
+                    format!("{user:?} is not a configured user; name one of the [[users]] entries"),
+                );
+            }
+        }
+        p.non_zero_duration(&key("timeout"), h.timeout, "10s");
+        p.non_zero_duration(&key("max_retry_interval"), h.max_retry_interval, "1m");
+        p.non_zero(&key("max_backlog"), h.max_backlog, 1_000_000);
     }
 }
 

@@ -6,6 +6,7 @@ mod cloudevent;
 mod hub;
 mod names;
 mod publisher;
+pub mod webhook;
 
 use std::sync::Arc;
 
@@ -123,6 +124,29 @@ pub async fn start(
     Ok(MqttSide { banner })
 }
 
+/// Starts the `[[webhooks]]` deliverers (each on its own cursor; none when none is configured, which
+/// also drops the cursors of hooks removed from the configuration).
+pub fn start_webhooks(
+    config: &Config,
+    store: Store,
+    metrics: Arc<crate::metrics::Metrics>,
+    shutdown: CancellationToken,
+    tasks: &TaskTracker,
+) {
+    let common = webhook::Common {
+        source: source(config),
+        temp: TempNames::new(&config.events.temp_patterns),
+        holder: format!("{}/{}", config.server.id, uuid::Uuid::new_v4()),
+        metrics,
+    };
+    tasks.spawn(webhook::run(
+        store,
+        config.webhooks.clone(),
+        common,
+        shutdown,
+    ));
+}
+
 /// The CloudEvents `source` of this gateway's events (MQTT and HTTP alike).
 pub fn source(config: &Config) -> String {
     format!("filegate://{}", config.server.id)
@@ -233,7 +257,8 @@ impl BrokerUrl {
     }
 }
 
-/// TLS to an external broker: the platform's root certificates, ring as the provider.
+/// TLS to an external broker or a webhook receiver: the platform's root certificates (or the PEM
+/// file named by `SSL_CERT_FILE`), ring as the provider.
 fn tls_client_config() -> anyhow::Result<Arc<rustls::ClientConfig>> {
     let mut roots = rustls::RootCertStore::empty();
     let found = rustls_native_certs::load_native_certs();
@@ -241,7 +266,7 @@ fn tls_client_config() -> anyhow::Result<Arc<rustls::ClientConfig>> {
         let _ = roots.add(cert);
     }
     if roots.is_empty() {
-        anyhow::bail!("mqtt.url uses mqtts:// but no trusted root certificates were found on this system (install ca-certificates)");
+        anyhow::bail!("no trusted root certificates were found on this system for TLS (install ca-certificates, or name a PEM file in SSL_CERT_FILE)");
     }
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),

@@ -251,6 +251,14 @@ impl Backend {
         }
     }
 
+    pub async fn cursor(&self, name: &str, seq: Option<u64>) -> Result<u64> {
+        dispatch!(self, b => b.cursor(name, seq).await)
+    }
+
+    pub async fn retain_cursors(&self, keep: &[&str]) -> Result<u64> {
+        dispatch!(self, b => b.retain_cursors(keep).await)
+    }
+
     pub async fn usage(&self) -> Result<StoreUsage> {
         dispatch!(self, b => b.usage().await)
     }

@@ -47,6 +47,9 @@ const SESSION_CHUNKS: TableDefinition<(u64, u64), ()> = TableDefinition::new("se
 const ZOMBIES: TableDefinition<u64, ()> = TableDefinition::new("zombies");
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+/// Consumer cursors live among the counters under this prefix (`;` sorts right after `:`).
+const CURSOR_PREFIX: &str = "cursor:";
+const CURSOR_END: &str = "cursor;";
 
 const ROOT: u64 = 1;
 /// redb's page cache (its default is 1 GiB): big enough for metadata, small enough that the
@@ -180,6 +183,20 @@ impl<'t> Tables<'t> {
             .map_err(db_err)?
             .map(|v| v.value())
             .unwrap_or(0))
+    }
+
+    /// Consumer cursors, kept among the counters as `cursor:<name>`.
+    fn cursors(&self) -> Result<Vec<(String, u64)>> {
+        let mut found = Vec::new();
+        for item in self
+            .counters
+            .range(CURSOR_PREFIX..CURSOR_END)
+            .map_err(db_err)?
+        {
+            let (k, v) = item.map_err(db_err)?;
+            found.push((k.value()[CURSOR_PREFIX.len()..].to_string(), v.value()));
+        }
+        Ok(found)
     }
 
     fn next(&mut self, name: &str) -> Result<u64> {
@@ -374,10 +391,15 @@ impl<'t> Tables<'t> {
     }
 
     /// Drops acknowledged events beyond the history's bounds: more than `history_max` behind the
-    /// newest, or older than `history_age`. Unacknowledged events are never dropped. Events go only
+    /// newest, or older than `history_age`. Unacknowledged events, and events a consumer cursor has
+    /// not passed, are never dropped. Events go only
     /// from the old end, so the first one left says exactly what is gone.
     fn trim_history(&mut self, settings: &BackendSettings, now: u64) -> Result<()> {
-        let acked = self.counter("acked")?;
+        // A consumer with a cursor (a webhook) still needs every event after it.
+        let acked = self
+            .cursors()?
+            .into_iter()
+            .fold(self.counter("acked")?, |acked, (_, seq)| acked.min(seq));
         let last = self.counter("seq")?;
         let mut upto = acked.min(last.saturating_sub(settings.history_max));
         let cutoff = now.saturating_sub(settings.history_age.as_millis() as u64);
@@ -1230,6 +1252,51 @@ impl EmbeddedBackend {
             t.counters.insert("acked", upto).map_err(db_err)?;
             t.trim_history(&s.settings, now_ms())?;
             Ok(upto)
+        })
+        .await
+    }
+
+    pub async fn cursor(&self, name: &str, seq: Option<u64>) -> Result<u64> {
+        let key = format!("{CURSOR_PREFIX}{name}");
+        let name = name.to_string();
+        self.write(Durability::Immediate, move |s, t| {
+            let last = t.counter("seq")?;
+            let Some(seq) = seq else {
+                if let Some(current) = t.counters.get(key.as_str()).map_err(db_err)? {
+                    return Ok(current.value());
+                }
+                t.counters.insert(key.as_str(), last).map_err(db_err)?;
+                return Ok(last);
+            };
+            if seq > last {
+                return Err(StoreError::new(
+                    ErrorKind::InvalidArgument,
+                    format!("cannot move cursor {name} to event {seq}: the newest is {last}"),
+                ));
+            }
+            t.counters.insert(key.as_str(), seq).map_err(db_err)?;
+            t.trim_history(&s.settings, now_ms())?;
+            Ok(seq)
+        })
+        .await
+    }
+
+    pub async fn retain_cursors(&self, keep: &[&str]) -> Result<u64> {
+        let keep: Vec<String> = keep.iter().map(|k| k.to_string()).collect();
+        self.write(Durability::Immediate, move |s, t| {
+            let mut dropped = 0;
+            for (name, _) in t.cursors()? {
+                if !keep.contains(&name) {
+                    t.counters
+                        .remove(format!("{CURSOR_PREFIX}{name}").as_str())
+                        .map_err(db_err)?;
+                    dropped += 1;
+                }
+            }
+            if dropped > 0 {
+                t.trim_history(&s.settings, now_ms())?;
+            }
+            Ok(dropped)
         })
         .await
     }

@@ -322,6 +322,25 @@ impl Store {
         self.inner.backend.release_lease(name, holder).await
     }
 
+    /// The event a consumer (a webhook) has delivered up to. A consumer seen for the first time
+    /// starts at the newest event. The history keeps every event after a consumer's cursor,
+    /// whatever `history_max` and `history_age` say, until the cursor moves on or is dropped, so a
+    /// consumer that is down for a while misses nothing.
+    pub async fn cursor(&self, name: &str) -> Result<u64> {
+        self.inner.backend.cursor(name, None).await
+    }
+
+    /// Records that consumer `name` has delivered every event up to `seq`.
+    pub async fn set_cursor(&self, name: &str, seq: u64) -> Result<u64> {
+        self.inner.backend.cursor(name, Some(seq)).await
+    }
+
+    /// Drops the cursors of consumers not in `keep` (webhooks removed from the configuration), so
+    /// they no longer hold history; returns how many were dropped.
+    pub async fn retain_cursors(&self, keep: &[&str]) -> Result<u64> {
+        self.inner.backend.retain_cursors(keep).await
+    }
+
     /// Marks every event up to `seq` as delivered: they stay as history (within `history_max` and
     /// `history_age`) but no longer count against `outbox_limit`.
     pub async fn ack_events(&self, seq: u64) -> Result<u64> {

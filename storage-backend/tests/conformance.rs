@@ -27,6 +27,7 @@ on_every_backend!(
     last_commit_wins,
     outbox_sequences_are_consecutive_and_ack_trims,
     acknowledged_events_stay_as_bounded_history,
+    consumer_cursors_hold_history,
     history_ages_out_and_says_what_is_gone,
     full_outbox_refuses_changes_loudly,
     bad_input_gets_distinct_errors,
@@ -1025,6 +1026,67 @@ async fn acknowledged_events_stay_as_bounded_history(kind: Kind) {
         let (got, _) = seqs(other.events_page(20, 100).await.unwrap());
         assert_eq!(got, (21..=25).collect::<Vec<_>>());
     }
+}
+
+async fn consumer_cursors_hold_history(kind: Kind) {
+    let f = fixture_with(kind, |c| {
+        c.history_max = 2;
+        c.history_age = Duration::from_millis(200);
+    })
+    .await;
+    let s = &f.store;
+    for i in 0..3 {
+        s.mkdir(&p(&format!("/c{i}")), &ctx()).await.unwrap();
+    }
+    // A new consumer starts at the newest event; asking again does not move it.
+    assert_eq!(s.cursor("hook-a").await.unwrap(), 3);
+    assert_eq!(s.cursor("hook-a").await.unwrap(), 3);
+    for i in 3..10 {
+        s.mkdir(&p(&format!("/c{i}")), &ctx()).await.unwrap();
+    }
+    // The publisher acknowledged everything and the events are older than history_age, yet the
+    // events after the consumer's cursor stay.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.ack_events(10).await.unwrap();
+    s.maintain().await.unwrap();
+    let seqs = |page: EventPage| match page {
+        EventPage::Events { events, .. } => events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        gone => panic!("expected events, got {gone:?}"),
+    };
+    assert_eq!(
+        seqs(s.events_page(3, 100).await.unwrap()),
+        (4..=10).collect::<Vec<_>>()
+    );
+    assert!(matches!(
+        s.events_page(2, 100).await.unwrap(),
+        EventPage::Gone { oldest_seq: 4, .. }
+    ));
+    // Moving the cursor lets the history go up to it.
+    assert_eq!(s.set_cursor("hook-a", 7).await.unwrap(), 7);
+    assert_eq!(s.cursor("hook-a").await.unwrap(), 7);
+    assert!(matches!(
+        s.events_page(3, 100).await.unwrap(),
+        EventPage::Gone { oldest_seq: 8, .. }
+    ));
+    let err = s.set_cursor("hook-a", 11).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+    // Another gateway on the same namespace sees the same cursor.
+    if kind.is_shared() {
+        let other = f.reopen(|_| {}).await;
+        assert_eq!(other.cursor("hook-a").await.unwrap(), 7);
+    }
+    // Dropping the consumer releases what it held.
+    assert_eq!(s.retain_cursors(&["hook-b"]).await.unwrap(), 1);
+    s.maintain().await.unwrap();
+    assert!(matches!(
+        s.events_page(7, 100).await.unwrap(),
+        EventPage::Gone { oldest_seq: 11, .. }
+    ));
+    assert_eq!(
+        s.cursor("hook-a").await.unwrap(),
+        10,
+        "a new consumer again"
+    );
 }
 
 async fn history_ages_out_and_says_what_is_gone(kind: Kind) {

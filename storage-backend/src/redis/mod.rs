@@ -6,7 +6,8 @@
 //!   `{N}:l:<ino>` directory entries (name → inode, and names in order for paging);
 //!   `{N}:v:<vid>` versions with their chunk maps and reference counts; `{N}:cr` chunk reference
 //!   counts; `{N}:gc` chunks due for deletion; `{N}:s:<sid>`, `{N}:os:<owner>`, `{N}:owners` write
-//!   sessions and read pins per gateway, with the gateways' leases; `{N}:ev` the event outbox.
+//!   sessions and read pins per gateway, with the gateways' leases; `{N}:ev` the event outbox;
+//!   `{N}:cur` consumer cursors (webhooks: delivered up to which event).
 //! - `N:c:{<owner>:<n>}` chunk values: each its own hash tag, so Redis Cluster spreads them over
 //!   masters. Chunk ids are `owner << 32 | n`: every gateway process takes an owner number when it
 //!   starts and numbers its chunks itself, so storing a chunk needs no trip to allocate it, and the
@@ -707,6 +708,25 @@ impl RedisBackend {
         Ok(())
     }
 
+    pub async fn cursor(&self, name: &str, seq: Option<u64>) -> Result<u64> {
+        let mut inv = self.script("cursor", None);
+        inv.arg(name)
+            .arg(seq.map(|s| s.to_string()).unwrap_or_default())
+            .arg(self.settings.history_max)
+            .arg(self.settings.history_age.as_millis() as u64);
+        self.run(&mut inv).await
+    }
+
+    pub async fn retain_cursors(&self, keep: &[&str]) -> Result<u64> {
+        let mut inv = self.script("retain_cursors", None);
+        inv.arg(self.settings.history_max)
+            .arg(self.settings.history_age.as_millis() as u64);
+        for name in keep {
+            inv.arg(*name);
+        }
+        self.run(&mut inv).await
+    }
+
     pub async fn usage(&self) -> Result<StoreUsage> {
         let (referenced_chunks, garbage_chunks, sessions): (u64, u64, u64) =
             self.run(&mut self.script("usage", None)).await?;
@@ -1061,6 +1081,8 @@ mod tests {
             "gc_due",
             "gc_forget",
             "lease",
+            "cursor",
+            "retain_cursors",
             "usage",
             "referenced",
         ] {

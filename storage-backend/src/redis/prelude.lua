@@ -87,12 +87,14 @@ local function emit(kind, path, old, size, sha, complete, version, replaced)
 end
 
 -- Drops acknowledged events beyond the history's bounds: more than `keep` behind the newest, or
--- committed before `cutoff` (ms; looked at in batches from the old end). Unacknowledged events are
--- never dropped, and events go only from the old end, so the first one left says what is gone.
+-- committed before `cutoff` (ms; looked at in batches from the old end). Unacknowledged events, and
+-- events a consumer cursor has not passed, are never dropped, and events go only from the old end, so the first one left says what is gone.
 local function trim_history(keep, cutoff)
   local f = redis.call('HMGET', P .. 'ctr', 'seq', 'acked')
   local last = tonumber(f[1] or '0')
   local acked = tonumber(f[2] or '0')
+  -- A consumer with a cursor (a webhook) still needs every event after it.
+  for _, held in ipairs(redis.call('HVALS', P .. 'cur')) do acked = math.min(acked, tonumber(held)) end
   local upto = math.max(0, math.min(acked, last - keep))
   -- Events older than the cutoff, from the old end; usually the first one is young enough, so
   -- the look starts with one event and grows (reading 1,024 events on every acknowledgement cost

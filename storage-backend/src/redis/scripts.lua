@@ -319,6 +319,33 @@ if current and current ~= ARGV[7] then return 0 end
 redis.call('SET', key, ARGV[7], 'PX', ARGV[8])
 return 1
 
+--@ cursor
+-- ARGV[6] consumer name, ARGV[7] seq delivered up to, or '' to read (a new consumer starts at the
+-- newest event), ARGV[8] history max (events), ARGV[9] history age (ms) -> the consumer's seq
+local last = tonumber(redis.call('HGET', P .. 'ctr', 'seq') or '0')
+local current = redis.call('HGET', P .. 'cur', ARGV[6])
+if ARGV[7] == '' then
+  if current then return tonumber(current) end
+  redis.call('HSET', P .. 'cur', ARGV[6], num(last))
+  return last
+end
+local seq = tonumber(ARGV[7])
+if seq > last then fail('invalid_argument', 'cannot move cursor ' .. ARGV[6] .. ' to event ' .. num(seq) .. ': the newest is ' .. num(last)) end
+redis.call('HSET', P .. 'cur', ARGV[6], num(seq))
+trim_history(tonumber(ARGV[8]), NOW - tonumber(ARGV[9]))
+return seq
+
+--@ retain_cursors
+-- ARGV[6] history max (events), ARGV[7] history age (ms), ARGV[8..] consumers to keep -> cursors dropped
+local keep = {}
+for i = 8, #ARGV do keep[ARGV[i]] = true end
+local dropped = 0
+for _, name in ipairs(redis.call('HKEYS', P .. 'cur')) do
+  if not keep[name] then redis.call('HDEL', P .. 'cur', name) dropped = dropped + 1 end
+end
+if dropped > 0 then trim_history(tonumber(ARGV[6]), NOW - tonumber(ARGV[7])) end
+return dropped
+
 --@ gc_due
 -- ARGV[6] limit -> chunk ids whose deletion is due (the caller deletes them, then runs gc_forget)
 return redis.call('ZRANGEBYSCORE', P .. 'gc', '-inf', NOW, 'LIMIT', 0, tonumber(ARGV[6]))
