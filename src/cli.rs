@@ -11,6 +11,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+use crate::client;
 use crate::config::{self, Config, ConfigError, DEFAULT_CONFIG_PATH};
 
 /// Exit code for a configuration that cannot be used.
@@ -46,6 +47,19 @@ pub enum Command {
     /// Print the OpenAPI 3.1 document of the HTTP API (as served at /api/v1/openapi.json;
     /// `filegate openapi > docs/openapi.json` regenerates the committed copy).
     Openapi,
+    /// Wait until a complete file matching a pattern exists on a running gateway; print its path,
+    /// size and SHA-256 (exit 3 on timeout, 4 if a matching upload was cut off; docs/integrations/cli.md).
+    Wait(crate::client::WaitArgs),
+    /// Print a running gateway's file events as JSON lines (from the history, then live with --follow).
+    Events(crate::client::EventsArgs),
+    /// Upload a local file to a running gateway.
+    Put(crate::client::PutArgs),
+    /// Download a file from a running gateway, checked against its SHA-256.
+    Get(crate::client::GetArgs),
+    /// List a directory on a running gateway.
+    Ls(crate::client::PathArgs),
+    /// Delete a file (or an empty directory) on a running gateway.
+    Rm(crate::client::PathArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -91,12 +105,21 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", crate::http::openapi::document());
             Ok(())
         }
+        Some(Command::Wait(a)) => Ok(client::run(&a.api.clone(), |api| client::wait(api, a))?),
+        Some(Command::Events(a)) => Ok(client::run(&a.api.clone(), |api| client::events(api, a))?),
+        Some(Command::Put(a)) => Ok(client::run(&a.api.clone(), |api| client::put(api, a))?),
+        Some(Command::Get(a)) => Ok(client::run(&a.api.clone(), |api| client::get(api, a))?),
+        Some(Command::Ls(a)) => Ok(client::run(&a.api.clone(), |api| client::ls(api, a))?),
+        Some(Command::Rm(a)) => Ok(client::run(&a.api.clone(), |api| client::rm(api, a))?),
     }
 }
 
-/// The exit code for a fatal error: 2 if a [`ConfigError`] is anywhere in its chain, else 1.
+/// The exit code for a fatal error: a client command's own code (docs/integrations/cli.md), 2 if
+/// a [`ConfigError`] is anywhere in its chain, else 1.
 pub fn exit_code(error: &anyhow::Error) -> u8 {
-    if error.chain().any(|e| e.is::<ConfigError>()) {
+    if let Some(e) = error.downcast_ref::<client::ClientError>() {
+        e.code as u8
+    } else if error.chain().any(|e| e.is::<ConfigError>()) {
         EXIT_BAD_CONFIG
     } else {
         EXIT_FATAL

@@ -6,12 +6,14 @@
 pub mod access;
 pub mod certs;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod events;
 pub mod ftp;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod http;
+pub mod http_client;
 pub mod logging;
 pub mod metrics;
 pub mod mqtt;

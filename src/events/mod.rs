@@ -259,7 +259,7 @@ impl BrokerUrl {
 
 /// TLS to an external broker or a webhook receiver: the platform's root certificates (or the PEM
 /// file named by `SSL_CERT_FILE`), ring as the provider.
-fn tls_client_config() -> anyhow::Result<Arc<rustls::ClientConfig>> {
+pub(crate) fn tls_client_config() -> anyhow::Result<Arc<rustls::ClientConfig>> {
     let mut roots = rustls::RootCertStore::empty();
     let found = rustls_native_certs::load_native_certs();
     for cert in found.certs {

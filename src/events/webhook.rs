@@ -19,9 +19,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
 use sha2::Sha256;
 use storage_backend::{Event, EventPage, Store};
 use tokio_util::sync::CancellationToken;
@@ -31,6 +28,7 @@ use super::cloudevent::{announce, payload, Announcement};
 use super::names::TempNames;
 use super::publisher::LEASE_TTL;
 use crate::config::WebhookConfig;
+use crate::http_client::HttpClient;
 use crate::metrics::Metrics;
 
 /// Events read from the history per round trip.
@@ -44,6 +42,8 @@ const POLL: Duration = Duration::from_millis(250);
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 /// A receiver's answer is read up to this much (and then dropped).
 const MAX_REPLY: usize = 64 * 1024;
+/// How deliveries say what they carry.
+const CONTENT_TYPE: &str = "application/cloudevents+json; charset=utf-8";
 
 /// The CloudEvents types a hook can ask for.
 pub const EVENT_TYPES: [&str; 8] = [
@@ -113,7 +113,7 @@ pub async fn run(
     for config in hooks {
         match Hook::new(&config) {
             Ok(hook) => {
-                tracing::info!(hook = %hook.name, url = %hook.client.shown, "webhook configured");
+                tracing::info!(hook = %hook.name, url = %hook.client.shown(), "webhook configured");
                 common.metrics.webhook_configured(&hook.name);
                 let deliverer = Deliverer {
                     store: store.clone(),
@@ -141,7 +141,7 @@ struct Hook {
     timeout: Duration,
     max_retry: Duration,
     max_backlog: u64,
-    client: Client,
+    client: HttpClient,
 }
 
 impl Hook {
@@ -166,7 +166,7 @@ impl Hook {
             timeout: c.timeout,
             max_retry: c.max_retry_interval.max(FIRST_RETRY),
             max_backlog: c.max_backlog.max(1),
-            client: Client::new(&c.url)?,
+            client: HttpClient::new(&c.url)?,
         })
     }
 
@@ -370,7 +370,7 @@ impl Deliverer {
             let headers = self.hook.signed_headers(&event.id, &body);
             let result = tokio::select! {
                 _ = shutdown.cancelled() => return Outcome::Stopped,
-                r = tokio::time::timeout(self.hook.timeout, self.hook.client.post(&headers, body.clone())) => r,
+                r = tokio::time::timeout(self.hook.timeout, self.hook.client.post(CONTENT_TYPE, &headers, body.clone(), MAX_REPLY)) => r,
             };
             let failure = match result {
                 Ok(Ok(status)) if status.is_success() => {
@@ -448,159 +448,6 @@ fn since_commit(time_ms: u64) -> Duration {
         .unwrap_or_default()
         .as_millis() as u64;
     Duration::from_millis(now_ms.saturating_sub(time_ms))
-}
-
-/// A keep-alive HTTP/1.1 client for one URL: one request at a time, reconnecting after a failure.
-struct Client {
-    https: bool,
-    host: String,
-    port: u16,
-    /// `Host` header.
-    authority: String,
-    path: String,
-    /// The URL without credentials, for logs.
-    shown: String,
-    basic_auth: Option<String>,
-    tls: Option<tokio_rustls::TlsConnector>,
-    conn: Option<SendRequest<Full<Bytes>>>,
-}
-
-impl Client {
-    fn new(url: &str) -> Result<Client, String> {
-        let parsed = url::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
-        let https = match parsed.scheme() {
-            "http" => false,
-            "https" => true,
-            other => return Err(format!("scheme {other:?} is not http or https")),
-        };
-        let host = parsed
-            .host_str()
-            .ok_or_else(|| format!("{url:?} has no host"))?
-            .to_string();
-        let port = parsed.port_or_known_default().unwrap_or(80);
-        let authority = match parsed.port() {
-            Some(p) => format!("{host}:{p}"),
-            None => host.clone(),
-        };
-        let mut path = parsed.path().to_string();
-        if let Some(q) = parsed.query() {
-            path = format!("{path}?{q}");
-        }
-        let basic_auth = (!parsed.username().is_empty()).then(|| {
-            let user = percent_encoding::percent_decode_str(parsed.username()).decode_utf8_lossy();
-            let pass = percent_encoding::percent_decode_str(parsed.password().unwrap_or(""))
-                .decode_utf8_lossy();
-            format!(
-                "Basic {}",
-                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
-            )
-        });
-        let tls = if https {
-            let config = super::tls_client_config().map_err(|e| e.to_string())?;
-            Some(tokio_rustls::TlsConnector::from(config))
-        } else {
-            None
-        };
-        Ok(Client {
-            https,
-            shown: format!(
-                "{}://{authority}{}",
-                if https { "https" } else { "http" },
-                parsed.path()
-            ),
-            host: host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_string(),
-            port,
-            authority,
-            path,
-            basic_auth,
-            tls,
-            conn: None,
-        })
-    }
-
-    /// Forgets the connection (after an error or a timeout, it may be half-way through a reply).
-    fn reset(&mut self) {
-        self.conn = None;
-    }
-
-    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, String> {
-        let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
-            .await
-            .map_err(|e| format!("cannot connect to {}: {e}", self.authority))?;
-        let _ = tcp.set_nodelay(true);
-        let handshake = |e: hyper::Error| format!("HTTP handshake with {}: {e}", self.authority);
-        // The connection task ends when its `SendRequest` is dropped (or the peer closes).
-        if let (true, Some(tls)) = (self.https, &self.tls) {
-            let name = rustls::pki_types::ServerName::try_from(self.host.clone())
-                .map_err(|e| format!("{:?} is not a valid TLS server name: {e}", self.host))?;
-            let stream = tls
-                .connect(name, tcp)
-                .await
-                .map_err(|e| format!("TLS with {}: {e}", self.authority))?;
-            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .map_err(handshake)?;
-            tokio::spawn(conn);
-            Ok(sender)
-        } else {
-            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-                .await
-                .map_err(handshake)?;
-            tokio::spawn(conn);
-            Ok(sender)
-        }
-    }
-
-    async fn post(
-        &mut self,
-        headers: &[(&'static str, String)],
-        body: Bytes,
-    ) -> Result<hyper::StatusCode, String> {
-        let mut sender = match self.conn.take() {
-            Some(s) if !s.is_closed() => s,
-            _ => self.connect().await?,
-        };
-        sender
-            .ready()
-            .await
-            .map_err(|e| format!("connection to {} lost: {e}", self.authority))?;
-        let mut request = hyper::Request::post(&self.path)
-            .header(hyper::header::HOST, &self.authority)
-            .header(
-                hyper::header::CONTENT_TYPE,
-                "application/cloudevents+json; charset=utf-8",
-            )
-            .header(
-                hyper::header::USER_AGENT,
-                concat!("filegate/", env!("CARGO_PKG_VERSION")),
-            );
-        if let Some(auth) = &self.basic_auth {
-            request = request.header(hyper::header::AUTHORIZATION, auth);
-        }
-        for (name, value) in headers {
-            request = request.header(*name, value);
-        }
-        let request = request
-            .body(Full::new(body))
-            .map_err(|e| format!("cannot build the request: {e}"))?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| format!("request to {} failed: {e}", self.authority))?;
-        let status = response.status();
-        // Read the (small) reply so the connection can carry the next request.
-        let reusable = Limited::new(response.into_body(), MAX_REPLY)
-            .collect()
-            .await
-            .is_ok();
-        if reusable {
-            self.conn = Some(sender);
-        }
-        Ok(status)
-    }
 }
 
 #[cfg(test)]

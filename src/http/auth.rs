@@ -613,6 +613,8 @@ pub struct WhoAmI {
     pub permissions: Vec<String>,
     /// The directory this login sees as `/` within the user's home: `/`, or an API key's path.
     pub root: String,
+    /// The store path of this login's `/`: event paths (`data.path`) start with it.
+    pub home: String,
     /// The CSRF token to send as `X-CSRF-Token` with changes (session logins only).
     pub csrf_token: Option<String>,
     /// When the session ends unless used again (RFC 3339; session logins only).
@@ -662,6 +664,7 @@ fn whoami_body(fs: &UserFs, via: &Via, key_root: Option<String>, expires: Option
             .map(|p| permission_name(p).to_string())
             .collect(),
         root: key_root.unwrap_or_else(|| "/".into()),
+        home: fs.home().to_string(),
         csrf_token: csrf,
         expires: expires.map(rfc3339),
         home_quota: quota.clone(),
