@@ -27,6 +27,11 @@ struct Receiver {
 
 impl Receiver {
     fn start(port: u16, out: &Path, fail_rate: f64) -> Receiver {
+        Receiver::start_tls(port, out, fail_rate, &[])
+    }
+
+    /// `tls`: the certificate and key files, to serve HTTPS; empty for HTTP.
+    fn start_tls(port: u16, out: &Path, fail_rate: f64, tls: &[&Path]) -> Receiver {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/webhooks/receiver.py");
         let mut child = Command::new(program("python3"))
             .arg(script)
@@ -34,6 +39,7 @@ impl Receiver {
             .arg(HOOK_SECRET)
             .arg(out)
             .arg(fail_rate.to_string())
+            .args(tls)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -92,11 +98,17 @@ impl Drop for Receiver {
 }
 
 fn hook_toml(port: u16) -> String {
+    hook_toml_at(&format!(
+        "http://127.0.0.1:{port}/hooks/filegate?source=test"
+    ))
+}
+
+fn hook_toml_at(url: &str) -> String {
     format!(
         r#"
 [[webhooks]]
 name = "ingest"
-url = "http://127.0.0.1:{port}/hooks/filegate?source=test"
+url = "{url}"
 secret = "{HOOK_SECRET}"
 events = ["file.created", "io.filegate.file.modified"]
 paths = ["/ops/in/**"]
@@ -108,13 +120,27 @@ timeout = "5s"
 }
 
 fn gateway(dir: &Path, id: &str, env: &str, hook_port: u16) -> Binary {
+    gateway_with(dir, id, env, &hook_toml(hook_port))
+}
+
+fn gateway_with(dir: &Path, id: &str, env: &str, hooks: &str) -> Binary {
     Binary::start_wrapped(
         dir,
-        &format!("id = \"{id}\"\n{}", hook_toml(hook_port)),
+        &format!("id = \"{id}\"\n{hooks}"),
         None,
         Some(&format!("export FILEGATE__STORAGE__CHUNK_SIZE=64KiB {env}")),
     )
 }
+
+/// A second hook whose receiver never answers (nothing listens on port 1): it must hold back
+/// nothing but itself.
+const DEAD_HOOK: &str = r#"
+[[webhooks]]
+name = "dead"
+url = "http://127.0.0.1:1/"
+secret = "another-secret-0123456789"
+max_retry_interval = "1s"
+"#;
 
 fn put(gw: &Binary, dir: &Path, path: &str, body: &str) {
     let file = dir.join("upload");
@@ -154,7 +180,8 @@ async fn every_event_arrives_in_order_through_errors_outages_and_a_restart() {
     let port = free_port();
     let out = dir.path().join("deliveries.jsonl");
     let mut receiver = Receiver::start(port, &out, 0.3);
-    let mut gw = gateway(dir.path(), "gw-a", "", port);
+    let hooks = format!("{}{DEAD_HOOK}", hook_toml(port));
+    let mut gw = gateway_with(dir.path(), "gw-a", "", &hooks);
     let mut want = Vec::new();
     for i in 0..10 {
         let path = format!("/in/a{i}.csv");
@@ -180,7 +207,7 @@ async fn every_event_arrives_in_order_through_errors_outages_and_a_restart() {
         log.contains("webhook delivery failed"),
         "failures are logged: {log}"
     );
-    gw = gateway(dir.path(), "gw-a", "", port);
+    gw = gateway_with(dir.path(), "gw-a", "", &hooks);
     for i in 0..5 {
         // Overwriting is io.filegate.file.modified, which the hook asks for too.
         let path = format!("/in/a{i}.csv");
@@ -208,7 +235,68 @@ async fn every_event_arrives_in_order_through_errors_outages_and_a_restart() {
     assert!(m["filegate_webhook_delivered_total{hook=\"ingest\"}"] >= 5.0);
     assert!(m["filegate_webhook_failures_total{hook=\"ingest\"}"] >= 1.0);
     assert_eq!(m["filegate_webhook_skipped_total{hook=\"ingest\"}"], 0.0);
+    // The dead hook failed all along, and says so.
+    assert!(
+        m["filegate_webhook_failures_total{hook=\"dead\"}"] >= 1.0,
+        "{m:?}"
+    );
+    assert!(
+        m["filegate_webhook_backlog_events{hook=\"dead\"}"] >= 1.0,
+        "{m:?}"
+    );
+    assert_eq!(m["filegate_webhook_last_status{hook=\"dead\"}"], 0.0);
+    assert_eq!(m["filegate_webhook_delivered_total{hook=\"dead\"}"], 0.0);
     drop(receiver);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn https_receivers_are_verified_against_the_trusted_roots() {
+    let dir = tempfile::tempdir().unwrap();
+    // A private CA's certificate for 127.0.0.1, trusted through SSL_CERT_FILE.
+    let (cert, key) = (dir.path().join("hook.crt"), dir.path().join("hook.key"));
+    let made = Command::new(common::binary::BIN)
+        .args(["gen-cert", "--host", "127.0.0.1", "--cert"])
+        .arg(&cert)
+        .arg("--key")
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let port = free_port();
+    let out = dir.path().join("deliveries.jsonl");
+    let receiver = Receiver::start_tls(port, &out, 0.0, &[&cert, &key]);
+    let hooks = hook_toml_at(&format!("https://127.0.0.1:{port}/in"));
+    let gw = gateway_with(
+        dir.path(),
+        "gw-tls",
+        &format!("SSL_CERT_FILE={}", cert.display()),
+        &hooks,
+    );
+    put(&gw, dir.path(), "/in/secure.csv", "over TLS");
+    let got = receiver.until_distinct(1, Duration::from_secs(30));
+    assert_eq!(
+        check_deliveries(&got),
+        vec!["/ops/in/secure.csv".to_string()]
+    );
+
+    // Without trusting that certificate, nothing is delivered, and the log says why.
+    let dir2 = tempfile::tempdir().unwrap();
+    let gw2 = gateway_with(dir2.path(), "gw-untrusting", "", &hooks);
+    put(&gw2, dir2.path(), "/in/other.csv", "x");
+    let m = common::until_metrics(gw2.http, "a failed TLS attempt", |m| {
+        m.get("filegate_webhook_failures_total{hook=\"ingest\"}")
+            .is_some_and(|f| *f >= 1.0)
+    })
+    .await;
+    assert_eq!(m["filegate_webhook_delivered_total{hook=\"ingest\"}"], 0.0);
+    gw2.signal("TERM");
+    let (_, log) = gw2.wait(Duration::from_secs(30));
+    assert!(log.contains("TLS with 127.0.0.1"), "{log}");
+    assert_eq!(receiver.deliveries().len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]

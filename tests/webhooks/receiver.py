@@ -1,9 +1,10 @@
 """A webhook receiver as docs/webhooks.md describes one: verifies the Standard Webhooks signature,
 deduplicates nothing (the test wants to see every delivery), and records each one as a JSON line.
 
-    receiver.py PORT SECRET OUT FAIL_RATE
+    receiver.py PORT SECRET OUT FAIL_RATE [CERT KEY]
 
-FAIL_RATE: the share of requests answered 500 at random (before anything is recorded).
+FAIL_RATE: the share of requests answered 500 at random (before anything is recorded). With CERT
+and KEY (PEM files) it serves HTTPS.
 """
 import base64
 import hashlib
@@ -11,6 +12,7 @@ import hmac
 import http.server
 import json
 import random
+import ssl
 import sys
 import threading
 import time
@@ -66,5 +68,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
+server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+if len(sys.argv) > 6:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(sys.argv[5], sys.argv[6])
+    server.socket = context.wrap_socket(server.socket, server_side=True)
 print("listening", flush=True)
-http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+server.serve_forever()
