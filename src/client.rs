@@ -198,6 +198,33 @@ impl Api {
         Ok(reply)
     }
 
+    /// Sends a request whose reply is read as it comes (a stream, a download); an error status is
+    /// mapped to its exit code.
+    async fn stream(
+        &mut self,
+        request: hyper::http::request::Builder,
+    ) -> Result<hyper::Response<hyper::body::Incoming>> {
+        let request = request
+            .body(full(Bytes::new()))
+            .map_err(|e| fail(ExitCode::Failed, format!("bad request: {e}")))?;
+        let response = self
+            .client
+            .send(request)
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        Err(refused(&status, &body))
+    }
+
     fn unreachable(&self, e: String) -> ClientError {
         fail(
             ExitCode::Unreachable,
@@ -252,25 +279,8 @@ impl Api {
             let request = self
                 .request(Method::GET, "events")
                 .header(header::ACCEPT, "text/event-stream")
-                .header("last-event-id", after.to_string())
-                .body(full(Bytes::new()))
-                .map_err(|e| fail(ExitCode::Failed, format!("bad request: {e}")))?;
-            let response = self
-                .client
-                .send(request)
-                .await
-                .map_err(|e| self.unreachable(e))?;
-            if !response.status().is_success() {
-                let status = response.status();
-                let body = response
-                    .into_body()
-                    .collect()
-                    .await
-                    .map(|b| b.to_bytes())
-                    .unwrap_or_default();
-                return Err(refused(&status, &body));
-            }
-            let mut body = response.into_body();
+                .header("last-event-id", after.to_string());
+            let mut body = self.stream(request).await?.into_body();
             let mut pending = Vec::new();
             while let Some(frame) = body.frame().await {
                 let Ok(frame) = frame else { break };
@@ -613,25 +623,8 @@ pub async fn put(mut api: Api, args: PutArgs) -> Result<()> {
 /// `filegate get`: downloads a file, checking it against its SHA-256 (the ETag).
 pub async fn get(mut api: Api, args: GetArgs) -> Result<()> {
     use sha2::Digest as _;
-    let request = api
-        .request(Method::GET, &format!("files/{}", url_path(&args.remote)))
-        .body(full(Bytes::new()))
-        .map_err(|e| fail(ExitCode::Failed, format!("bad request: {e}")))?;
-    let response = api
-        .client
-        .send(request)
-        .await
-        .map_err(|e| api.unreachable(e))?;
-    let status = response.status();
-    if !status.is_success() {
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        return Err(refused(&status, &body));
-    }
+    let request = api.request(Method::GET, &format!("files/{}", url_path(&args.remote)));
+    let response = api.stream(request).await?;
     let etag = response
         .headers()
         .get(header::ETAG)

@@ -146,6 +146,12 @@ impl HttpClient {
     /// Sends `request`; the caller reads the body (a stream, a download). The connection is not
     /// reused afterwards.
     pub async fn send(&mut self, request: Request<Body>) -> Result<Response<Incoming>, String> {
+        let mut sender = self.ready().await?;
+        self.exchange(&mut sender, request).await
+    }
+
+    /// The kept connection if it is still open, else a new one; ready for a request.
+    async fn ready(&mut self) -> Result<SendRequest<Body>, String> {
         let mut sender = match self.conn.take() {
             Some(s) if !s.is_closed() => s,
             _ => self.connect().await?,
@@ -154,6 +160,14 @@ impl HttpClient {
             .ready()
             .await
             .map_err(|e| format!("connection to {} lost: {e}", self.authority))?;
+        Ok(sender)
+    }
+
+    async fn exchange(
+        &self,
+        sender: &mut SendRequest<Body>,
+        request: Request<Body>,
+    ) -> Result<Response<Incoming>, String> {
         sender
             .send_request(request)
             .await
@@ -163,18 +177,8 @@ impl HttpClient {
     /// Sends `request` and reads the reply, up to `limit` bytes of body (a longer one is an error);
     /// the connection is kept for the next request.
     pub async fn fetch(&mut self, request: Request<Body>, limit: usize) -> Result<Reply, String> {
-        let mut sender = match self.conn.take() {
-            Some(s) if !s.is_closed() => s,
-            _ => self.connect().await?,
-        };
-        sender
-            .ready()
-            .await
-            .map_err(|e| format!("connection to {} lost: {e}", self.authority))?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| format!("request to {} failed: {e}", self.authority))?;
+        let mut sender = self.ready().await?;
+        let response = self.exchange(&mut sender, request).await?;
         let (parts, body) = response.into_parts();
         let body = Limited::new(body, limit)
             .collect()
