@@ -19,6 +19,14 @@ fn user(name: &str, home: &str, permissions: &[Permission]) -> UserConfig {
 }
 
 async fn access(users: Vec<UserConfig>, tweak: impl FnOnce(&mut Config)) -> Arc<Access> {
+    access_on_store(users, tweak).await.0
+}
+
+/// The layer with the store under it, for tests that look at what reached the store.
+async fn access_on_store(
+    users: Vec<UserConfig>,
+    tweak: impl FnOnce(&mut Config),
+) -> (Arc<Access>, Store) {
     let mut config = Config {
         users,
         ..Config::default()
@@ -31,9 +39,9 @@ async fn access(users: Vec<UserConfig>, tweak: impl FnOnce(&mut Config)) -> Arc<
     })
     .await
     .unwrap();
-    let access = Access::new(&config, store).unwrap();
+    let access = Access::new(&config, store.clone()).unwrap();
     access.set_failure_delay(Duration::ZERO);
-    access
+    (access, store)
 }
 
 fn peer(n: u8) -> SocketAddr {
@@ -52,7 +60,7 @@ fn at(fs: &UserFs, path: &str) -> UserPath {
 
 #[tokio::test]
 async fn jail_keeps_every_path_in_the_home() {
-    let a = access(
+    let (a, store) = access_on_store(
         vec![
             user("alice", "/homes/alice", &Permission::ALL),
             user("bob", "/homes/bob", &Permission::ALL),
@@ -109,19 +117,13 @@ async fn jail_keeps_every_path_in_the_home() {
     up.append(b"hi").await.unwrap();
     up.commit(None).await.unwrap();
     assert_eq!(
-        a.store()
+        store
             .read_to_vec(&StorePath::parse("/homes/alice/x.txt").unwrap(), 10)
             .await
             .unwrap(),
         b"hi"
     );
-    let last = a
-        .store()
-        .events_after(0, 1000)
-        .await
-        .unwrap()
-        .pop()
-        .unwrap();
+    let last = store.events_after(0, 1000).await.unwrap().pop().unwrap();
     assert_eq!(
         (
             last.user.as_str(),
@@ -332,7 +334,7 @@ async fn cut_off_uploads_follow_partial_uploads() {
         (PartialUploads::Keep, true),
         (PartialUploads::Discard, false),
     ] {
-        let a = access(vec![user("u", "/u", &Permission::ALL)], |c| {
+        let (a, store) = access_on_store(vec![user("u", "/u", &Permission::ALL)], |c| {
             c.storage.partial_uploads = policy
         })
         .await;
@@ -344,7 +346,7 @@ async fn cut_off_uploads_follow_partial_uploads() {
         up.append(&[7; 300]).await.unwrap();
         let committed = up.cut_off().await.unwrap();
         assert_eq!(committed.is_some(), kept);
-        let events = a.store().events_after(0, 100).await.unwrap();
+        let events = store.events_after(0, 100).await.unwrap();
         if kept {
             let meta = fs.stat(&at(&fs, "big")).await.unwrap();
             assert_eq!((meta.size, meta.complete), (300, false));

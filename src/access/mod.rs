@@ -127,8 +127,9 @@ impl Access {
         self.accounts.get(user)
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
+    /// The shared records kept beside the files (browser sessions, API keys, resumable uploads).
+    pub fn records(&self) -> Records {
+        Records(self.store.clone())
     }
 
     /// Who a client is for bans and per-address limits: an IPv4-mapped IPv6 address is the IPv4
@@ -360,5 +361,57 @@ async fn ensure_dir(
             format!("{dir} is a file, not a directory"),
         )),
         Err(e) => Err(e),
+    }
+}
+
+/// The small shared records the HTTP front-end keeps beside files (browser sessions, API keys, the
+/// bookkeeping of resumable uploads), with their expiry, seen alike by every gateway of the store.
+/// Only records: files are reached through [`UserFs`], and this handle cannot touch them.
+#[derive(Clone)]
+pub struct Records(Store);
+
+impl Records {
+    pub async fn record_put(
+        &self,
+        table: &str,
+        key: &str,
+        value: &[u8],
+        expires: Option<std::time::SystemTime>,
+    ) -> storage_backend::Result<()> {
+        self.0.record_put(table, key, value, expires).await
+    }
+
+    pub async fn record_get(
+        &self,
+        table: &str,
+        key: &str,
+    ) -> storage_backend::Result<Option<Vec<u8>>> {
+        self.0.record_get(table, key).await
+    }
+
+    pub async fn record_delete(&self, table: &str, key: &str) -> storage_backend::Result<bool> {
+        self.0.record_delete(table, key).await
+    }
+
+    pub async fn record_swap(
+        &self,
+        table: &str,
+        key: &str,
+        expected: Option<&[u8]>,
+        value: &[u8],
+        expires: Option<std::time::SystemTime>,
+    ) -> storage_backend::Result<bool> {
+        self.0
+            .record_swap(table, key, expected, value, expires)
+            .await
+    }
+
+    pub async fn record_list(
+        &self,
+        table: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> storage_backend::Result<Vec<(String, Vec<u8>)>> {
+        self.0.record_list(table, after, limit).await
     }
 }

@@ -388,6 +388,14 @@ impl UserFs {
     }
 
     pub async fn open_read(&self, path: &UserPath) -> Result<Download> {
+        let opened = self.open_read_checked(path).await;
+        if let Err(e) = &opened {
+            self.refused("download", path, e);
+        }
+        opened
+    }
+
+    async fn open_read_checked(&self, path: &UserPath) -> Result<Download> {
         self.require(Permission::Read, "read files")?;
         let sp = self.store_path(path)?;
         let reader = self.timed("open_read", self.store.open_read(&sp)).await?;
@@ -399,9 +407,42 @@ impl UserFs {
     }
 
     pub async fn open_write(&self, path: &UserPath, opts: OpenOptions) -> Result<Upload> {
-        self.require(Permission::Write, "upload files")?;
-        let sp = self.changeable(path)?;
-        self.open_write_at(sp.clone(), opts, &sp).await
+        let opened = async {
+            self.require(Permission::Write, "upload files")?;
+            let sp = self.changeable(path)?;
+            self.open_write_at(sp.clone(), opts, &sp).await
+        }
+        .await;
+        if let Err(e) = &opened {
+            self.refused("upload", path, e);
+        }
+        opened
+    }
+
+    /// The audit line (and the failed-transfer count) of a transfer refused before it began: the
+    /// same line as a transfer's end, so every protocol's refusals are in one place.
+    fn refused(&self, direction: &'static str, path: &UserPath, e: &StoreError) {
+        // The store path, as a transfer's own line names it (a path outside the jail has none).
+        let shown = self
+            .store_path(path)
+            .map(|p| p.to_string())
+            .unwrap_or_else(|_| path.to_string());
+        let session = &self.session;
+        session
+            .metrics
+            .transfer(session.protocol, direction, "failed");
+        tracing::info!(
+            user = %self.ctx.user,
+            protocol = session.protocol,
+            peer = %self.ctx.peer,
+            path = %shown,
+            direction,
+            bytes = 0u64,
+            duration_ms = 0u64,
+            result = "refused",
+            error = %e,
+            "transfer"
+        );
     }
 
     /// A write session whose content the client may also read back (SFTP's READ|WRITE open):

@@ -16,7 +16,7 @@
 use std::fmt::Debug;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use storage_backend::{ErrorKind, OpenOptions, StoreError};
@@ -191,8 +191,8 @@ impl StorageBackend<FtpUser> for FtpBackend {
         P: AsRef<Path> + Send + Debug,
     {
         let p = resolve(user, path.as_ref())?;
-        let started = Instant::now();
-        let result = async {
+        // The audit line and counters of the transfer are the shared layer's (`UserFs`).
+        async {
             let download = user.fs.open_read(&p).await.map_err(to_ftp)?;
             let mut stream = download.stream(start_pos);
             let mut sent = 0u64;
@@ -215,9 +215,7 @@ impl StorageBackend<FtpUser> for FtpBackend {
                 .map_err(|e| Error::new(FtpKind::ConnectionClosed, e))?;
             Ok(sent)
         }
-        .await;
-        log_transfer(user, "download", &p, &result, started);
-        result
+        .await
     }
 
     async fn put<P: AsRef<Path> + Send + Debug, R: AsyncRead + Send + Sync + Unpin + 'static>(
@@ -228,7 +226,6 @@ impl StorageBackend<FtpUser> for FtpBackend {
         start_pos: u64,
     ) -> Result<u64> {
         let p = resolve(user, path.as_ref())?;
-        let started = Instant::now();
         // STOR replaces; REST+STOR and APPE (which libunftp turns into STOR at the file's size)
         // keep the first `start_pos` bytes and continue from there.
         let opts = if start_pos == 0 {
@@ -236,14 +233,7 @@ impl StorageBackend<FtpUser> for FtpBackend {
         } else {
             OpenOptions::UPDATE
         };
-        let mut upload = match user.fs.open_write(&p, opts).await {
-            Ok(u) => u,
-            Err(e) => {
-                let result = Err(to_ftp(e));
-                log_transfer(user, "upload", &p, &result, started);
-                return result;
-            }
-        };
+        let mut upload = user.fs.open_write(&p, opts).await.map_err(to_ftp)?;
         let idle = self.idle_timeout;
         let abort = self.abort.clone();
         let control = self.control.clone();
@@ -292,15 +282,13 @@ impl StorageBackend<FtpUser> for FtpBackend {
             upload.commit(None).await.map_err(to_ftp)?;
             Ok(received)
         });
-        let result = match transfer.await {
+        match transfer.await {
             Ok(r) => r,
             Err(e) => Err(Error::new(
                 FtpKind::LocalError,
                 format!("upload task failed: {e}"),
             )),
-        };
-        log_transfer(user, "upload", &p, &result, started);
-        result
+        }
     }
 
     async fn del<P: AsRef<Path> + Send + Debug>(&self, user: &FtpUser, path: P) -> Result<()> {
@@ -381,23 +369,4 @@ async fn fill<R: AsyncRead + Unpin>(
         }
     }
     (n, None)
-}
-
-fn log_transfer(
-    user: &FtpUser,
-    direction: &str,
-    path: &UserPath,
-    result: &Result<u64>,
-    started: Instant,
-) {
-    let ctx = user.fs.context();
-    let ms = started.elapsed().as_millis() as u64;
-    match result {
-        Ok(bytes) => tracing::debug!(
-            user = %ctx.user, protocol = %ctx.protocol, peer = %ctx.peer, path = %path, bytes, ms, result = "ok", "{direction}"
-        ),
-        Err(e) => tracing::debug!(
-            user = %ctx.user, protocol = %ctx.protocol, peer = %ctx.peer, path = %path, ms, result = %e, "{direction}"
-        ),
-    }
 }

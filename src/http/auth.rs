@@ -198,7 +198,7 @@ async fn records_with_prefix(
     table: &str,
     prefix: &str,
 ) -> Result<Vec<(String, Vec<u8>)>> {
-    let store = api.access.store();
+    let store = &api.access.records();
     let mut out = Vec::new();
     let mut after = prefix.to_string();
     loop {
@@ -404,7 +404,7 @@ async fn key_login(api: &Api, headers: &HeaderMap, text: &str, peer: SocketAddr)
     let Some((id, secret)) = parse_key(text) else {
         return Err(failed("the Bearer token is not an API key of this gateway (fgk_…)").await);
     };
-    let store = api.access.store();
+    let store = &api.access.records();
     let Some(bytes) = store.record_get(KEYS, id).await.map_err(store_failed)? else {
         return Err(failed("this API key does not exist or was revoked").await);
     };
@@ -480,7 +480,7 @@ async fn cookie_login(api: &Api, parts: &Parts, value: &str, peer: SocketAddr) -
     let Some(key) = session_key(value) else {
         return Err(gone());
     };
-    let store = api.access.store();
+    let store = &api.access.records();
     let Some(bytes) = store
         .record_get(SESSIONS, &key)
         .await
@@ -713,7 +713,7 @@ async fn key_root(api: &Api, via: &Via) -> Result<Option<String>> {
     let Via::Key(id) = via else { return Ok(None) };
     let bytes = api
         .access
-        .store()
+        .records()
         .record_get(KEYS, id)
         .await
         .map_err(store_failed)?;
@@ -732,7 +732,7 @@ pub async fn whoami(State(api): State<Shared>, session: Session) -> Result<Respo
     let expires = match &session.via {
         Via::Cookie { record, .. } => api
             .access
-            .store()
+            .records()
             .record_get(SESSIONS, record)
             .await
             .map_err(store_failed)?
@@ -787,7 +787,7 @@ pub async fn login(
     };
     let expires = session_expiry(&api.auth, &record);
     api.access
-        .store()
+        .records()
         .record_put(
             SESSIONS,
             &key,
@@ -843,7 +843,7 @@ pub async fn logout(
     session: Session,
     uri: axum::http::Uri,
 ) -> Result<Response> {
-    let store = api.access.store();
+    let store = &api.access.records();
     if super::api::flag(&super::api::query(&uri)?, "all")? {
         if matches!(session.via, Via::Key(_)) {
             return Err(Problem::new(
@@ -1030,7 +1030,7 @@ pub async fn create_key(
     };
     let stored = api
         .access
-        .store()
+        .records()
         .record_swap(
             KEYS,
             &id,
@@ -1095,7 +1095,7 @@ pub async fn revoke_key(
     let id = percent_encoding::percent_decode_str(raw)
         .decode_utf8_lossy()
         .to_string();
-    let store = api.access.store();
+    let store = &api.access.records();
     let not_found = || {
         Problem::from(StoreError::new(
             ErrorKind::NotFound,

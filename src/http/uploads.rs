@@ -29,12 +29,12 @@ use base64::Engine as _;
 use futures_util::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use sha1::Digest as _;
-use storage_backend::{ErrorKind, Store, StoreError};
+use storage_backend::{ErrorKind, StoreError};
 use tokio_util::sync::CancellationToken;
 
 use super::api::{httpdate, plain_path, too_large, value, Result, Session, Shared};
 use super::errors::Problem;
-use crate::access::{Protocol, Upload, UserFs, UserPath};
+use crate::access::{Protocol, Records, Upload, UserFs, UserPath};
 use crate::config::Permission;
 
 /// The protocol version spoken (and the only one).
@@ -146,7 +146,7 @@ fn record_expiry(up: &TusUpload) -> Option<SystemTime> {
     Some(from_ms(up.expires_ms) + RECORD_GRACE)
 }
 
-async fn load(store: &Store, id: &str) -> Result<Option<Record>> {
+async fn load(store: &Records, id: &str) -> Result<Option<Record>> {
     let Some(raw) = store.record_get(TABLE, id).await? else {
         return Ok(None);
     };
@@ -160,7 +160,7 @@ async fn load(store: &Store, id: &str) -> Result<Option<Record>> {
 }
 
 /// Replaces `old` by `new` if nobody changed it meanwhile; the new record when it did.
-async fn swap(store: &Store, id: &str, old: &Record, new: TusUpload) -> Result<Option<Record>> {
+async fn swap(store: &Records, id: &str, old: &Record, new: TusUpload) -> Result<Option<Record>> {
     let raw = serde_json::to_vec(&new).expect("a record serialises");
     if store
         .record_swap(TABLE, id, Some(&old.raw), &raw, record_expiry(&new))
@@ -181,7 +181,7 @@ fn gone(id: &str) -> Problem {
 }
 
 /// The upload `id` of the logged-in user; another user's upload is not found, an expired one gone.
-async fn lookup(fs: &UserFs, store: &Store, id: &str) -> Result<Record> {
+async fn lookup(fs: &UserFs, store: &Records, id: &str) -> Result<Record> {
     if !valid_id(id) {
         return Err(gone(id));
     }
@@ -206,7 +206,7 @@ fn valid_id(id: &str) -> bool {
 }
 
 /// Takes the upload's write lease, waiting up to `LOCK_WAIT` for a request that holds it.
-async fn acquire(fs: &UserFs, store: &Store, id: &str, holder: &str) -> Result<Record> {
+async fn acquire(fs: &UserFs, store: &Records, id: &str, holder: &str) -> Result<Record> {
     let deadline = Instant::now() + LOCK_WAIT;
     loop {
         let rec = lookup(fs, store, id).await?;
@@ -239,7 +239,7 @@ fn locked(id: &str) -> Problem {
 }
 
 /// Waits (up to `LOCK_WAIT`) until no request writes the upload, for an offset that holds.
-async fn settled(fs: &UserFs, store: &Store, id: &str) -> Result<Record> {
+async fn settled(fs: &UserFs, store: &Records, id: &str) -> Result<Record> {
     let deadline = Instant::now() + LOCK_WAIT;
     loop {
         let rec = lookup(fs, store, id).await?;
@@ -253,7 +253,7 @@ async fn settled(fs: &UserFs, store: &Store, id: &str) -> Result<Record> {
 
 /// Changes the record while `holder` holds it (`None` as holder: whoever does); retried on races.
 async fn update(
-    store: &Store,
+    store: &Records,
     id: &str,
     holder: &str,
     change: impl Fn(&mut TusUpload),
@@ -276,7 +276,7 @@ async fn update(
 }
 
 /// Lets go of the lease (best effort: it runs out by itself).
-async fn release(store: &Store, id: &str, holder: &str) {
+async fn release(store: &Records, id: &str, holder: &str) {
     if let Err(e) = update(store, id, holder, |up| up.lock = None).await {
         tracing::debug!(upload = id, error = %e.detail, "tus: lease not released");
     }
@@ -488,7 +488,7 @@ pub async fn create(
         lock: None,
     };
     let raw = serde_json::to_vec(&up).expect("a record serialises");
-    let store = api.access.store();
+    let store = &api.access.records();
     if !store
         .record_swap(TABLE, &id, None, &raw, record_expiry(&up))
         .await?
@@ -534,7 +534,7 @@ pub async fn head_upload(
 ) -> Result<Response> {
     let fs = &session.fs;
     check_version(&headers)?;
-    let store = api.access.store();
+    let store = &api.access.records();
     let rec = settled(fs, store, &id).await?;
     let offset = offset(fs, &id, &rec.up).await?;
     let mut response = StatusCode::OK.into_response();
@@ -615,7 +615,7 @@ pub async fn terminate(
 ) -> Result<Response> {
     let fs = &session.fs;
     check_version(&headers)?;
-    let store = api.access.store();
+    let store = &api.access.records();
     let holder = uuid::Uuid::new_v4().to_string();
     let rec = acquire(fs, store, &id, &holder).await?;
     if rec.up.state == UploadState::Open {
@@ -692,7 +692,7 @@ async fn locked_write(
 ) -> Result<u64> {
     let (api, fs, id, headers) = (api.clone(), fs.clone(), id.to_string(), headers.clone());
     let task = tokio::spawn(async move {
-        let store = api.access.store().clone();
+        let store = api.access.records();
         let holder = uuid::Uuid::new_v4().to_string();
         let rec = acquire(&fs, &store, &id, &holder).await?;
         let result = write(
@@ -724,7 +724,7 @@ async fn locked_write(
 async fn write(
     api: &Shared,
     fs: &UserFs,
-    store: &Store,
+    store: &Records,
     id: &str,
     holder: &str,
     rec: Record,
@@ -792,7 +792,7 @@ async fn receive(
     body: Body,
     room: u64,
     mut sum: Option<Checksum>,
-    store: Store,
+    store: Records,
     id: String,
     holder: String,
     abort: CancellationToken,
@@ -880,7 +880,7 @@ async fn receive(
 /// Renames the whole staging file onto the target: the one visible change, with its one event.
 async fn publish(
     fs: &UserFs,
-    store: &Store,
+    store: &Records,
     id: &str,
     holder: &str,
     target: &UserPath,
@@ -927,7 +927,7 @@ pub async fn expire_loop(api: Shared, stop: CancellationToken) {
 
 /// One pass over the uploads; returns how many were given up.
 pub async fn expire_once(api: &Shared, stop: &CancellationToken) -> Result<usize> {
-    let store = api.access.store();
+    let store = &api.access.records();
     let mut after: Option<String> = None;
     let mut ended = 0;
     loop {
@@ -974,7 +974,7 @@ pub async fn expire_once(api: &Shared, stop: &CancellationToken) -> Result<usize
 
 async fn give_up(
     api: &Shared,
-    store: &Store,
+    store: &Records,
     id: &str,
     holder: &str,
     up: &TusUpload,
