@@ -193,8 +193,8 @@ impl HttpClient {
         })
     }
 
-    /// POSTs `body` to the base URL; the status (the reply's body is read, up to `limit`, and
-    /// dropped).
+    /// POSTs `body` to the base URL; the status. The reply's body is read up to `limit` and
+    /// dropped: a longer one does not change the answer, it only costs the connection.
     pub async fn post(
         &mut self,
         content_type: &str,
@@ -211,7 +211,17 @@ impl HttpClient {
         let request = request
             .body(full(body))
             .map_err(|e| format!("cannot build the request: {e}"))?;
-        Ok(self.fetch(request, limit).await?.status)
+        let mut sender = self.ready().await?;
+        let response = self.exchange(&mut sender, request).await?;
+        let status = response.status();
+        if Limited::new(response.into_body(), limit)
+            .collect()
+            .await
+            .is_ok()
+        {
+            self.conn = Some(sender);
+        }
+        Ok(status)
     }
 
     async fn connect(&self) -> Result<SendRequest<Body>, String> {

@@ -32,6 +32,17 @@ impl Receiver {
 
     /// `tls`: the certificate and key files, to serve HTTPS; empty for HTTP.
     fn start_tls(port: u16, out: &Path, fail_rate: f64, tls: &[&Path]) -> Receiver {
+        Receiver::launch(port, out, fail_rate, tls, 0)
+    }
+
+    /// `reply_bytes`: the size of a successful answer's body (0: `204 No Content`).
+    fn launch(
+        port: u16,
+        out: &Path,
+        fail_rate: f64,
+        tls: &[&Path],
+        reply_bytes: usize,
+    ) -> Receiver {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/webhooks/receiver.py");
         let mut child = Command::new(program("python3"))
             .arg(script)
@@ -40,6 +51,7 @@ impl Receiver {
             .arg(out)
             .arg(fail_rate.to_string())
             .args(tls)
+            .env("REPLY_BYTES", reply_bytes.to_string())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -309,7 +321,9 @@ async fn two_gateways_on_one_redis_deliver_each_event_once() {
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let port = free_port();
     let out = dir_a.path().join("deliveries.jsonl");
-    let receiver = Receiver::start(port, &out, 0.0);
+    // Its confirmations carry a 100 KB page: an answer longer than the gateway reads is still an
+    // answer (delivered once, not retried).
+    let receiver = Receiver::launch(port, &out, 0.0, &[], 100_000);
     let a = gateway(dir_a.path(), "gw-a", &env, port);
     let b = gateway(dir_b.path(), "gw-b", &env, port);
     let mut want = Vec::new();

@@ -4,13 +4,15 @@ deduplicates nothing (the test wants to see every delivery), and records each on
     receiver.py PORT SECRET OUT FAIL_RATE [CERT KEY]
 
 FAIL_RATE: the share of requests answered 500 at random (before anything is recorded). With CERT
-and KEY (PEM files) it serves HTTPS.
+and KEY (PEM files) it serves HTTPS. REPLY_BYTES in the environment: the size of the body of a
+successful answer (default none, 204).
 """
 import base64
 import hashlib
 import hmac
 import http.server
 import json
+import os
 import random
 import ssl
 import sys
@@ -62,7 +64,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
         }
         with lock, open(out, "a") as f:
             f.write(json.dumps(record) + "\n")
-        self.answer(204)
+        size = int(os.environ.get("REPLY_BYTES", "0"))
+        if size == 0:
+            return self.answer(204)
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(size))
+        self.end_headers()
+        self.wfile.write(b"x" * size)
 
     def log_message(self, *args):
         pass
