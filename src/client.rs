@@ -246,31 +246,35 @@ impl Api {
         Ok(me["home"].as_str().unwrap_or("/").to_string())
     }
 
-    /// Every event after `after` still in the history (page by page), then, with `follow`, the
-    /// live ones; `each` decides whether to go on.
+    /// Every event after `after` (None: from the oldest the history keeps) page by page, then,
+    /// with `follow`, the live ones; `each` decides whether to go on.
     async fn events(
         &mut self,
-        mut after: u64,
+        after: Option<u64>,
         follow: bool,
         mut each: impl FnMut(&Value) -> bool,
     ) -> Result<()> {
-        loop {
-            let page = self
-                .json(&format!("events?after={after}&limit=1000"))
-                .await?;
+        let mut at = after;
+        let after = loop {
+            let path = match at {
+                Some(a) => format!("events?after={a}&limit=1000"),
+                None => "events?limit=1000".to_string(),
+            };
+            let page = self.json(&path).await?;
             for e in page["events"].as_array().into_iter().flatten() {
                 if !each(e) {
                     return Ok(());
                 }
             }
-            let next = page["next_after"].as_u64().unwrap_or(after);
+            // A page may show none of the events it looked at (others' paths): go by next_after.
+            let next = page["next_after"].as_u64().unwrap_or(0);
             let last = page["last_seq"].as_u64().unwrap_or(next);
-            if next >= last || next == after {
-                after = next;
-                break;
+            if next >= last || Some(next) == at {
+                break next;
             }
-            after = next;
-        }
+            at = Some(next);
+        };
+        let mut after = after;
         if !follow {
             return Ok(());
         }
@@ -400,7 +404,7 @@ pub async fn wait(mut api: Api, args: WaitArgs) -> Result<()> {
             return Ok(Some(found));
         }
         let mut found = None;
-        api.events(start, true, |e| {
+        api.events(Some(start), true, |e| {
             let d = &e["data"];
             let path = d["path"].as_str().unwrap_or("");
             let done = glob.is_match(path)
@@ -558,19 +562,9 @@ pub async fn events(mut api: Api, args: EventsArgs) -> Result<()> {
         }
         None => None,
     };
-    let after = match args.after {
-        Some(a) => a,
-        None => {
-            // The oldest kept event: what the API starts at without ?after=.
-            let page = api.json("events?limit=1").await?;
-            page["events"][0]["data"]["seq"]
-                .as_u64()
-                .map_or(page["last_seq"].as_u64().unwrap_or(0), |s| s - 1)
-        }
-    };
     let stdout = std::io::stdout();
     let mut failed = None;
-    api.events(after, args.follow, |e| {
+    api.events(args.after, args.follow, |e| {
         let path = e["data"]["path"].as_str().unwrap_or("");
         if glob.as_ref().is_none_or(|g| g.is_match(path)) {
             let mut out = stdout.lock();
