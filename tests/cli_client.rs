@@ -211,3 +211,36 @@ fn events_and_file_commands() {
     let out = cli(&gw, SECRET, &["put", "/nonexistent/file", "x"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
 }
+
+#[test]
+fn events_from_the_start_skip_what_the_login_may_not_see() {
+    let dir = tempfile::tempdir().unwrap();
+    let hash = filegate::password::hash_password("other-secret").unwrap();
+    let other = format!(
+        "\n[[users]]\nname = \"other\"\npassword_hash = \"{hash}\"\nhome = \"/other\"\n\
+         permissions = [\"list\", \"read\", \"write\", \"mkdir\"]\n"
+    );
+    let gw = Binary::start(dir.path(), &other, None);
+    // The oldest events are another user's: ops may not see them.
+    let file = dir.path().join("o.txt");
+    std::fs::write(&file, b"theirs").unwrap();
+    let theirs = Command::new(common::program("curl"))
+        .args(["-sS", "--ftp-create-dirs", "-T"])
+        .arg(&file)
+        .arg(format!("ftp://other:other-secret@{}/x/o.txt", gw.ftp))
+        .status()
+        .unwrap();
+    assert!(theirs.success());
+    put_ftp(&gw, dir.path(), "/in/mine.csv", b"mine");
+    let out = cli(&gw, SECRET, &["events"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let paths: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["data"]["path"].to_string())
+        .collect();
+    assert!(
+        paths.iter().any(|p| p.contains("/ops/in/mine.csv")),
+        "{paths:?}"
+    );
+    assert!(paths.iter().all(|p| !p.contains("/other/")), "{paths:?}");
+}
