@@ -240,6 +240,18 @@ impl Api {
             .map_err(|e| fail(ExitCode::Failed, format!("unexpected reply to {path}: {e}")))
     }
 
+    /// One page of a directory's listing, after `cursor` (the previous page's `next`).
+    async fn listing(&mut self, dir: &str, cursor: Option<&str>) -> Result<Value> {
+        let mut path = format!("files/{}?limit=10000", url_path(dir));
+        if let Some(c) = cursor {
+            path.push_str(&format!(
+                "&cursor={}",
+                percent_encoding::utf8_percent_encode(c, percent_encoding::NON_ALPHANUMERIC)
+            ));
+        }
+        self.json(&path).await
+    }
+
     /// The store path of the login's `/` (event paths start with it).
     async fn home(&mut self) -> Result<String> {
         let me = self.json("me").await?;
@@ -481,14 +493,7 @@ async fn files_under(api: &mut Api, home: &str, pattern: &str) -> Result<Vec<(St
     while let Some(dir) = todo.pop() {
         let mut cursor: Option<String> = None;
         loop {
-            let mut path = format!("files/{}?limit=10000", url_path(&dir));
-            if let Some(c) = &cursor {
-                path.push_str(&format!(
-                    "&cursor={}",
-                    percent_encoding::utf8_percent_encode(c, percent_encoding::NON_ALPHANUMERIC)
-                ));
-            }
-            let page = match api.json(&path).await {
+            let page = match api.listing(&dir, cursor.as_deref()).await {
                 Ok(p) => p,
                 Err(e) if e.code == ExitCode::NotFound => break,
                 Err(e) => return Err(e),
@@ -684,14 +689,7 @@ pub async fn get(mut api: Api, args: GetArgs) -> Result<()> {
 pub async fn ls(mut api: Api, args: PathArgs) -> Result<()> {
     let mut cursor: Option<String> = None;
     loop {
-        let mut path = format!("files/{}?limit=10000", url_path(&args.remote));
-        if let Some(c) = &cursor {
-            path.push_str(&format!(
-                "&cursor={}",
-                percent_encoding::utf8_percent_encode(c, percent_encoding::NON_ALPHANUMERIC)
-            ));
-        }
-        let page = api.json(&path).await?;
+        let page = api.listing(&args.remote, cursor.as_deref()).await?;
         if page.get("entries").is_none() {
             return Err(fail(
                 ExitCode::Failed,

@@ -8,7 +8,7 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
-use hyper::{header, HeaderMap, Method, Request, Response, StatusCode};
+use hyper::{header, Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 
 /// What requests carry: a buffer, or a stream (an upload from a file).
@@ -40,7 +40,6 @@ pub struct HttpClient {
 /// A whole (small) reply.
 pub struct Reply {
     pub status: StatusCode,
-    pub headers: HeaderMap,
     pub body: Bytes,
 }
 
@@ -188,7 +187,6 @@ impl HttpClient {
         self.conn = Some(sender);
         Ok(Reply {
             status: parts.status,
-            headers: parts.headers,
             body,
         })
     }

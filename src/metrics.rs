@@ -322,13 +322,7 @@ impl Metrics {
         self.webhook_backlog
             .get_or_create(&label)
             .set(events.try_into().unwrap_or(i64::MAX));
-        let lag = oldest_ms.map_or(0.0, |ms| {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_millis() as u64;
-            now.saturating_sub(ms) as f64 / 1000.0
-        });
+        let lag = oldest_ms.map_or(0.0, |ms| since_commit(ms).as_secs_f64());
         self.webhook_lag.get_or_create(&label).set(lag);
     }
 
@@ -337,6 +331,16 @@ impl Metrics {
         self.mqtt_connected_flag.load(Ordering::Relaxed)
             || self.publisher_standby.load(Ordering::Relaxed)
     }
+}
+
+/// How long ago an event committed at `time_ms` (ms since the epoch) was: what the delivery
+/// latencies and lags measure.
+pub fn since_commit(time_ms: u64) -> Duration {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64;
+    Duration::from_millis(now_ms.saturating_sub(time_ms))
 }
 
 /// A session's byte counters, looked up once so transfers only add to atomics.

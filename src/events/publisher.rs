@@ -406,11 +406,7 @@ fn acknowledge(window: &Shared, pkid: u16, metrics: &Metrics) {
     let mut w = window.lock().unwrap();
     if let Some(seq) = w.by_pkid.remove(&pkid) {
         if let Some(committed_ms) = w.outstanding.remove(&seq) {
-            let now_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_millis() as u64;
-            metrics.event_published(Duration::from_millis(now_ms.saturating_sub(committed_ms)));
+            metrics.event_published(crate::metrics::since_commit(committed_ms));
         }
     }
 }

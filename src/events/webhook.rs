@@ -29,7 +29,7 @@ use super::names::TempNames;
 use super::publisher::LEASE_TTL;
 use crate::config::WebhookConfig;
 use crate::http_client::HttpClient;
-use crate::metrics::Metrics;
+use crate::metrics::{since_commit, Metrics};
 
 /// Events read from the history per round trip.
 const BATCH: usize = 256;
@@ -440,14 +440,6 @@ impl Deliverer {
 struct Saved {
     seq: u64,
     at: Instant,
-}
-
-fn since_commit(time_ms: u64) -> Duration {
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as u64;
-    Duration::from_millis(now_ms.saturating_sub(time_ms))
 }
 
 #[cfg(test)]
