@@ -45,7 +45,8 @@ pub struct Reply {
 
 impl HttpClient {
     pub fn new(url: &str) -> Result<HttpClient, String> {
-        let parsed = url::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+        let masked = crate::config::mask_url_password(url);
+        let parsed = url::Url::parse(url).map_err(|e| format!("{masked:?} is not a URL: {e}"))?;
         let https = match parsed.scheme() {
             "http" => false,
             "https" => true,
@@ -53,7 +54,7 @@ impl HttpClient {
         };
         let host = parsed
             .host_str()
-            .ok_or_else(|| format!("{url:?} has no host"))?
+            .ok_or_else(|| format!("{masked:?} has no host"))?
             .to_string();
         let port = parsed.port_or_known_default().unwrap_or(80);
         let authority = match parsed.port() {

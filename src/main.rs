@@ -12,8 +12,15 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("filegate: error: {error}");
+            // Store errors keep the library error as their source and already quote it in their
+            // message: a cause the line above says word for word is not repeated.
+            let mut said = error.to_string();
             for cause in error.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
+                let cause = cause.to_string();
+                if !said.contains(&cause) {
+                    eprintln!("  caused by: {cause}");
+                }
+                said = cause;
             }
             ExitCode::from(cli::exit_code(&error))
         }

@@ -25,8 +25,12 @@ pub struct Account {
 
 impl Account {
     pub fn from_config(user: &UserConfig) -> Result<Account, String> {
-        let home = StorePath::parse(&user.home)
-            .map_err(|e| format!("users.home of {:?}: {e}", user.name))?;
+        // Parsed (and checked) when the configuration was read: no second rule here.
+        let home = user
+            .home
+            .path()
+            .map_err(|e| format!("users.home of {:?}: {e}", user.name))?
+            .clone();
         Ok(Account {
             name: user.name.clone(),
             home,
@@ -274,7 +278,7 @@ mod tests {
             .map(|name| UserConfig {
                 name: name.to_string(),
                 password_hash: hash.clone(),
-                home: format!("/{name}"),
+                home: format!("/{name}").into(),
                 ..UserConfig::default()
             })
             .collect();

@@ -8,6 +8,7 @@
 
 mod de;
 mod error;
+mod home;
 mod mask;
 mod sources;
 mod validate;
@@ -21,7 +22,9 @@ use serde::{Deserialize, Serialize};
 
 pub use de::{format_duration, format_size, parse_size};
 pub use error::{ConfigError, Problem};
-pub use mask::mask_url_password;
+pub use home::{parse_home, Home, HomeError};
+/// The one masking rule for URLs (the storage crate's, so its messages show URLs the same way).
+pub use storage_backend::{mask_url_list, mask_url_password};
 
 /// Where `filegate` looks for its configuration when no `--config` is given (relative to the
 /// working directory). A missing file is an error, also at this default path: the repository ships
@@ -366,9 +369,9 @@ pub struct MqttConfig {
     /// The embedded broker over TLS (`mqtts`).
     pub tls: MqttTlsConfig,
     /// Embedded broker, `allow_anonymous = true`: the store path whose events anonymous clients
-    /// see (`""`: none).
-    #[serde(deserialize_with = "de::text::deserialize")]
-    pub anonymous_home: String,
+    /// see (`""`: none). Parsed when read, by the rule of `[[users]].home`.
+    #[serde(deserialize_with = "home::deserialize_text")]
+    pub anonymous_home: Home,
     /// Embedded broker: how long a persistent session outlives its connection at most.
     #[serde(with = "de::duration")]
     pub session_expiry: Duration,
@@ -419,7 +422,7 @@ impl Default for MqttConfig {
             listen_v5: None,
             ws_listen: None,
             tls: MqttTlsConfig::default(),
-            anonymous_home: String::new(),
+            anonymous_home: Home::default(),
             session_expiry: Duration::from_secs(3600),
             session_queue: 1000,
             max_sessions: 10_000,
@@ -625,8 +628,9 @@ pub struct UserConfig {
     pub password_hash: String,
     /// OpenSSH public key lines for SFTP.
     pub authorized_keys: Vec<String>,
-    /// The user's root in the store, an absolute store path such as `/demo`.
-    pub home: String,
+    /// The user's root in the store, an absolute store path such as `/demo`; parsed when read
+    /// ([`parse_home`]), and the gateway runs on the parsed [`Home::path`].
+    pub home: Home,
     pub permissions: Vec<Permission>,
     /// Most bytes the user's home may hold; `None` (`"0"` or absent) = no limit.
     #[serde(with = "de::opt_size")]
@@ -829,13 +833,13 @@ impl Config {
             ),
             StorageBackend::Redis if s.redis.cluster => format!(
                 "storage redis cluster at {} (namespace {})",
-                masked_list(&s.redis.urls),
+                mask_url_list(&s.redis.urls),
                 s.namespace
             ),
             StorageBackend::Redis if !s.redis.sentinel_urls.is_empty() => format!(
                 "storage redis master {:?} of sentinels {} (namespace {})",
                 s.redis.master_name,
-                masked_list(&s.redis.sentinel_urls),
+                mask_url_list(&s.redis.sentinel_urls),
                 s.namespace
             ),
             StorageBackend::Redis => format!(
@@ -845,14 +849,6 @@ impl Config {
             ),
         }
     }
-}
-
-/// URLs for the startup line, passwords masked.
-fn masked_list(urls: &[String]) -> String {
-    urls.iter()
-        .map(|u| mask_url_password(u))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// The process's `FILEGATE__…` environment variables, for [`Config::load`]. Names and values that

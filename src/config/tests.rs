@@ -453,6 +453,76 @@ data_connections = 0
 }
 
 #[test]
+fn redis_urls_are_checked_by_the_parser_the_backend_connects_with() {
+    let redis =
+        |url: &str| format!("[storage]\nbackend = \"redis\"\n[storage.redis]\nurl = {url:?}\n");
+    // What the Redis client refuses is refused at check time, with the key, masked, and the fix.
+    let p = problems(&redis("redis://:s3cret@h:6379/notadb"), &[]);
+    assert_eq!(keys(&p), ["storage.redis.url"]);
+    assert!(
+        p[0].message
+            .starts_with("\"redis://:****@h:6379/notadb\" is not a Redis URL: "),
+        "{}",
+        p[0].message
+    );
+    assert!(
+        p[0].message.contains("redis://HOST:PORT/DB"),
+        "{}",
+        p[0].message
+    );
+    assert!(!p[0].message.contains("s3cret"));
+    let p = problems(&redis("redis://:pw@"), &[]);
+    assert!(p[0].message.contains("names no host"), "{}", p[0].message);
+    assert!(load(&redis("rediss://app:pw@redis.example:6380/2"), &[]).is_ok());
+    // With Sentinel, storage.redis.url (the master's password and database) is parsed too.
+    let p = problems(
+        "[storage]\nbackend = \"redis\"\n[storage.redis]\nurl = \"redis://h/x\"\n\
+         sentinel_urls = [\"redis://s:26379\"]\nmaster_name = \"m\"\n",
+        &[],
+    );
+    assert_eq!(keys(&p), ["storage.redis.url"]);
+}
+
+#[test]
+fn homes_are_parsed_once_into_store_paths() {
+    let user = |home: &str| {
+        format!(
+            "[[users]]\nname = \"bob\"\nauthorized_keys = [\"ssh-ed25519 AAAAC3Nza b@x\"]\nhome = {home:?}\n"
+        )
+    };
+    let c = load(&user("/acme/in/"), &[]).unwrap();
+    assert_eq!(c.users[0].home, "/acme/in/");
+    assert_eq!(c.users[0].home.path().unwrap().as_str(), "/acme/in");
+    let bad = |home: &str| problems(&user(home), &[]);
+    let p = bad("");
+    assert_eq!(keys(&p), ["users[0].home"]);
+    assert!(
+        p[0].message.contains("such as \"/bob\""),
+        "{}",
+        p[0].message
+    );
+    assert!(bad("bob")[0].message.contains("not absolute"));
+    for home in ["/a//b", "/a/./b", "/..", "/a\\b", "/a\nb"] {
+        let p = bad(home);
+        assert_eq!(keys(&p), ["users[0].home"], "{home:?}");
+        assert!(p[0].message.contains("; "), "{}", p[0].message);
+    }
+    // mqtt.anonymous_home follows the same rule; "" is none.
+    let c = load("[mqtt]\nanonymous_home = \"/public/\"\n", &[]).unwrap();
+    assert_eq!(c.mqtt.anonymous_home.path().unwrap().as_str(), "/public");
+    assert!(load("[mqtt]\nanonymous_home = \"\"\n", &[]).is_ok());
+    for home in ["public", "/pub/../x"] {
+        let p = problems(&format!("[mqtt]\nanonymous_home = {home:?}\n"), &[]);
+        assert_eq!(keys(&p), ["mqtt.anonymous_home"]);
+        assert!(
+            p[0].message.ends_with("or \"\" for none"),
+            "{}",
+            p[0].message
+        );
+    }
+}
+
+#[test]
 fn duplicate_listeners_are_refused() {
     let p = problems("[sftp]\nlisten = \"127.0.0.1:2121\"\n", &[]);
     assert_eq!(keys(&p), ["sftp.listen"]);

@@ -150,16 +150,10 @@ fn storage(s: &StorageConfig, p: &mut Problems) {
         StorageBackend::Redis => {
             let r = &s.redis;
             let sentinel = !r.sentinel_urls.is_empty() || !r.master_name.is_empty();
+            // The parser the backend connects with: what passes here is what it can use.
             let redis_url = |p: &mut Problems, key: &str, url: &str| {
-                if !has_scheme_and_host(url, &["redis", "rediss"]) {
-                    p.add(
-                        key,
-                        format!(
-                            "{:?} is not a Redis URL; write redis://HOST:PORT/DB (rediss:// for TLS), \
-                             such as \"redis://127.0.0.1:6379/0\"",
-                            super::mask_url_password(url)
-                        ),
-                    );
+                if let Err(e) = storage_backend::redis_url::parse(key, url) {
+                    p.add(e.key(), e.problem());
                 }
             };
             if !r.cluster && !sentinel {
@@ -200,6 +194,10 @@ fn storage(s: &StorageConfig, p: &mut Problems) {
                 }
                 for url in &r.sentinel_urls {
                     redis_url(p, "storage.redis.sentinel_urls", url);
+                }
+                // The master's password and database come from storage.redis.url, when set.
+                if !r.cluster && !r.url.is_empty() {
+                    redis_url(p, "storage.redis.url", &r.url);
                 }
                 if r.master_name.is_empty() {
                     p.add(
@@ -362,14 +360,13 @@ fn mqtt(m: &MqttConfig, users: &[UserConfig], p: &mut Problems) {
              remove the key (clients of both versions connect to mqtt.listen)",
         );
     }
-    if !m.anonymous_home.is_empty() && !m.anonymous_home.starts_with('/') {
-        p.add(
-            "mqtt.anonymous_home",
-            format!(
-                "{:?} is not a store path; use an absolute path such as \"/public\", or \"\" for none",
-                m.anonymous_home
-            ),
-        );
+    if !m.anonymous_home.is_empty() {
+        if let Err(e) = m.anonymous_home.path() {
+            p.add(
+                "mqtt.anonymous_home",
+                format!("{}, or \"\" for none", e.problem("/public")),
+            );
+        }
     }
     if m.session_queue == 0 {
         p.add(
@@ -470,7 +467,7 @@ fn webhooks(hooks: &[WebhookConfig], users: &[UserConfig], p: &mut Problems) {
                 key("url"),
                 format!(
                     "{:?} is not an http:// or https:// URL; write one such as \"https://ingest.example.com/hooks/filegate\"",
-                    h.url
+                    super::mask_url_password(&h.url)
                 ),
             );
         }
@@ -587,34 +584,9 @@ fn users(users: &[UserConfig], p: &mut Problems) {
         } else {
             format!("/{}", u.name)
         };
-        if u.home.is_empty() {
-            p.add(
-                key("home"),
-                format!("is empty; give the user's directory in the store, such as \"{example}\""),
-            );
-        } else if !u.home.starts_with('/') {
-            p.add(
-                key("home"),
-                format!(
-                    "{:?} is not absolute; write it from the store's root, such as \"/{}\"",
-                    u.home, u.home
-                ),
-            );
-        } else if u.home.contains(['\\', '\0']) || {
-            let segments: Vec<&str> = u.home.split('/').skip(1).collect();
-            let last = segments.len() - 1;
-            segments
-                .iter()
-                .enumerate()
-                .any(|(n, seg)| *seg == "." || *seg == ".." || (seg.is_empty() && n < last))
-        } {
-            p.add(
-                key("home"),
-                format!(
-                    "{:?} is not a plain path; leave out \".\", \"..\", \"//\", '\\' and NUL, such as \"{example}\"",
-                    u.home
-                ),
-            );
+        // Parsed when the file was read (`parse_home`); the accounts run on that path.
+        if let Err(e) = u.home.path() {
+            p.add(key("home"), e.problem(&example));
         }
     }
 }

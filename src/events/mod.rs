@@ -46,8 +46,9 @@ pub async fn start(
             return Ok(MqttSide { banner });
         }
         MqttMode::External => {
-            let target =
-                BrokerUrl::parse(&m.url).with_context(|| format!("mqtt.url {:?}", m.url))?;
+            let target = BrokerUrl::parse(&m.url).with_context(|| {
+                format!("mqtt.url {:?}", crate::config::mask_url_password(&m.url))
+            })?;
             let username = (!m.username.is_empty()).then(|| m.username.clone());
             let password = m.effective_password().map(str::to_string);
             banner.push(format!(

@@ -274,12 +274,16 @@ pub fn mosquitto_acl(config: &crate::config::Config) -> String {
         }
         out.push_str(&format!("user {}\n", u.name));
         if u.permissions.contains(&Permission::List) {
-            let home = u.home.trim_end_matches('/');
-            if home.is_empty() {
-                out.push_str(&format!("topic read {prefix}/events/#\n"));
-            } else {
-                let t = crate::events::topic(prefix, home);
-                out.push_str(&format!("topic read {t}\ntopic read {t}/#\n"));
+            // The home parsed when the configuration was read; one that is none grants nothing.
+            match u.home.path() {
+                Ok(home) if home.is_root() => {
+                    out.push_str(&format!("topic read {prefix}/events/#\n"));
+                }
+                Ok(home) => {
+                    let t = crate::events::topic(prefix, home.as_str());
+                    out.push_str(&format!("topic read {t}\ntopic read {t}/#\n"));
+                }
+                Err(_) => {}
             }
         }
         if m.commands && u.name == m.commands_user {

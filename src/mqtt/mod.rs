@@ -81,11 +81,18 @@ pub async fn start_embedded(
 ) -> anyhow::Result<EmbeddedBroker> {
     let user = format!("filegate-publisher-{}", uuid::Uuid::new_v4().simple());
     let password = uuid::Uuid::new_v4().simple().to_string();
-    let anonymous = config.allow_anonymous.then(|| {
-        (!config.anonymous_home.is_empty())
-            .then(|| config.anonymous_home.trim_end_matches('/').to_string())
-            .map(|h| if h.is_empty() { "/".to_string() } else { h })
-    });
+    // The home parsed when the configuration was read (`/` or `/public`, no trailing slash).
+    let anonymous = match (config.allow_anonymous, config.anonymous_home.is_empty()) {
+        (false, _) => None,
+        (true, true) => Some(None),
+        (true, false) => Some(Some(
+            config
+                .anonymous_home
+                .path()
+                .map_err(|e| anyhow::anyhow!("mqtt.anonymous_home: {e}"))?
+                .to_string(),
+        )),
+    };
     let broker = Arc::new(Broker {
         router: router::Router::new(
             acl::Rules::new(&config.topic_prefix, config.commands),

@@ -1,9 +1,13 @@
-//! Chunk maps: which chunk holds each `chunk_size` slice of a file version, and their text form.
+//! Chunk maps: which chunk holds each `chunk_size` slice of a file version, and their text form;
+//! and the arithmetic between file offsets and chunks, kept here so readers, write sessions and
+//! both backends cut files at the same places.
 //!
 //! In memory a map is a `Vec<u64>` indexed by chunk number, where 0 is a hole (reads as zeros).
 //! Stored, it is run-length encoded as `start+count` runs separated by commas (`0+n` for n holes),
 //! because a session allocates ids in consecutive batches: a 10 GiB file of 1 MiB chunks written in
 //! one pass takes a few hundred bytes instead of 80 KB. The Redis scripts parse the same form.
+
+use bytes::{Bytes, BytesMut};
 
 use crate::error::{Result, StoreError};
 
@@ -58,6 +62,37 @@ pub(crate) fn chunk_count(size: u64, chunk_size: u64) -> usize {
     size.div_ceil(chunk_size) as usize
 }
 
+/// The chunk holding byte `offset`, and that byte's position within it.
+pub(crate) fn locate(offset: u64, chunk_size: u64) -> (u64, u64) {
+    let idx = offset / chunk_size;
+    (idx, offset - chunk_start(idx, chunk_size))
+}
+
+/// The file offset where chunk `idx` begins.
+pub(crate) fn chunk_start(idx: u64, chunk_size: u64) -> u64 {
+    idx * chunk_size
+}
+
+/// How many of the file's bytes chunk `idx` holds: a whole chunk, fewer in the last one, none past
+/// the end.
+pub(crate) fn chunk_len(size: u64, chunk_size: u64, idx: u64) -> u64 {
+    chunk_size.min(size.saturating_sub(chunk_start(idx, chunk_size)))
+}
+
+/// Cuts or zero-pads stored chunk bytes to the length the file has in that chunk.
+pub(crate) fn fit(data: Bytes, len: usize) -> Bytes {
+    match data.len().cmp(&len) {
+        std::cmp::Ordering::Equal => data,
+        std::cmp::Ordering::Greater => data.slice(..len),
+        std::cmp::Ordering::Less => {
+            let mut padded = BytesMut::with_capacity(len);
+            padded.extend_from_slice(&data);
+            padded.resize(len, 0);
+            padded.freeze()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,5 +126,24 @@ mod tests {
         assert_eq!(chunk_count(1, 4), 1);
         assert_eq!(chunk_count(4, 4), 1);
         assert_eq!(chunk_count(5, 4), 2);
+    }
+
+    #[test]
+    fn locates_offsets_in_chunks() {
+        assert_eq!(locate(0, 4), (0, 0));
+        assert_eq!(locate(3, 4), (0, 3));
+        assert_eq!(locate(4, 4), (1, 0));
+        assert_eq!(chunk_start(3, 4), 12);
+        assert_eq!(chunk_len(10, 4, 1), 4);
+        assert_eq!(chunk_len(10, 4, 2), 2);
+        assert_eq!(chunk_len(10, 4, 3), 0);
+        assert_eq!(
+            fit(Bytes::from_static(b"abc"), 2),
+            Bytes::from_static(b"ab")
+        );
+        assert_eq!(
+            fit(Bytes::from_static(b"a"), 3),
+            Bytes::from_static(b"a\0\0")
+        );
     }
 }

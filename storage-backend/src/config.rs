@@ -72,6 +72,8 @@ pub struct EmbeddedConfig {
     pub path: Option<PathBuf>,
 }
 
+/// Every URL here is read by [`crate::redis_url::parse`] when the store opens, the parser the
+/// gateway's configuration check uses too.
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
     /// `redis://` or `rediss://` URL of a standalone server (its password and database also apply

@@ -1,6 +1,7 @@
 //! Store errors: a `Copy` kind that alone decides every protocol's reply, plus a message for people.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// What went wrong, in terms every front-end maps to its own protocol's codes.
 ///
@@ -82,26 +83,81 @@ impl ErrorKind {
     }
 }
 
+/// A condition within a kind that the store's callers act on beyond the reply. Protocols never see
+/// it: the kind alone decides every reply, so a reason can be added without touching a front-end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Reason {
+    /// Every change is refused until the publisher delivers events (kind `Unavailable`): nothing is
+    /// being delivered, which an operator must hear about.
+    OutboxFull,
+}
+
+impl Reason {
+    /// The kind every error with this reason has.
+    pub fn kind(self) -> ErrorKind {
+        match self {
+            Reason::OutboxFull => ErrorKind::Unavailable,
+        }
+    }
+
+    /// Stable short name; also the code the Redis scripts raise (`FG:<code>`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::OutboxFull => "outbox_full",
+        }
+    }
+
+    pub(crate) fn from_code(code: &str) -> Option<Reason> {
+        [Reason::OutboxFull]
+            .into_iter()
+            .find(|r| r.as_str() == code)
+    }
+}
+
 impl fmt::Display for ErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
 }
 
-/// An error from the store: its kind and a sentence a person understands.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{message}")]
+/// An error from the store: its kind, a sentence a person understands, and the library error
+/// behind it, if any.
+#[derive(Debug, Clone)]
 pub struct StoreError {
     kind: ErrorKind,
+    reason: Option<Reason>,
     message: String,
+    /// Shared rather than boxed so the error stays `Clone`.
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
 }
 
 impl StoreError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         StoreError {
             kind,
+            reason: None,
             message: message.into(),
+            source: None,
         }
+    }
+
+    /// An error of `reason`'s kind that carries the reason.
+    pub(crate) fn with_reason(reason: Reason, message: impl Into<String>) -> Self {
+        StoreError {
+            reason: Some(reason),
+            ..Self::new(reason.kind(), message)
+        }
+    }
+
+    /// Keeps the library error this one was made from, for [`std::error::Error::source`]; the
+    /// message stays as it is.
+    pub(crate) fn with_source(
+        mut self,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        self.source = Some(Arc::new(source));
+        self
     }
 
     pub fn kind(&self) -> ErrorKind {
@@ -110,6 +166,10 @@ impl StoreError {
 
     pub fn message(&self) -> &str {
         &self.message
+    }
+
+    pub fn reason(&self) -> Option<Reason> {
+        self.reason
     }
 
     pub(crate) fn not_found(path: impl fmt::Display) -> Self {
@@ -128,4 +188,48 @@ impl StoreError {
     }
 }
 
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+// By hand: thiserror's `#[source]` would hand out the `Arc` itself, which callers cannot downcast
+// to the library's error type.
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn the_library_error_stays_reachable_and_the_message_unchanged() {
+        let io = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "denied");
+        let e = StoreError::unavailable("cannot create the store: denied").with_source(io);
+        assert_eq!(e.to_string(), "cannot create the store: denied");
+        let source = e.source().expect("a source");
+        assert!(source.downcast_ref::<std::io::Error>().is_some());
+        assert!(e.clone().source().is_some());
+        assert!(StoreError::internal("x").source().is_none());
+    }
+
+    #[test]
+    fn a_reason_implies_its_kind() {
+        let e = StoreError::with_reason(Reason::OutboxFull, "event outbox is full");
+        assert_eq!(e.kind(), ErrorKind::Unavailable);
+        assert_eq!(e.reason(), Some(Reason::OutboxFull));
+        assert_eq!(Reason::from_code("outbox_full"), Some(Reason::OutboxFull));
+        // A reason's code must not shadow a kind's: the scripts' codes name one or the other.
+        assert!(ErrorKind::from_code(Reason::OutboxFull.as_str()).is_none());
+        assert_eq!(StoreError::unavailable("down").reason(), None);
+    }
+}

@@ -6,42 +6,39 @@
 //! change's event in the outbox. `docs/storage.md` describes the key layout, the commit protocol,
 //! the invariants and crash recovery.
 
-mod backend;
+// Layers, each importing only those below it: `store` and `records` (the API) → `read`, `write` →
+// `inner` → `backends` (the one place naming both backends) → `embedded`, `redis` → `seam`,
+// `chunkmap`, `outbox`, `path`, `types`, `error`.
+mod backends;
 mod chunkmap;
 pub mod config;
 mod digest;
 mod embedded;
 mod error;
+mod inner;
+mod mask;
 mod outbox;
 mod path;
 mod read;
 mod records;
 mod redis;
+mod seam;
 mod store;
 mod types;
 mod write;
 
-pub use backend::{MaintenanceReport, StoreUsage};
+/// The one parser of Redis URLs, for the gateway's configuration check and the backend alike.
+pub use crate::redis::url as redis_url;
 pub use config::{BackendConfig, EmbeddedConfig, RedisConfig, StoreConfig};
-pub use error::{ErrorKind, Result, StoreError};
+pub use error::{ErrorKind, Reason, Result, StoreError};
+pub use mask::{mask_url_list, mask_url_password};
 pub use outbox::{Event, EventKind, EventPage, OutboxStatus};
 pub use path::{StorePath, MAX_NAME_BYTES, MAX_PATH_BYTES};
 pub use read::{ChunkStream, FileReader};
 pub use records::{MAX_RECORD_KEY, MAX_RECORD_VALUE};
+pub use seam::{MaintenanceReport, StoreUsage};
 pub use store::{IntegrityReport, Store};
 pub use types::{
     ChangeContext, CommitInfo, CommitOptions, DirEntry, EntryKind, ListPage, Metadata, OpenOptions,
 };
 pub use write::{WriteSession, MAX_HOLE_BYTES};
-
-/// What both backends need to know beyond their own connection settings.
-#[derive(Debug, Clone)]
-pub(crate) struct BackendSettings {
-    pub namespace: String,
-    pub gc_grace: std::time::Duration,
-    pub orphan_timeout: std::time::Duration,
-    pub outbox_limit: u64,
-    /// Bounds of the history of acknowledged events.
-    pub history_max: u64,
-    pub history_age: std::time::Duration,
-}

@@ -7,10 +7,11 @@ use std::task::{Context, Poll};
 use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 
-use crate::backend::Version;
+use crate::chunkmap::{self, fit};
 use crate::error::{ErrorKind, Result, StoreError};
+use crate::inner::Inner;
 use crate::path::StorePath;
-use crate::store::Inner;
+use crate::seam::Version;
 use crate::types::{from_ms, EntryKind, Metadata};
 
 /// Chunks fetched ahead of the consumer while it is busy with the current one.
@@ -110,18 +111,19 @@ impl FileReader {
         }
         let end = v.size.min(offset + len as u64);
         let cs = v.chunk_size;
-        let first = offset / cs;
-        let last = (end - 1) / cs;
+        let (first, within) = chunkmap::locate(offset, cs);
+        let (last, _) = chunkmap::locate(end - 1, cs);
         if first == last {
             let chunk = self.chunk(first).await?;
-            let start = (offset - first * cs) as usize;
+            let start = within as usize;
             return Ok(chunk.slice(start..start + (end - offset) as usize));
         }
         let mut out = BytesMut::with_capacity((end - offset) as usize);
         for idx in first..=last {
             let chunk = self.chunk(idx).await?;
-            let from = offset.saturating_sub(idx * cs) as usize;
-            let to = ((end - idx * cs) as usize).min(chunk.len());
+            let begins = chunkmap::chunk_start(idx, cs);
+            let from = offset.saturating_sub(begins) as usize;
+            let to = ((end - begins) as usize).min(chunk.len());
             out.extend_from_slice(&chunk[from..to]);
         }
         Ok(out.freeze())
@@ -182,12 +184,11 @@ impl FileReader {
             if offset >= v.size {
                 return;
             }
-            let cs = v.chunk_size;
-            let first = (offset / cs) as usize;
+            let (first, within) = chunkmap::locate(offset, v.chunk_size);
             // Fetches run as tasks this producer owns: it aborts them when the consumer goes away.
             let mut pending = std::collections::VecDeque::new();
-            let mut next = first;
-            let mut skip = (offset - first as u64 * cs) as usize;
+            let mut next = first as usize;
+            let mut skip = within as usize;
             loop {
                 while pending.len() < READ_AHEAD && next < v.chunks.len() {
                     let (inner, path, version) = (inner.clone(), path.clone(), version.clone());
@@ -207,7 +208,9 @@ impl FileReader {
                         Ok(data.slice(cut..))
                     }
                     Ok(Err(e)) => Err(e),
-                    Err(e) => Err(StoreError::internal(format!("chunk fetch failed: {e}"))),
+                    Err(e) => {
+                        Err(StoreError::internal(format!("chunk fetch failed: {e}")).with_source(e))
+                    }
                 };
                 let failed = piece.is_err();
                 if tx.send(piece).await.is_err() || failed {
@@ -253,9 +256,7 @@ pub(crate) async fn chunk_content(
     v: &Version,
     idx: usize,
 ) -> Result<Bytes> {
-    let cs = v.chunk_size;
-    let start = idx as u64 * cs;
-    let len = cs.min(v.size.saturating_sub(start)) as usize;
+    let len = chunkmap::chunk_len(v.size, v.chunk_size, idx as u64) as usize;
     let id = v.chunks.get(idx).copied().unwrap_or(0);
     if id == 0 {
         return Ok(Bytes::from(vec![0u8; len]));
@@ -267,18 +268,4 @@ pub(crate) async fn chunk_content(
         )
     })?;
     Ok(fit(data, len))
-}
-
-/// Cuts or zero-pads stored chunk bytes to the length the file has in that chunk.
-pub(crate) fn fit(data: Bytes, len: usize) -> Bytes {
-    match data.len().cmp(&len) {
-        std::cmp::Ordering::Equal => data,
-        std::cmp::Ordering::Greater => data.slice(..len),
-        std::cmp::Ordering::Less => {
-            let mut padded = BytesMut::with_capacity(len);
-            padded.extend_from_slice(&data);
-            padded.resize(len, 0);
-            padded.freeze()
-        }
-    }
 }

@@ -6,7 +6,6 @@
 
 use std::time::SystemTime;
 
-use crate::backend::Backend;
 use crate::error::{ErrorKind, Result, StoreError};
 use crate::store::Store;
 use crate::types::to_ms;
@@ -118,63 +117,5 @@ impl Store {
             .backend
             .record_list(table, after.unwrap_or(""), limit)
             .await
-    }
-}
-
-impl Backend {
-    /// `expected`: None = write unconditionally; Some(None) = only if absent; Some(Some(v)) = only if
-    /// the current value is `v`.
-    pub(crate) async fn record_write(
-        &self,
-        table: &str,
-        key: &str,
-        expected: Option<Option<&[u8]>>,
-        value: &[u8],
-        expires_ms: u64,
-    ) -> Result<bool> {
-        match self {
-            Backend::Redis(b) => {
-                b.record_write(table, key, expected, value, expires_ms)
-                    .await
-            }
-            Backend::Embedded(b) => {
-                b.record_write(table, key, expected, value, expires_ms)
-                    .await
-            }
-        }
-    }
-
-    pub(crate) async fn record_get(&self, table: &str, key: &str) -> Result<Option<Vec<u8>>> {
-        match self {
-            Backend::Redis(b) => b.record_get(table, key).await,
-            Backend::Embedded(b) => b.record_get(table, key).await,
-        }
-    }
-
-    pub(crate) async fn record_delete(&self, table: &str, key: &str) -> Result<bool> {
-        match self {
-            Backend::Redis(b) => b.record_delete(table, key).await,
-            Backend::Embedded(b) => b.record_delete(table, key).await,
-        }
-    }
-
-    pub(crate) async fn record_list(
-        &self,
-        table: &str,
-        after: &str,
-        limit: usize,
-    ) -> Result<Vec<(String, Vec<u8>)>> {
-        match self {
-            Backend::Redis(b) => b.record_list(table, after, limit).await,
-            Backend::Embedded(b) => b.record_list(table, after, limit).await,
-        }
-    }
-
-    /// Removes expired records (part of the maintenance pass).
-    pub(crate) async fn sweep_records(&self) -> Result<u64> {
-        match self {
-            Backend::Redis(b) => b.sweep_records().await,
-            Backend::Embedded(b) => b.sweep_records().await,
-        }
     }
 }

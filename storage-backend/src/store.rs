@@ -8,19 +8,18 @@ use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::backend::{Backend, MaintenanceReport, StoreUsage};
-use crate::config::{BackendConfig, StoreConfig};
-use crate::embedded::EmbeddedBackend;
+use crate::backends::Backend;
+use crate::config::StoreConfig;
 use crate::error::{ErrorKind, Result, StoreError};
-use crate::outbox::{Event, EventOrigin, EventPage, OutboxStatus};
+use crate::inner::{origin, Inner};
+use crate::outbox::{Event, EventPage, OutboxStatus};
 use crate::path::StorePath;
 use crate::read::FileReader;
-use crate::redis::RedisBackend;
+use crate::seam::{MaintenanceReport, StoreUsage};
 use crate::types::{
-    now_ms, to_ms, ChangeContext, CommitInfo, CommitOptions, ListPage, Metadata, OpenOptions,
+    to_ms, ChangeContext, CommitInfo, CommitOptions, ListPage, Metadata, OpenOptions,
 };
 use crate::write::WriteSession;
-use crate::BackendSettings;
 
 /// Largest page a listing returns, whatever the caller asks for.
 pub const MAX_LIST_PAGE: usize = 10_000;
@@ -29,19 +28,6 @@ pub const MAX_LIST_PAGE: usize = 10_000;
 #[derive(Clone)]
 pub struct Store {
     pub(crate) inner: Arc<Inner>,
-}
-
-pub(crate) struct Inner {
-    pub backend: Backend,
-    pub config: StoreConfig,
-    /// Chunk size for new files (the embedded backend trims it to fit redb's pages).
-    pub chunk_size: u64,
-    pub tasks: TaskTracker,
-    pub shutdown: CancellationToken,
-    /// Set by [`Store::simulate_crash`]: nothing is cleaned up any more, as after `kill -9`.
-    pub crashed: AtomicBool,
-    /// The newest event recorded through this process (events of other gateways do not show here).
-    pub last_seq: tokio::sync::watch::Sender<u64>,
 }
 
 /// What the integrity check found.
@@ -63,24 +49,7 @@ impl Store {
                 "storage.chunk_size must be greater than 0",
             ));
         }
-        let settings = BackendSettings {
-            namespace: config.namespace.clone(),
-            gc_grace: config.gc_grace,
-            orphan_timeout: config.orphan_timeout,
-            outbox_limit: config.outbox_limit,
-            history_max: config.history_max,
-            history_age: config.history_age,
-        };
-        let (backend, chunk_size) = match &config.backend {
-            BackendConfig::Embedded(e) => (
-                Backend::Embedded(EmbeddedBackend::open(e.path.clone(), settings).await?),
-                embedded_chunk_size(config.chunk_size),
-            ),
-            BackendConfig::Redis(r) => (
-                Backend::Redis(Box::new(RedisBackend::open(r, settings).await?)),
-                config.chunk_size,
-            ),
-        };
+        let (backend, chunk_size) = Backend::open(&config).await?;
         let inner = Arc::new(Inner {
             backend,
             config,
@@ -381,62 +350,6 @@ impl Store {
             missing,
             unreferenced,
         })
-    }
-}
-
-impl Inner {
-    /// Like `note`, and tells anyone watching for new events (the publisher) about the change.
-    pub fn note_seq(&self, result: Result<u64>) -> Result<u64> {
-        let result = self.note(result);
-        if let Ok(seq) = &result {
-            self.recorded(*seq);
-        }
-        result
-    }
-
-    pub fn recorded(&self, seq: u64) {
-        self.last_seq.send_if_modified(|last| {
-            let newer = seq > *last;
-            if newer {
-                *last = seq;
-            }
-            newer
-        });
-    }
-
-    /// Makes a full outbox loud: it means events are not being delivered and changes are refused.
-    pub fn note<T>(&self, result: Result<T>) -> Result<T> {
-        if let Err(e) = &result {
-            if e.kind() == ErrorKind::Unavailable && e.message().starts_with("event outbox is full")
-            {
-                tracing::error!(error = %e, limit = self.config.outbox_limit, "refusing a change: the event outbox is full");
-            }
-        }
-        result
-    }
-
-    /// Runs `fut` in the background, owned by the store's task tracker, if a runtime is still there.
-    pub fn spawn_cleanup(&self, fut: impl std::future::Future<Output = ()> + Send + 'static) {
-        if self.crashed.load(Ordering::SeqCst) {
-            return;
-        }
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            self.tasks.spawn_on(fut, &handle);
-        }
-    }
-}
-
-pub(crate) fn origin(ctx: &ChangeContext) -> EventOrigin {
-    EventOrigin::new(ctx, now_ms())
-}
-
-/// redb keeps a value in a power-of-two run of pages, so a value of exactly 1 MiB (plus its few bytes
-/// of overhead) would take 2 MiB. Chunks of the embedded store are kept 4 KiB under the configured size.
-fn embedded_chunk_size(configured: u64) -> u64 {
-    if configured >= 64 * 1024 {
-        configured - 4096
-    } else {
-        configured
     }
 }
 

@@ -14,16 +14,14 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
-
-use crate::digest::ChunkHasher;
 use tokio::task::JoinSet;
 
-use crate::backend::{CommitRequest, Version};
-use crate::chunkmap::chunk_count;
+use crate::chunkmap::{self, chunk_count, fit};
+use crate::digest::ChunkHasher;
 use crate::error::{ErrorKind, Result, StoreError};
+use crate::inner::{origin, Inner};
 use crate::path::StorePath;
-use crate::read::fit;
-use crate::store::{origin, Inner};
+use crate::seam::{CommitRequest, SessionStart, Version};
 use crate::types::{to_ms, ChangeContext, CommitInfo, CommitOptions, OpenOptions};
 
 /// Chunk buffers a session keeps open for writing.
@@ -90,7 +88,7 @@ impl WriteSession {
         } else {
             // Nothing to pin and nothing to register: the commit checks the path. Saves a round trip
             // for whole-file writes (`Store::write_file`); interactive uploads validate up front.
-            crate::backend::SessionStart { sid: 0, base: None }
+            SessionStart { sid: 0, base: None }
         };
         let (chunk_size, size, chunks, hasher) = match start.base {
             Some(Version {
@@ -156,8 +154,8 @@ impl WriteSession {
         let mut pos = offset;
         let mut rest = data;
         while !rest.is_empty() {
-            let idx = pos / cs;
-            let within = (pos - idx * cs) as usize;
+            let (idx, within) = chunkmap::locate(pos, cs);
+            let within = within as usize;
             let n = rest.len().min(cs as usize - within);
             let whole = within == 0 && n as u64 == cs;
             let buf = self.buffer(idx, whole).await?;
@@ -207,9 +205,8 @@ impl WriteSession {
             self.dirty.retain(|&idx, _| idx < keep as u64);
             self.sent.retain(|&idx, _| idx < keep as u64);
             self.unsent.retain(|&idx, _| idx < keep as u64);
-            let tail = len % cs;
+            let (idx, tail) = chunkmap::locate(len, cs);
             if tail != 0 {
-                let idx = len / cs;
                 let has_bytes = self.dirty.contains_key(&idx)
                     || self.chunks.get(idx as usize).is_some_and(|&id| id != 0);
                 if has_bytes {
@@ -240,12 +237,12 @@ impl WriteSession {
         let mut out = Vec::with_capacity((end - offset) as usize);
         let mut pos = offset;
         while pos < end {
-            let idx = pos / cs;
+            let (idx, from) = chunkmap::locate(pos, cs);
             let chunk = self.content(idx).await?;
-            let from = (pos - idx * cs) as usize;
-            let to = ((end - idx * cs) as usize).min(chunk.len());
-            out.extend_from_slice(&chunk[from..to]);
-            pos = idx * cs + to as u64;
+            let begins = chunkmap::chunk_start(idx, cs);
+            let to = ((end - begins) as usize).min(chunk.len());
+            out.extend_from_slice(&chunk[from as usize..to]);
+            pos = begins + to as u64;
         }
         Ok(out.into())
     }
@@ -398,7 +395,7 @@ impl WriteSession {
     /// about to be overwritten entirely.
     async fn buffer(&mut self, idx: u64, whole: bool) -> Result<&mut Vec<u8>> {
         if !self.dirty.contains_key(&idx) {
-            let beyond_end = idx * self.chunk_size >= self.size;
+            let beyond_end = chunkmap::chunk_start(idx, self.chunk_size) >= self.size;
             // A buffer that will likely fill up gets the whole chunk at once: growing it by
             // doubling copied each chunk's bytes again (a 256 KiB FTP piece into a 512 KiB chunk:
             // half of them). A file's first chunk starts small, so small files stay cheap.
@@ -417,9 +414,7 @@ impl WriteSession {
 
     /// The bytes the session holds for chunk `idx` (dirty, being stored, or stored), sized to the file.
     async fn content(&mut self, idx: u64) -> Result<Bytes> {
-        let len = self
-            .chunk_size
-            .min(self.size.saturating_sub(idx * self.chunk_size)) as usize;
+        let len = chunkmap::chunk_len(self.size, self.chunk_size, idx) as usize;
         if let Some(buf) = self.dirty.get(&idx) {
             return Ok(fit(Bytes::copy_from_slice(buf), len));
         }
@@ -463,7 +458,8 @@ impl WriteSession {
         if self.hasher.is_on() {
             // Whole: a full chunk, or the file's last chunk once nothing more can be written.
             let whole = data.len() as u64 == self.chunk_size
-                || (self.committing && (idx + 1) * self.chunk_size >= self.size);
+                || (self.committing
+                    && chunkmap::chunk_start(idx + 1, self.chunk_size) >= self.size);
             self.hasher.feed(idx, &data, whole).await;
         }
         self.in_flight_data.insert(id, data.clone());
@@ -484,7 +480,9 @@ impl WriteSession {
                 Ok(())
             }
             Some(Ok(Err(e))) => Err(e),
-            Some(Err(e)) => Err(StoreError::internal(format!("storing a chunk failed: {e}"))),
+            Some(Err(e)) => {
+                Err(StoreError::internal(format!("storing a chunk failed: {e}")).with_source(e))
+            }
             None => Ok(()),
         }
     }

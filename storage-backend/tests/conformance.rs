@@ -937,6 +937,11 @@ async fn full_outbox_refuses_changes_loudly(kind: Kind) {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unavailable);
     assert!(err.message().contains("of this user"), "{err}");
+    assert_eq!(
+        err.reason(),
+        None,
+        "one user's share is not the whole outbox"
+    );
     for i in 0..2 {
         s.mkdir(&p(&format!("/b{i}")), &by("bob")).await.unwrap();
     }
@@ -947,6 +952,7 @@ async fn full_outbox_refuses_changes_loudly(kind: Kind) {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unavailable);
     assert!(err.message().contains("outbox is full"), "{err}");
+    assert_eq!(err.reason(), Some(storage_backend::Reason::OutboxFull));
     assert_eq!(
         s.mkdir(&p("/d9"), &by("carol")).await.unwrap_err().kind(),
         ErrorKind::Unavailable

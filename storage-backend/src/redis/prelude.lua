@@ -9,6 +9,8 @@ local OUTBOX_LIMIT = tonumber(ARGV[4])
 local ORIGIN = ARGV[5]
 local ROOT = '1'
 
+-- `code` is an ErrorKind's name (`not_found`), or a Reason's (`outbox_full`), which carries its kind:
+-- the caller tells a full outbox by its code, not by the words of the message.
 local function fail(code, msg)
   error({err = 'FG:' .. code .. ' ' .. msg})
 end
@@ -66,7 +68,7 @@ local function check_outbox()
   local seq = tonumber(redis.call('HGET', P .. 'ctr', 'seq') or '0')
   local acked = tonumber(redis.call('HGET', P .. 'ctr', 'acked') or '0')
   if seq - acked >= OUTBOX_LIMIT then
-    fail('unavailable', 'event outbox is full: ' .. num(seq - acked) ..
+    fail('outbox_full', 'event outbox is full: ' .. num(seq - acked) ..
       ' events are waiting for delivery; changes are refused until the publisher catches up')
   end
   local share = math.max(1, math.floor(OUTBOX_LIMIT / 2))

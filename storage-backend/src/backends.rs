@@ -1,92 +1,21 @@
-//! The seam between the store's chunk logic and the two backends: the operations both implement.
+//! The backend a store runs on, as one value: every call goes to whichever backend it is.
 //!
-//! Each metadata operation here is one atomic step in the backend (a Lua script in Redis, a write
-//! transaction in redb), and every one that changes the namespace records its event in that step.
-//! Chunk data moves separately (`put_chunk`/`get_chunk`) and becomes visible only through a commit.
+//! The only module that names both backends; everything above it (`inner`, `read`, `write`,
+//! `store`) sees a `Backend`, and the backends see only the seam.
 
 use bytes::Bytes;
 
+use crate::config::{BackendConfig, StoreConfig};
 use crate::embedded::EmbeddedBackend;
 use crate::error::Result;
 use crate::outbox::{Event, EventOrigin, EventPage, OutboxStatus};
 use crate::path::StorePath;
 use crate::redis::RedisBackend;
+use crate::seam::{
+    BackendSettings, CommitOutcome, CommitRequest, MaintenanceReport, OpenedRead, SessionStart,
+    StoreUsage,
+};
 use crate::types::{ListPage, Metadata, OpenOptions};
-
-/// One committed version of a file's content.
-#[derive(Debug, Clone)]
-pub(crate) struct Version {
-    pub vid: u64,
-    pub size: u64,
-    pub chunk_size: u64,
-    /// Chunk id per chunk index; 0 is a hole.
-    pub chunks: Vec<u64>,
-    pub sha256: Option<String>,
-    pub complete: bool,
-    pub mtime_ms: u64,
-}
-
-/// A write session as the backend opened it.
-#[derive(Debug)]
-pub(crate) struct SessionStart {
-    /// The backend's record of the session (0 when it keeps none: Redis registers a session only to
-    /// pin a base version).
-    pub sid: u64,
-    /// The version the session starts from (pinned until the session ends), unless truncating.
-    pub base: Option<Version>,
-}
-
-#[derive(Debug)]
-pub(crate) struct CommitRequest<'a> {
-    pub sid: u64,
-    pub path: &'a StorePath,
-    pub size: u64,
-    pub chunk_size: u64,
-    pub chunks: &'a [u64],
-    pub sha256: Option<String>,
-    pub complete: bool,
-    pub mtime_ms: u64,
-    pub origin: EventOrigin,
-    /// Chunks the session wrote that the final map does not use.
-    pub superseded: &'a [u64],
-}
-
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct CommitOutcome {
-    pub seq: u64,
-    pub vid: u64,
-    pub created: bool,
-}
-
-/// A version opened for reading and, when the read may take a while, pinned so its chunks outlive
-/// an overwrite.
-#[derive(Debug)]
-pub(crate) struct OpenedRead {
-    pub version: Version,
-    pub pin: Option<u64>,
-}
-
-/// What one maintenance pass did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct MaintenanceReport {
-    /// Sessions and read pins of dead gateways that were ended.
-    pub sessions_reclaimed: u64,
-    /// Chunks deleted because nothing refers to them any more.
-    pub chunks_deleted: u64,
-}
-
-/// Counts for tests, metrics and the integrity check.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct StoreUsage {
-    /// Chunks referenced by at least one version.
-    pub referenced_chunks: u64,
-    /// Chunks waiting for deletion.
-    pub garbage_chunks: u64,
-    /// Open write sessions and read pins.
-    pub sessions: u64,
-    /// Chunk values actually present in the backend.
-    pub stored_chunks: u64,
-}
 
 pub(crate) enum Backend {
     Redis(Box<RedisBackend>),
@@ -103,6 +32,28 @@ macro_rules! dispatch {
 }
 
 impl Backend {
+    /// Opens (creating if needed) the configured backend; also the chunk size new files get there.
+    pub async fn open(config: &StoreConfig) -> Result<(Backend, u64)> {
+        let settings = BackendSettings {
+            namespace: config.namespace.clone(),
+            gc_grace: config.gc_grace,
+            orphan_timeout: config.orphan_timeout,
+            outbox_limit: config.outbox_limit,
+            history_max: config.history_max,
+            history_age: config.history_age,
+        };
+        Ok(match &config.backend {
+            BackendConfig::Embedded(e) => (
+                Backend::Embedded(EmbeddedBackend::open(e.path.clone(), settings).await?),
+                EmbeddedBackend::chunk_size(config.chunk_size),
+            ),
+            BackendConfig::Redis(r) => (
+                Backend::Redis(Box::new(RedisBackend::open(r, settings).await?)),
+                config.chunk_size,
+            ),
+        })
+    }
+
     pub fn describe(&self) -> String {
         dispatch!(self, b => b.describe())
     }
@@ -181,7 +132,6 @@ impl Backend {
         dispatch!(self, b => b.commit(req).await)
     }
 
-    /// Ends a session without committing; `written` lists the chunks it stored.
     /// Stores the only chunk of a file and commits it; one round trip where the backend can.
     pub async fn put_and_commit(
         &self,
@@ -198,6 +148,7 @@ impl Backend {
         }
     }
 
+    /// Ends a session without committing; `written` lists the chunks it stored.
     pub async fn end_session(&self, sid: u64, written: &[u64]) -> Result<()> {
         dispatch!(self, b => b.end_session(sid, written).await)
     }
@@ -266,5 +217,63 @@ impl Backend {
     /// Every chunk id referenced by a version, and every chunk id stored (for the integrity check).
     pub async fn chunk_inventory(&self) -> Result<(Vec<u64>, Vec<u64>)> {
         dispatch!(self, b => b.chunk_inventory().await)
+    }
+
+    // Records (`records.rs`): small values beside the file tree.
+
+    /// `expected`: None = write unconditionally; Some(None) = only if absent; Some(Some(v)) = only if
+    /// the current value is `v`.
+    pub(crate) async fn record_write(
+        &self,
+        table: &str,
+        key: &str,
+        expected: Option<Option<&[u8]>>,
+        value: &[u8],
+        expires_ms: u64,
+    ) -> Result<bool> {
+        match self {
+            Backend::Redis(b) => {
+                b.record_write(table, key, expected, value, expires_ms)
+                    .await
+            }
+            Backend::Embedded(b) => {
+                b.record_write(table, key, expected, value, expires_ms)
+                    .await
+            }
+        }
+    }
+
+    pub(crate) async fn record_get(&self, table: &str, key: &str) -> Result<Option<Vec<u8>>> {
+        match self {
+            Backend::Redis(b) => b.record_get(table, key).await,
+            Backend::Embedded(b) => b.record_get(table, key).await,
+        }
+    }
+
+    pub(crate) async fn record_delete(&self, table: &str, key: &str) -> Result<bool> {
+        match self {
+            Backend::Redis(b) => b.record_delete(table, key).await,
+            Backend::Embedded(b) => b.record_delete(table, key).await,
+        }
+    }
+
+    pub(crate) async fn record_list(
+        &self,
+        table: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>> {
+        match self {
+            Backend::Redis(b) => b.record_list(table, after, limit).await,
+            Backend::Embedded(b) => b.record_list(table, after, limit).await,
+        }
+    }
+
+    /// Removes expired records (part of the maintenance pass).
+    pub(crate) async fn sweep_records(&self) -> Result<u64> {
+        match self {
+            Backend::Redis(b) => b.sweep_records().await,
+            Backend::Embedded(b) => b.sweep_records().await,
+        }
     }
 }
