@@ -149,7 +149,9 @@ pub async fn list_sorted(
     params(("q" = String, Query, description = "text the name contains"),
            ("path" = Option<String>, Query, description = "directory to search (default: home)"),
            ("cursor" = Option<String>, Query), ("limit" = Option<usize>, Query)),
-    responses((status = 200, description = "{entries:[{path,name,kind,size,mtime}], next_cursor}"), super::openapi::Errors))]
+    responses((status = 200, description = "{entries:[{path,name,kind,size,mtime}], next_cursor}"),
+              (status = 409, description = "`path` is a file, not a directory", body = super::openapi::ProblemBody, content_type = "application/problem+json"),
+              super::openapi::Errors))]
 pub async fn search(State(_api): State<Shared>, session: Session, uri: Uri) -> Result<Response> {
     let fs = &session.fs;
     let q = query(&uri)?;
