@@ -1,4 +1,4 @@
-"""Event clients for tests/http_events.rs: Server-Sent Events with `requests` (streaming) and a
+"""Event clients for tests/gateway/http_events.rs: Server-Sent Events with `requests` (streaming) and a
 WebSocket with `websockets` (both pinned in scripts/test).
 
     events_client.py sse BASE USER AFTER STOP   print each event as one JSON line until the event

@@ -5,7 +5,7 @@ MODE: plain (FTP), explicit (FTP_TLS, AUTH TLS + PROT P) or implicit (TLS from t
 
 Uploads, lists (LIST, NLST, MLSD with chosen facts), renames, downloads and compares bytes, and
 checks the replies clients depend on. Exits non-zero with the failing step on any difference.
-The test (tests/clients_ftp.rs) checks the events the gateway published for it.
+The test (tests/gateway/clients_ftp.rs) checks the events the gateway published for it.
 """
 
 import ftplib

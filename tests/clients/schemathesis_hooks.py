@@ -1,4 +1,4 @@
-"""Schemathesis hooks for tests/http_openapi.rs: tus PATCH bodies are raw bytes
+"""Schemathesis hooks for tests/gateway/http_openapi.rs: tus PATCH bodies are raw bytes
 (application/offset+octet-stream), which Schemathesis has no serializer for."""
 import schemathesis
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """The web interface in a real browser: Debian's headless Chromium driven by Selenium through
-chromedriver, against a gateway that tests/web.rs started. Each check prints `ok - NAME` or
+chromedriver, against a gateway that tests/gateway/web.rs started. Each check prints `ok - NAME` or
 `FAIL - NAME: why`; the last line is `N passed, M failed` and the exit status is 1 on any failure.
 axe-core (npm, tests/clients/web/) checks WCAG 2.2 AA on every main view. Screenshots go to
 FILEGATE_SHOTS (docs/web/), measurements to FILEGATE_RESULTS (JSON).

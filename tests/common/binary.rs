@@ -151,17 +151,9 @@ impl Binary {
 
     /// Waits for the exit (bounded); returns the exit code and everything logged.
     pub fn wait(mut self, limit: Duration) -> (Option<i32>, String) {
-        let deadline = Instant::now() + limit;
-        let status = loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                break s;
-            }
-            if Instant::now() > deadline {
-                self.child.kill().ok();
-                let log = self.stderr.take().unwrap().join().unwrap();
-                panic!("the gateway did not exit within {limit:?}; log:\n{log}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let Some(status) = wait_exit(&mut self.child, limit) else {
+            let log = self.stderr.take().unwrap().join().unwrap();
+            panic!("the gateway did not exit within {limit:?}; log:\n{log}");
         };
         let _ = &self.lines;
         (status.code(), self.stderr.take().unwrap().join().unwrap())
@@ -235,4 +227,21 @@ pub fn curl_get(ftp: SocketAddr, path: &str) -> Option<Vec<u8>> {
         .output()
         .ok()?;
     out.status.success().then_some(out.stdout)
+}
+
+/// Waits (bounded) for `child` to exit. A child still running after `limit` is killed and `None`
+/// returned, so a hung process fails its test instead of outliving it.
+pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            child.kill().ok();
+            child.wait().ok();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -7,6 +7,17 @@
 #![allow(dead_code)]
 
 pub mod binary;
+pub mod mqtt;
+
+/// Runs each named `async fn(Kind)` as two tests, `embedded::name` and `redis::name`. The calling
+/// module imports `Kind`; `FILEGATE_TEST_REDIS` picks the Redis topology (see [`Kind::resolved`]).
+#[allow(unused_macros)] // the slow tier has no test on both backends
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod embedded { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Kind::Embedded).await } )* }
+        mod redis { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Kind::Redis).await } )* }
+    };
+}
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -392,33 +403,103 @@ pub async fn metrics(addr: SocketAddr) -> std::collections::HashMap<String, f64>
     samples(&body)
 }
 
-/// Waits (polling the endpoint, bounded) until `check` holds for the metrics.
+/// Polls `probe` (every 20 ms) until it gives `Ok`, and returns that value. A condition that still
+/// fails after `limit` fails the test with `what` and the last `Err` the probe gave (the state the
+/// test saw), so a slow machine only makes the wait longer, never the assertion weaker.
+pub async fn until<T, E: std::fmt::Debug, F: std::future::Future<Output = Result<T, E>>>(
+    what: &str,
+    limit: Duration,
+    mut probe: impl FnMut() -> F,
+) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        let last = match probe().await {
+            Ok(v) => return v,
+            Err(e) => e,
+        };
+        assert!(
+            Instant::now() < deadline,
+            "{what} (waited {limit:?}; last seen: {last:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// [`until`] for a plain condition.
+pub async fn until_true<F: std::future::Future<Output = bool>>(
+    what: &str,
+    limit: Duration,
+    mut check: impl FnMut() -> F,
+) {
+    until(what, limit, || {
+        let f = check();
+        async move {
+            if f.await {
+                Ok(())
+            } else {
+                Err("not yet")
+            }
+        }
+    })
+    .await
+}
+
+/// [`until`] for a blocking test (no runtime): polls `probe` on this thread.
+pub fn until_blocking<T, E: std::fmt::Debug>(
+    what: &str,
+    limit: Duration,
+    mut probe: impl FnMut() -> Result<T, E>,
+) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        let last = match probe() {
+            Ok(v) => return v,
+            Err(e) => e,
+        };
+        assert!(
+            Instant::now() < deadline,
+            "{what} (waited {limit:?}; last seen: {last:?})"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits until `check` holds for the metrics, and returns them.
 pub async fn until_metrics(
     addr: SocketAddr,
     what: &str,
     check: impl Fn(&std::collections::HashMap<String, f64>) -> bool,
 ) -> std::collections::HashMap<String, f64> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let m = metrics(addr).await;
-        if check(&m) {
-            return m;
-        }
-        assert!(Instant::now() < deadline, "{what} never happened: {m:#?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until(
+        &format!("{what} never happened"),
+        Duration::from_secs(30),
+        || async {
+            let m = metrics(addr).await;
+            if check(&m) {
+                Ok(m)
+            } else {
+                Err(m)
+            }
+        },
+    )
+    .await
 }
 
+/// Waits until `/readyz` answers `want`, and returns its body.
 pub async fn until_ready(addr: SocketAddr, want: u16) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (status, body) = http_get(addr, "/readyz").await;
-        if status == want {
-            return body;
-        }
-        assert!(Instant::now() < deadline, "/readyz stayed {status}: {body}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until(
+        &format!("/readyz never answered {want}"),
+        Duration::from_secs(30),
+        || async {
+            let (status, body) = http_get(addr, "/readyz").await;
+            if status == want {
+                Ok(body)
+            } else {
+                Err((status, body))
+            }
+        },
+    )
+    .await
 }
 
 // --- SSH and SFTP through russh, for what OpenSSH's batch client cannot do. ---

@@ -133,17 +133,8 @@ fn hash_password_round_trip() {
 
 /// Waits for `child` to exit, at most `limit`.
 fn wait_with_deadline(child: &mut Child, limit: Duration) -> ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() > deadline {
-            child.kill().ok();
-            panic!("filegate did not exit within {limit:?} of SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    crate::common::binary::wait_exit(child, limit)
+        .unwrap_or_else(|| panic!("filegate did not exit within {limit:?} of SIGTERM"))
 }
 
 #[test]

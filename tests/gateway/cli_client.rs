@@ -6,14 +6,12 @@
 //! - a wrong password is exit 5, an unreachable gateway exit 6, a missing file exit 7;
 //! - `events` prints the events as JSON lines; `put`/`get`/`ls`/`rm` round-trip a file.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use common::binary::{curl_put, Binary, BIN, SECRET};
+use crate::common::binary::{curl_put, Binary, BIN, SECRET};
 
 fn cli(gw: &Binary, password: &str, args: &[&str]) -> Output {
     Command::new(BIN)
@@ -120,7 +118,7 @@ fn wait_in_a_job_script_returns_for_complete_files_only() {
     let code = std::fs::read_to_string(dir.path().join("job.out.code")).unwrap();
     let line = std::fs::read_to_string(&out_file).unwrap();
     assert_eq!(code.trim(), "0", "{line}");
-    let sha = common::sha256_hex(body);
+    let sha = crate::common::sha256_hex(body);
     assert_eq!(line.trim(), format!("/in/orders.csv {} {sha}", body.len()));
 
     // Already there: at once.
@@ -186,7 +184,7 @@ fn events_and_file_commands() {
 
     // put / ls / get / rm.
     let local = dir.path().join("report 1.bin");
-    let content = common::content(7, 300_000);
+    let content = crate::common::content(7, 300_000);
     std::fs::write(&local, &content).unwrap();
     let out = cli(&gw, SECRET, &["put", local.to_str().unwrap(), "docs/"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -224,7 +222,7 @@ fn events_from_the_start_skip_what_the_login_may_not_see() {
     // The oldest events are another user's: ops may not see them.
     let file = dir.path().join("o.txt");
     std::fs::write(&file, b"theirs").unwrap();
-    let theirs = Command::new(common::program("curl"))
+    let theirs = Command::new(crate::common::program("curl"))
         .args(["-sS", "--ftp-create-dirs", "-T"])
         .arg(&file)
         .arg(format!("ftp://other:other-secret@{}/x/o.txt", gw.ftp))

@@ -4,13 +4,11 @@
 //! exactly one complete event and no other name was announced. Also: uploads cut off by a killed
 //! client, SIGTERM with idle sessions, and the log an operator reads.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{client, content, program, start, user, Kind, TestGateway, PASSWORD};
+use crate::common::{client, content, program, start, until, user, Kind, TestGateway, PASSWORD};
 use filegate::config::Permission;
 use storage_backend::EventKind;
 
@@ -105,13 +103,6 @@ async fn check_events(t: &TestGateway, home: &str, uploads: &[&str]) {
             "{home}: unexpected announcement {a:?} of {e:#?}"
         );
     }
-}
-
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod embedded { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Kind::Embedded).await } )* }
-        mod redis { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Kind::Redis).await } )* }
-    };
 }
 
 on_both_backends!(
@@ -427,7 +418,7 @@ async fn rclone_sync_into_a_new_folder(kind: Kind) {
     let obscured = String::from_utf8(client("rclone", &["obscure", PASSWORD])).unwrap();
     let a = t.ftp_addr();
     // Debian's rclone syncs into new/folder, the current release into new/current.
-    for (version, binary) in common::rclones() {
+    for (version, binary) in crate::common::rclones() {
         let into = if version == "current" {
             "new/current"
         } else {
@@ -532,17 +523,8 @@ async fn killed_clients_leave_incomplete_files(kind: Kind) {
     }
     for path in &cases {
         let p = storage_backend::StorePath::parse(path).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let meta = loop {
-            if let Ok(m) = t.store().stat(&p).await {
-                break m;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{path}: the cut-off upload was not kept"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        let kept = format!("{path}: the cut-off upload was not kept");
+        let meta = until(&kept, Duration::from_secs(30), || t.store().stat(&p)).await;
         assert!(!meta.complete, "{path} was stored as complete: {meta:?}");
         // The client may have sent everything it read before it was killed; it never ended the
         // upload either way.
@@ -590,7 +572,7 @@ fn reply(reader: &mut impl std::io::BufRead) -> String {
 #[test]
 fn sigterm_closes_idle_sessions_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let gw = common::binary::Binary::start(dir.path(), "", None);
+    let gw = crate::common::binary::Binary::start(dir.path(), "", None);
     let mut sessions = Vec::new();
     for _ in 0..2 {
         let stream = std::net::TcpStream::connect(gw.ftp).unwrap();
@@ -602,7 +584,7 @@ fn sigterm_closes_idle_sessions_at_once() {
         assert!(reply(&mut reader).starts_with("220"));
         for (command, code) in [
             ("USER ops".to_string(), "331"),
-            (format!("PASS {}", common::binary::SECRET), "230"),
+            (format!("PASS {}", crate::common::binary::SECRET), "230"),
         ] {
             std::io::Write::write_all(&mut writer, format!("{command}\r\n").as_bytes()).unwrap();
             let r = reply(&mut reader);
@@ -643,7 +625,7 @@ fn ftp_sessions_log_plain_lines() {
              FILEGATE__FTP__TLS__KEY={0}/ftp.key {rust_log}",
             dir.path().display()
         );
-        let gw = common::binary::start_with_env(dir.path(), "logs", &env);
+        let gw = crate::common::binary::start_with_env(dir.path(), "logs", &env);
         let (host, port) = (gw.ftp.ip().to_string(), gw.ftp.port().to_string());
         let script = clients_dir().join("ftplib_client.py");
         client(
@@ -654,7 +636,7 @@ fn ftp_sessions_log_plain_lines() {
                 &host,
                 &port,
                 "ops",
-                common::binary::SECRET,
+                crate::common::binary::SECRET,
             ],
         );
         gw.signal("TERM");

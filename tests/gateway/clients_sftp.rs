@@ -7,28 +7,19 @@
 //! OpenSSH sftp and scp (SFTP and legacy), curl's sftp://, Node's ssh2-sftp-client and rclone's
 //! SFTP backend; and lftp's temporary names over FTP. `scripts/test` installs them all; a missing one fails its test.
 
-mod common;
-
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{
-    client_key, content, program, sftp_on, sftp_session, sha256_hex, ssh_login, start, Kind,
-    TestGateway, PASSWORD,
+use crate::common::{
+    client_key, content, program, sftp_on, sftp_session, sha256_hex, ssh_login, start, until,
+    until_true, Kind, TestGateway, PASSWORD,
 };
 use filegate::events::{announce, TempNames};
 use russh_sftp::protocol::{OpenFlags, StatusCode};
 use storage_backend::StorePath;
 use tokio::io::AsyncWriteExt;
-
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod embedded { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Kind::Embedded).await } )* }
-        mod redis { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Kind::Redis).await } )* }
-    };
-}
 
 on_both_backends!(
     sshfs_workloads,
@@ -107,8 +98,7 @@ async fn announced(t: &TestGateway) -> Vec<(String, &'static str, Option<String>
 /// clients' temporary names was announced at all. Polls: a client's last close may still be
 /// committing when it exits (sshfs releases files after unmount returns).
 async fn assert_announced_once(t: &TestGateway, expected: &BTreeMap<String, Vec<u8>>) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    until("announcements right", Duration::from_secs(30), || async {
         let all = announced(t).await;
         let mut problems = Vec::new();
         for (path, data) in expected {
@@ -137,15 +127,12 @@ async fn assert_announced_once(t: &TestGateway, expected: &BTreeMap<String, Vec<
             }
         }
         if problems.is_empty() {
-            return;
+            Ok(())
+        } else {
+            Err(format!("{}\nall: {all:#?}", problems.join("\n")))
         }
-        assert!(
-            Instant::now() < deadline,
-            "announcements wrong:\n{}\nall: {all:#?}",
-            problems.join("\n")
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
 }
 
 /// The temporary names the clients of this file produce (checked independently of the patterns).
@@ -654,7 +641,7 @@ async fn rclone_sftp_sync(kind: Kind) {
     let tree = make_tree(&local, 300);
     // Debian's rclone into rc/, the current release into rc-current/.
     let mut expected = BTreeMap::new();
-    for (version, binary) in common::rclones() {
+    for (version, binary) in crate::common::rclones() {
         let dir = if version == "current" {
             "rc-current"
         } else {
@@ -983,14 +970,12 @@ async fn shutdown_ends_idle_sessions_at_once() {
     let started = Instant::now();
     let stopping = tokio::spawn(t.stop());
     // The idle sessions are disconnected at once.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !(idle1.is_closed() && idle2.is_closed()) {
-        assert!(
-            Instant::now() < deadline,
-            "idle sessions still open during shutdown"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_true(
+        "idle sessions still open during shutdown",
+        Duration::from_secs(10),
+        || async { idle1.is_closed() && idle2.is_closed() },
+    )
+    .await;
     // The running upload goes on and completes; then the gateway stops, long before the grace
     // period is over.
     upload.write_all(&[2u8; 100_000]).await.unwrap();

@@ -2,15 +2,13 @@
 //! uploaded over FTP (curl) and SFTP (OpenSSH's sftp) are each indexed exactly once, although the
 //! consumer is killed (SIGKILL) half-way and started again.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::binary::{curl_put, Binary, BIN, SECRET};
-use common::{client_key, program, sha256_hex, ssh_options};
+use crate::common::binary::{curl_put, Binary, BIN, SECRET};
+use crate::common::{client_key, program, sha256_hex, ssh_options, until_blocking};
 
 const HOOK_SECRET: &str = "indexer-secret-0123456789";
 
@@ -106,11 +104,18 @@ max_retry_interval = "1s"
         assert!(curl_put(gw.ftp, &format!("/in/ftp/f{i:02}.txt"), &local));
     }
     // The consumer dies half-way through, without a word.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while journal(dir.path()).len() < 20 {
-        assert!(Instant::now() < deadline, "the consumer does not progress");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    until_blocking(
+        "the consumer does not progress",
+        Duration::from_secs(60),
+        || {
+            let done = journal(dir.path()).len();
+            if done >= 20 {
+                Ok(())
+            } else {
+                Err(done)
+            }
+        },
+    );
     drop(indexer);
 
     // 50 more over SFTP while it is down, then it comes back.
@@ -137,15 +142,14 @@ max_retry_interval = "1s"
     );
     let _indexer = consumer(port, &gw, dir.path());
 
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while results(&gw) < 100 {
-        assert!(
-            Instant::now() < deadline,
-            "only {} of 100 files indexed",
-            results(&gw)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    until_blocking("100 files indexed", Duration::from_secs(120), || {
+        let indexed = results(&gw);
+        if indexed >= 100 {
+            Ok(())
+        } else {
+            Err(format!("only {indexed} of 100 files indexed"))
+        }
+    });
     // Exactly once: no file processed twice, every result right.
     let processed = journal(dir.path());
     let distinct: BTreeSet<&String> = processed.iter().collect();

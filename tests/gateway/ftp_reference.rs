@@ -2,13 +2,11 @@
 //! The same command sequence runs against both; reply codes and listings must match, except for
 //! the differences listed in `INTENDED` (each one documented in docs/ftp.md).
 
-mod common;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::common::{start, Kind, PASSWORD};
 use async_trait::async_trait;
-use common::{start, Kind, PASSWORD};
 use suppaftp::tokio::AsyncFtpStream;
 use suppaftp::types::FileType;
 use suppaftp::{FtpError, Mode};

@@ -1,11 +1,9 @@
 //! Explicit FTPS (RFC 4217: AUTH TLS, PBSZ, PROT P) and implicit FTPS (TLS from the first byte)
 //! with a self-signed certificate made for the test.
 
-mod common;
-
 use std::sync::Arc;
 
-use common::{client, content, program, start, Kind, PASSWORD};
+use crate::common::{client, content, program, start, Kind, PASSWORD};
 use suppaftp::tokio::{AsyncFtpStream, AsyncRustlsConnector, AsyncRustlsFtpStream};
 use suppaftp::tokio_rustls::rustls;
 use suppaftp::types::FileType;

@@ -4,14 +4,12 @@
 //! input against a running gateway: over-long, binary and CR/LF-injected FTP lines, SCP garbage,
 //! MQTT packets over the size limit.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{start, Kind, PASSWORD};
+use crate::common::{start, until_true, Kind, PASSWORD};
 use rand::{Rng, SeedableRng};
 
 fn budget() -> Duration {
@@ -232,14 +230,14 @@ async fn port_only_reaches_back_to_the_client() {
             let r = f.send(target.as_bytes());
             assert!(r.starts_with("504"), "{target:?}: {r:?}");
         }
-        let out = std::process::Command::new(common::program("curl"))
+        let out = std::process::Command::new(crate::common::program("curl"))
             .args(["-sS", "--ftp-port", "127.0.0.1", "-T"])
             .arg(&local)
             .arg(format!("ftp://alice:{PASSWORD}@{addr}/active.txt"))
             .output()
             .unwrap();
         assert!(out.status.success(), "{out:?}");
-        let out = std::process::Command::new(common::program("curl"))
+        let out = std::process::Command::new(crate::common::program("curl"))
             .args(["-sS", "--ftp-port", "127.0.0.1"])
             .arg(format!("ftp://alice:{PASSWORD}@{addr}/active.txt"))
             .output()
@@ -331,7 +329,7 @@ async fn one_user_cannot_fill_the_outbox_for_everyone() {
     let t = start(Kind::Embedded, |c| {
         c.storage.outbox_limit = 20;
         c.users
-            .push(common::user("bob", "/home/bob", &Permission::ALL));
+            .push(crate::common::user("bob", "/home/bob", &Permission::ALL));
     })
     .await;
     let addr = t.ftp_addr();
@@ -364,7 +362,7 @@ async fn one_user_cannot_fill_the_outbox_for_everyone() {
 }
 
 /// alice's view of the store, as an SFTP session has it.
-async fn alice_session(t: &common::TestGateway) -> filegate::access::UserFs {
+async fn alice_session(t: &crate::common::TestGateway) -> filegate::access::UserFs {
     t.gw()
         .access
         .session_for(
@@ -377,7 +375,7 @@ async fn alice_session(t: &common::TestGateway) -> filegate::access::UserFs {
 }
 
 /// The names in a store directory (first 100).
-async fn names_in(t: &common::TestGateway, dir: &str) -> Vec<String> {
+async fn names_in(t: &crate::common::TestGateway, dir: &str) -> Vec<String> {
     let page = t
         .store()
         .list(&storage_backend::StorePath::parse(dir).unwrap(), None, 100)
@@ -535,7 +533,7 @@ async fn an_endless_ftp_line_before_login_is_refused_at_8_kib() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_that_do_not_log_in_are_bounded_in_time_and_number() {
     let t = start(Kind::Embedded, |c| {
-        common::sftp_on(c);
+        crate::common::sftp_on(c);
         c.limits.login_timeout = Duration::from_secs(2);
         c.limits.max_unauthenticated = 2;
     })
@@ -544,7 +542,7 @@ async fn connections_that_do_not_log_in_are_bounded_in_time_and_number() {
     let sftp = t.sftp_addr();
     // SSH: handshake done, no authentication.
     let config = std::sync::Arc::new(russh::client::Config::default());
-    let ssh = russh::client::connect(config, sftp, common::Client)
+    let ssh = russh::client::connect(config, sftp, crate::common::Client)
         .await
         .unwrap();
     let started = Instant::now();
@@ -624,7 +622,7 @@ async fn mqtt_connections_without_connect_count_as_not_logged_in() {
         c.limits.max_unauthenticated = 2;
     })
     .await;
-    common::until_ready(t.gw().http_addr, 200).await;
+    crate::common::until_ready(t.gw().http_addr, 200).await;
     let access = t.gw().access.clone();
     let waiting = |n: u32| {
         let access = access.clone();
@@ -695,7 +693,7 @@ async fn parallel_ftp_guesses_are_checked_no_more_than_the_ban_allows() {
     for g in guesses {
         g.await.unwrap();
     }
-    let (_, metrics) = common::http_get(t.gw().http_addr, "/metrics").await;
+    let (_, metrics) = crate::common::http_get(t.gw().http_addr, "/metrics").await;
     let checked: u64 = metrics
         .lines()
         .find(|l| l.starts_with("filegate_failed_logins_total{protocol=\"ftp\"}"))
@@ -791,7 +789,7 @@ async fn mqtt_packets_on_a_live_broker() {
     })
     .await;
     t.gw().access.set_failure_delay(Duration::ZERO);
-    common::until_ready(t.gw().http_addr, 200).await;
+    crate::common::until_ready(t.gw().http_addr, 200).await;
     let idle = t.gw().access.active_connections();
     let seeds = corpus("mqtt_packets");
     let mut rng = rand::rngs::StdRng::seed_from_u64(14);
@@ -818,11 +816,12 @@ async fn mqtt_packets_on_a_live_broker() {
         );
     }
     eprintln!("mqtt on a live broker: {n} connections");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while t.gw().access.active_connections() > idle {
-        assert!(Instant::now() < deadline, "connections were left behind");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_true(
+        "connections were left behind",
+        Duration::from_secs(20),
+        || async { t.gw().access.active_connections() <= idle },
+    )
+    .await;
     let mut o = rumqttc::MqttOptions::new("after-fuzz", "127.0.0.1", port);
     o.set_credentials("alice", PASSWORD);
     let (_client, mut el) = rumqttc::AsyncClient::new(o, 10);

@@ -2,19 +2,12 @@
 //! body cut off mid-way), on both backends: uploads, downloads with ranges and resume, listings,
 //! mkdir, move, delete, problem bodies, the jail, permissions, bans and one event per change.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{content, program, sha256_hex, start, Kind, TestGateway, PASSWORD};
+use crate::common::{
+    content, program, sha256_hex, start, until, until_true, Kind, TestGateway, PASSWORD,
+};
 use storage_backend::{Event, EventKind, StorePath};
-
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod embedded { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Kind::Embedded).await } )* }
-        mod redis { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Kind::Redis).await } )* }
-    };
-}
 
 on_both_backends!(
     curl_files_ranges_and_events,
@@ -707,14 +700,12 @@ async fn a_body_cut_off_is_not_a_complete_file(kind: Kind) {
     s.write_all(&content(3, 100_000)).await.unwrap();
     s.flush().await.unwrap();
     drop(s);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let event = loop {
-        if let Some(e) = http_events(&t).await.into_iter().next() {
-            break e;
-        }
-        assert!(Instant::now() < deadline, "the cut-off upload never ended");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let event = until(
+        "the cut-off upload never ended",
+        Duration::from_secs(30),
+        || async { http_events(&t).await.into_iter().next().ok_or("no event") },
+    )
+    .await;
     assert_eq!(event.kind, EventKind::FileIncomplete);
     assert_eq!(event.complete, Some(false));
     let meta = t
@@ -779,7 +770,7 @@ async fn curl_ftp_list(t: &TestGateway) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probes_and_unknown_endpoints() {
     let t = start(Kind::Embedded, |_| {}).await;
-    let (status, body) = common::http_get(t.gw().http_addr, "/healthz").await;
+    let (status, body) = crate::common::http_get(t.gw().http_addr, "/healthz").await;
     assert_eq!((status, body.as_str()), (200, "ok\n"));
     curl(&t, &["-u", ALICE, &url(&t, "nothing-here")])
         .await
@@ -872,11 +863,12 @@ async fn shutdown_ends_a_slow_download_after_the_grace_period() {
             .output()
             .unwrap()
     });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0) == 0 {
-        assert!(Instant::now() < deadline, "the download never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_true(
+        "the download never started",
+        Duration::from_secs(30),
+        || async { std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0) > 0 },
+    )
+    .await;
     let stopping = Instant::now();
     tokio::time::timeout(Duration::from_secs(20), t.stop())
         .await
@@ -902,7 +894,7 @@ async fn bad_query_values_are_refused_for_files_too() {
     let base = format!("http://{}/api/v1/files", t.gw().http_addr);
     let auth = format!("alice:{PASSWORD}");
     let curl = |args: &[&str]| {
-        let out = std::process::Command::new(common::program("curl"))
+        let out = std::process::Command::new(crate::common::program("curl"))
             .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-u", &auth])
             .args(args)
             .output()

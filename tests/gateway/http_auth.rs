@@ -4,19 +4,10 @@
 //! (scope, read-only, revocation, expiry, last use), and failed logins of every scheme counting
 //! towards the ban FTP shares.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{program, start, Kind, TestGateway};
+use crate::common::{program, start, Kind, TestGateway};
 use storage_backend::StorePath;
-
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod embedded { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Kind::Embedded).await } )* }
-        mod redis { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Kind::Redis).await } )* }
-    };
-}
 
 on_both_backends!(
     browser_session_with_curl_cookie_jar,

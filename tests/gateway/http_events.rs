@@ -4,23 +4,17 @@
 //! their owner's streams and nobody else's, incomplete uploads flagged; resuming after a
 //! disconnect loses and repeats nothing; JSON replay pages; 410 once the history is trimmed.
 
-mod common;
-
 use std::io::BufRead as _;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{client, client_key, program, sftp_on, start, user, Kind, TestGateway, PASSWORD};
+use crate::common::{
+    client, client_key, program, sftp_on, start, until, until_true, user, Kind, TestGateway,
+    PASSWORD,
+};
 use filegate::config::{MqttMode, Permission};
 use serde_json::Value;
-
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod embedded { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Kind::Embedded).await } )* }
-        mod redis { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Kind::Redis).await } )* }
-    };
-}
 
 on_both_backends!(
     every_protocol_reaches_its_owners_streams_only,
@@ -109,14 +103,7 @@ fn python(args: &[&str]) -> String {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    crate::common::binary::wait_exit(&mut child, Duration::from_secs(120));
     let out = child.wait_with_output().unwrap();
     let text = format!(
         "{}{}",
@@ -217,16 +204,17 @@ async fn every_protocol_reaches_its_owners_streams_only(kind: Kind) {
     let b2 = b.clone();
     blocking(move || python(&["cut", &b2, "alice", "cut.bin"])).await;
     // The cut upload ends when the gateway notices the closed connection: wait for its event.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !t
-        .events()
-        .await
-        .iter()
-        .any(|e| e.path == "/home/alice/cut.bin")
-    {
-        assert!(Instant::now() < deadline, "the cut upload never ended");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_true(
+        "the cut upload never ended",
+        Duration::from_secs(30),
+        || async {
+            t.events()
+                .await
+                .iter()
+                .any(|e| e.path == "/home/alice/cut.bin")
+        },
+    )
+    .await;
     for (who, name) in [
         ("alice", "http.txt"),
         ("alice", "done.txt"),
@@ -381,18 +369,19 @@ async fn trimmed_history_is_gone_with_410(kind: Kind) {
         .await;
     }
     // mqtt.mode = "off" acknowledges events as they come; then the history keeps the last 5.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let s = t.store().outbox_status().await.unwrap();
-        if s.acked_seq == s.last_seq && s.last_seq >= 20 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "events never acknowledged: {s:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until(
+        "events never acknowledged",
+        Duration::from_secs(30),
+        || async {
+            let s = t.store().outbox_status().await.unwrap();
+            if s.acked_seq == s.last_seq && s.last_seq >= 20 {
+                Ok(())
+            } else {
+                Err(s)
+            }
+        },
+    )
+    .await;
     let b = base(&t);
     let out = blocking(move || python(&["gone", &b])).await;
     assert!(out.contains("ok"), "{out}");

@@ -4,11 +4,9 @@
 //! 5xx, status codes, content types, headers and bodies as the document says. Also: the document
 //! needs no login and the docs page and its files come from the gateway itself.
 
-mod common;
-
 use std::path::PathBuf;
 
-use common::{http_get, start, Kind};
+use crate::common::{http_get, start, Kind};
 
 fn schemathesis() -> PathBuf {
     let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -4,24 +4,15 @@
 //! multipart uploads with `requests`; digest-checked PUT; sorted listings; search; batch delete;
 //! usage.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{content, program, sha256_hex, start, Kind, TestGateway, PASSWORD};
+use crate::common::{content, program, sha256_hex, start, until, Kind, TestGateway, PASSWORD};
 use filegate::events::{announce, TempNames};
 use storage_backend::{Event, StorePath};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod embedded { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Kind::Embedded).await } )* }
-        mod redis { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Kind::Redis).await } )* }
-    };
-}
 
 on_both_backends!(
     tuspy_resumes_200_mib_through_two_cut_connections,
@@ -270,7 +261,7 @@ async fn tuspy_resumes_200_mib_through_two_cut_connections(kind: Kind) {
     assert!(put.status.success());
     let put_secs = started.elapsed().as_secs_f64();
     println!("tus 200 MiB with two cuts: {tus_secs:.2} s; plain PUT: {put_secs:.2} s ({kind:?})");
-    common::summary(
+    crate::common::summary(
         "http",
         &format!("tus upload 200 MiB, 2 cuts ({kind:?})"),
         "s",
@@ -452,14 +443,12 @@ async fn tus_expiry_ends_an_abandoned_upload_like_ftp(kind: Kind) {
     )
     .await;
     let target = StorePath::parse("/home/alice/half.bin").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let meta = loop {
-        if let Ok(m) = t.store().stat(&target).await {
-            break m;
-        }
-        assert!(Instant::now() < deadline, "the expired upload never ended");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let meta = until(
+        "the expired upload never ended",
+        Duration::from_secs(30),
+        || t.store().stat(&target),
+    )
+    .await;
     assert!(!meta.complete);
     assert_eq!(meta.size, 40_000);
     let files: Vec<_> = announced(&t)

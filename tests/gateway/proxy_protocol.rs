@@ -3,12 +3,10 @@
 //! connections that do not come through the proxy. The proxy here is a relay in the test that
 //! prepends a header naming a chosen client address, as HAProxy's `send-proxy` does.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{client_key, content, program, sftp_on, start, Kind, PASSWORD};
+use crate::common::{client_key, content, program, sftp_on, start, Kind, PASSWORD};
 use suppaftp::tokio::AsyncFtpStream;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};

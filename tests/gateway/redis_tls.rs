@@ -5,15 +5,13 @@
 //! from `storage.redis.password_file`. Files go up and come back through the gateway binary, and on
 //! the cluster and Sentinel the gateway goes on working after the master is killed.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::binary::{cluster_env, curl_get, curl_put, list_env, Binary, BIN};
-use common::content;
+use crate::common::binary::{cluster_env, curl_get, curl_put, list_env, Binary, BIN};
+use crate::common::content;
 use test_support::{RedisCluster, RedisSentinel, RedisServer, RedisTls, SENTINEL_MASTER_NAME};
 
 const PASSWORD: &str = "redis-pass";

@@ -4,12 +4,10 @@
 //! AA run print one line each; screenshots land in docs/web/, measurements in the summary lines.
 //! Chromium, chromedriver, Selenium or axe-core missing is a failure (scripts/test installs them).
 
-mod common;
-
 use std::path::PathBuf;
 use std::time::Instant;
 
-use common::{program, start, summary, Kind, TestGateway};
+use crate::common::{program, start, summary, Kind, TestGateway};
 use filegate::config::Permission;
 use storage_backend::{ChangeContext, StorePath};
 
@@ -20,7 +18,7 @@ async fn served_with_a_strict_policy_and_compressed() {
     let head = |args: &[&str]| {
         let mut all = vec!["-sS", "-o", "/dev/null", "-D", "-"];
         all.extend_from_slice(args);
-        String::from_utf8(common::client("curl", &all))
+        String::from_utf8(crate::common::client("curl", &all))
             .unwrap()
             .to_ascii_lowercase()
     };
@@ -71,7 +69,7 @@ async fn served_with_a_strict_policy_and_compressed() {
 
 /// Alice and a read-only user share a home; "slow" uploads at 4 MiB/s so a reload lands mid-upload.
 fn users(c: &mut filegate::config::Config) {
-    let mut slow = common::user("slow", "/home/alice", &Permission::ALL);
+    let mut slow = crate::common::user("slow", "/home/alice", &Permission::ALL);
     slow.bandwidth_up = Some(4 * 1024 * 1024);
     c.users.push(slow);
 }

@@ -6,15 +6,13 @@
 //! - two gateways on one Redis deliver each event once, and when the delivering one is killed the
 //!   other takes over from the stored cursor.
 
-mod common;
-
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::binary::{curl_put, Binary};
-use common::{metrics, program};
+use crate::common::binary::{curl_put, Binary};
+use crate::common::{metrics, program, until_blocking};
 use test_support::{free_port, RedisServer};
 
 const HOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -86,20 +84,15 @@ impl Receiver {
 
     /// Waits (bounded) until `n` distinct events have arrived.
     fn until_distinct(&self, n: usize, limit: Duration) -> Vec<serde_json::Value> {
-        let deadline = Instant::now() + limit;
-        loop {
+        until_blocking(&format!("{n} events arrived"), limit, || {
             let got = self.deliveries();
             let distinct: BTreeSet<&str> = got.iter().map(|d| d["id"].as_str().unwrap()).collect();
             if distinct.len() >= n {
-                return got;
+                Ok(got)
+            } else {
+                Err(format!("only {}: {got:#?}", distinct.len()))
             }
-            assert!(
-                Instant::now() < deadline,
-                "only {} of {n} events arrived within {limit:?}: {got:#?}",
-                distinct.len()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        })
     }
 }
 
@@ -240,7 +233,7 @@ async fn every_event_arrives_in_order_through_errors_outages_and_a_restart() {
     });
     assert!(types.keys().all(|t| t.starts_with("io.filegate.file.")));
 
-    let m = common::until_metrics(gw.http, "the backlog drained", |m| {
+    let m = crate::common::until_metrics(gw.http, "the backlog drained", |m| {
         m.get("filegate_webhook_backlog_events{hook=\"ingest\"}") == Some(&0.0)
     })
     .await;
@@ -266,7 +259,7 @@ async fn https_receivers_are_verified_against_the_trusted_roots() {
     let dir = tempfile::tempdir().unwrap();
     // A private CA's certificate for 127.0.0.1, trusted through SSL_CERT_FILE.
     let (cert, key) = (dir.path().join("hook.crt"), dir.path().join("hook.key"));
-    let made = Command::new(common::binary::BIN)
+    let made = Command::new(crate::common::binary::BIN)
         .args(["gen-cert", "--host", "127.0.0.1", "--cert"])
         .arg(&cert)
         .arg("--key")
@@ -299,7 +292,7 @@ async fn https_receivers_are_verified_against_the_trusted_roots() {
     let dir2 = tempfile::tempdir().unwrap();
     let gw2 = gateway_with(dir2.path(), "gw-untrusting", "", &hooks);
     put(&gw2, dir2.path(), "/in/other.csv", "x");
-    let m = common::until_metrics(gw2.http, "a failed TLS attempt", |m| {
+    let m = crate::common::until_metrics(gw2.http, "a failed TLS attempt", |m| {
         m.get("filegate_webhook_failures_total{hook=\"ingest\"}")
             .is_some_and(|f| *f >= 1.0)
     })

@@ -1,11 +1,9 @@
 //! The FTP/FTPS front-end driven by real clients: an FTP client crate (suppaftp) for the command
 //! matrix, curl and lftp for passive transfers and resume, on both storage backends.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{client, content, sha256_hex, start, Kind, PASSWORD};
+use crate::common::{client, content, sha256_hex, start, until, Kind, PASSWORD};
 use filegate::config::FtpType;
 use storage_backend::EventKind;
 use suppaftp::tokio::AsyncFtpStream;
@@ -58,13 +56,6 @@ async fn get(ftp: &mut AsyncFtpStream, name: &str) -> Vec<u8> {
     stream.read_to_end(&mut out).await.unwrap();
     stream.finish().await.unwrap();
     out
-}
-
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod embedded { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Kind::Embedded).await } )* }
-        mod redis { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Kind::Redis).await } )* }
-    };
 }
 
 on_both_backends!(
@@ -210,17 +201,12 @@ async fn cut_off_upload_is_kept_and_resumed(kind: Kind) {
     }
     // The upload is kept, flagged incomplete, announced as such, never as a complete file.
     let path = storage_backend::StorePath::parse("/home/alice/big.iso").unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let meta = loop {
-        if let Ok(m) = t.store().stat(&path).await {
-            break m;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the cut-off upload was not kept"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let meta = until(
+        "the cut-off upload was not kept",
+        Duration::from_secs(20),
+        || t.store().stat(&path),
+    )
+    .await;
     assert!(!meta.complete);
     assert!(meta.size > 0 && meta.size <= 16 << 20, "{}", meta.size);
     assert!(t.store_bytes("/home/alice/big.iso").await == data[..meta.size as usize]);
@@ -322,12 +308,13 @@ async fn logins_are_checked_and_brute_force_is_banned() {
 async fn jail_permissions_quota_and_size_limits() {
     let t = start(Kind::Embedded, |c| {
         c.storage.max_file_size = 300_000;
-        c.users.push(common::user(
+        c.users.push(crate::common::user(
             "bob",
             "/home/bob",
             &filegate::config::Permission::ALL,
         ));
-        let mut small = common::user("small", "/home/small", &filegate::config::Permission::ALL);
+        let mut small =
+            crate::common::user("small", "/home/small", &filegate::config::Permission::ALL);
         small.quota_bytes = Some(100_000);
         c.users.push(small);
     })
@@ -382,7 +369,8 @@ async fn jail_permissions_quota_and_size_limits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateways_on_one_redis_share_the_quota() {
     fn small(c: &mut filegate::config::Config) {
-        let mut small = common::user("small", "/home/small", &filegate::config::Permission::ALL);
+        let mut small =
+            crate::common::user("small", "/home/small", &filegate::config::Permission::ALL);
         small.quota_bytes = Some(100_000);
         c.users.push(small);
     }

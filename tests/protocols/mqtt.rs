@@ -1,172 +1,17 @@
 //! File events on MQTT: a real mosquitto (private, free port) and the embedded broker, subscribers
 //! made with rumqttc, changes made through FTP and the store.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{start, Kind, PASSWORD};
+use crate::common::mqtt::{external, ftp, subscribe};
+use crate::common::{start, until, until_true, Kind, PASSWORD};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
 use storage_backend::{ChangeContext, StorePath};
 use suppaftp::tokio::AsyncFtpStream;
-use suppaftp::types::FileType;
 use test_support::Mosquitto;
 use tokio::sync::mpsc;
-
-/// A subscriber to `filegate/events/#` that keeps reconnecting; received events come out of `rx`.
-struct Subscriber {
-    rx: mpsc::UnboundedReceiver<(String, Value)>,
-    task: tokio::task::JoinHandle<()>,
-    /// The last connection error, shown when events do not arrive.
-    last_error: std::sync::Arc<std::sync::Mutex<Option<String>>>,
-}
-
-impl Drop for Subscriber {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn subscribe(
-    port: u16,
-    login: Option<(&str, &str)>,
-    id: &str,
-    clean: bool,
-) -> Result<Subscriber, String> {
-    let mut o = MqttOptions::new(id, "127.0.0.1", port);
-    o.set_keep_alive(Duration::from_secs(5))
-        .set_clean_session(clean)
-        .set_max_packet_size(1 << 20, 1 << 20);
-    if let Some((u, p)) = login {
-        o.set_credentials(u, p);
-    }
-    let (client, mut el) = AsyncClient::new(o, 100);
-    let (tx, rx) = mpsc::unbounded_channel();
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<Result<(), String>>();
-    let last_error = std::sync::Arc::new(std::sync::Mutex::new(None));
-    let noted = last_error.clone();
-    let task = tokio::spawn(async move {
-        let mut ready = Some(ready_tx);
-        loop {
-            match el.poll().await {
-                // A resumed session keeps its subscription: subscribing again would hide a broker
-                // that lost it (and the events sent before the subscription came back).
-                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                    if !ack.session_present {
-                        let _ = client.try_subscribe("filegate/events/#", QoS::AtLeastOnce);
-                    } else if let Some(r) = ready.take() {
-                        let _ = r.send(Ok(()));
-                    }
-                }
-                Ok(Event::Incoming(Packet::SubAck(_))) => {
-                    if let Some(r) = ready.take() {
-                        let _ = r.send(Ok(()));
-                    }
-                }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let v: Value = serde_json::from_slice(&p.payload).expect("a JSON payload");
-                    let _ = tx.send((p.topic.clone(), v));
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    if let Some(r) = ready.take() {
-                        let _ = r.send(Err(e.to_string()));
-                        return;
-                    }
-                    *noted.lock().unwrap() = Some(e.to_string());
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
-    });
-    match tokio::time::timeout(Duration::from_secs(10), ready_rx).await {
-        Ok(Ok(Ok(()))) => Ok(Subscriber {
-            rx,
-            task,
-            last_error,
-        }),
-        Ok(Ok(Err(e))) => Err(e),
-        _ => Err("no SubAck".into()),
-    }
-}
-
-impl Subscriber {
-    /// Receives until `want` distinct sequence numbers arrived (duplicates are allowed: delivery is
-    /// at least once), failing after `limit`.
-    async fn collect(&mut self, want: usize, limit: Duration) -> BTreeMap<u64, (String, Value)> {
-        let mut got = BTreeMap::new();
-        self.collect_into(&mut got, want, limit).await;
-        got
-    }
-
-    /// Adds to `got` until it holds `want` distinct sequence numbers.
-    async fn collect_into(
-        &mut self,
-        got: &mut BTreeMap<u64, (String, Value)>,
-        want: usize,
-        limit: Duration,
-    ) {
-        let deadline = Instant::now() + limit;
-        while got.len() < want {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(left, self.rx.recv()).await {
-                Ok(Some((topic, v))) => {
-                    got.insert(v["data"]["seq"].as_u64().unwrap(), (topic, v));
-                }
-                _ => panic!(
-                    "only {} of {want} events arrived: {:?} (the subscriber's last connection error: {:?})",
-                    got.len(),
-                    got.keys().collect::<Vec<_>>(),
-                    self.last_error.lock().unwrap()
-                ),
-            }
-        }
-    }
-
-    /// Waits until the subscriber's connection has failed: by then it has passed on everything it
-    /// read (and acknowledged) before.
-    async fn lost_connection(&self, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        while self.last_error.lock().unwrap().is_none() {
-            assert!(
-                Instant::now() < deadline,
-                "the subscriber is still connected"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    /// What has arrived so far, without waiting.
-    fn received(&mut self) -> BTreeMap<u64, (String, Value)> {
-        let mut got = BTreeMap::new();
-        while let Ok((topic, v)) = self.rx.try_recv() {
-            got.insert(v["data"]["seq"].as_u64().unwrap(), (topic, v));
-        }
-        got
-    }
-
-    /// Nothing more arrives within `quiet`.
-    async fn silent(&mut self, quiet: Duration) -> Option<(String, Value)> {
-        tokio::time::timeout(quiet, self.rx.recv())
-            .await
-            .ok()
-            .flatten()
-    }
-}
-
-async fn ftp(t: &common::TestGateway) -> AsyncFtpStream {
-    let mut ftp = AsyncFtpStream::connect(t.ftp_addr()).await.unwrap();
-    ftp.login("alice", PASSWORD).await.unwrap();
-    ftp.transfer_type(FileType::Binary).await.unwrap();
-    ftp
-}
-
-fn external(c: &mut filegate::Config, broker: &Mosquitto) {
-    c.mqtt.mode = filegate::config::MqttMode::External;
-    c.mqtt.url = broker.url();
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_cloudevent_per_change_on_mosquitto() {
@@ -175,7 +20,7 @@ async fn one_cloudevent_per_change_on_mosquitto() {
     let t = start(Kind::Redis, |c| external(c, &broker)).await;
     let mut ftp = ftp(&t).await;
     ftp.mkdir("in").await.unwrap();
-    let data = common::content(1, 300_000);
+    let data = crate::common::content(1, 300_000);
     ftp.put_file("in/a+b #1.bin", &mut &data[..]).await.unwrap();
     ftp.rename("in/a+b #1.bin", "in/final.bin").await.unwrap();
     ftp.rm("in/final.bin").await.unwrap();
@@ -203,7 +48,7 @@ async fn one_cloudevent_per_change_on_mosquitto() {
     assert!(created["time"].as_str().unwrap().ends_with('Z'));
     let d = &created["data"];
     assert_eq!(d["size"], 300_000);
-    assert_eq!(d["sha256"], common::sha256_hex(&data));
+    assert_eq!(d["sha256"], crate::common::sha256_hex(&data));
     assert_eq!(d["complete"], true);
     assert_eq!(
         (d["user"].as_str(), d["protocol"].as_str()),
@@ -226,11 +71,12 @@ async fn one_cloudevent_per_change_on_mosquitto() {
         .collect();
     assert_eq!(ids.len(), 6, "unique ids");
     // Delivered events leave the outbox.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while t.store().outbox_status().await.unwrap().backlog() > 0 {
-        assert!(Instant::now() < deadline, "the outbox was not acknowledged");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_true(
+        "the outbox was not acknowledged",
+        Duration::from_secs(10),
+        || async { t.store().outbox_status().await.unwrap().backlog() == 0 },
+    )
+    .await;
     t.stop().await;
 }
 
@@ -343,18 +189,19 @@ async fn a_broker_outage_loses_no_event() {
     let mut seen = sub.received();
     drop(sub);
     broker.restart();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let status = store.outbox_status().await.unwrap();
-        if status.acked_seq == status.last_seq {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the gateway did not deliver its backlog to the restarted broker: {status:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until(
+        "the gateway did not deliver its backlog to the restarted broker",
+        Duration::from_secs(60),
+        || async {
+            let status = store.outbox_status().await.unwrap();
+            if status.acked_seq == status.last_seq {
+                Ok(())
+            } else {
+                Err(status)
+            }
+        },
+    )
+    .await;
     let mut sub = subscribe(broker.port(), None, "durable-sub", false)
         .await
         .unwrap();
@@ -365,96 +212,6 @@ async fn a_broker_outage_loses_no_event() {
     assert!(
         missing.is_empty() && extra.is_empty(),
         "no gap in seq: missing {missing:?}, unexpected {extra:?}"
-    );
-    t.stop().await;
-}
-
-/// How long the long outage lasts (`OUTAGE_SECONDS`, default two minutes).
-fn outage() -> Duration {
-    Duration::from_secs(
-        std::env::var("OUTAGE_SECONDS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(120),
-    )
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_broker_down_for_minutes_under_load_loses_no_event() {
-    let mut broker = Mosquitto::start_persistent();
-    let mut sub = subscribe(broker.port(), None, "long-sub", false)
-        .await
-        .unwrap();
-    let t = start(Kind::Redis, |c| external(c, &broker)).await;
-    let store = t.store().clone();
-    // FTP uploads go on, one after another, for the whole test.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let uploads = {
-        let stop = stop.clone();
-        let addr = t.ftp_addr();
-        tokio::spawn(async move {
-            let mut ftp = AsyncFtpStream::connect(addr).await.unwrap();
-            ftp.login("alice", PASSWORD).await.unwrap();
-            ftp.transfer_type(FileType::Binary).await.unwrap();
-            let mut n = 0u32;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let body = format!("upload {n}");
-                ftp.put_file(format!("up{n}.txt"), &mut body.as_bytes())
-                    .await
-                    .expect("uploads work while the broker is down");
-                n += 1;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            let _ = ftp.quit().await;
-            n
-        })
-    };
-    let wait_for = |seq: u64| {
-        let store = store.clone();
-        async move {
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while store.outbox_status().await.unwrap().last_seq < seq {
-                assert!(Instant::now() < deadline, "uploads stalled");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    };
-    wait_for(20).await;
-    broker.stop_gracefully();
-    let down_at = Instant::now();
-    let at_stop = store.outbox_status().await.unwrap().last_seq;
-    tokio::time::sleep(outage()).await;
-    let during = store.outbox_status().await.unwrap();
-    assert!(
-        during.last_seq > at_stop + 100,
-        "uploads went on during the outage: {at_stop} → {}",
-        during.last_seq
-    );
-    broker.restart();
-    let up_at = Instant::now();
-    // Back: the backlog drains while uploads still go on.
-    let backlog = during.last_seq;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while store.outbox_status().await.unwrap().acked_seq < backlog {
-        assert!(Instant::now() < deadline, "the backlog did not drain");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let drained = up_at.elapsed();
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let uploaded = uploads.await.unwrap();
-    let last = store.outbox_status().await.unwrap().last_seq;
-    let seen = sub.collect(last as usize, Duration::from_secs(60)).await;
-    assert_eq!(
-        seen.keys().copied().collect::<Vec<_>>(),
-        (1..=last).collect::<Vec<_>>(),
-        "no gap in seq"
-    );
-    eprintln!(
-        "broker down {:?}: {uploaded} uploads, {} events held in the outbox, drained {:?} after \
-         the broker came back",
-        up_at - down_at,
-        backlog - at_stop,
-        drained
     );
     t.stop().await;
 }
@@ -742,7 +499,7 @@ mod commands {
     async fn exercise(port: u16, login: Option<(&str, &str)>, reply_topic: &str) {
         let mut r = requester(port, login, reply_topic).await;
         r.wait_ready().await;
-        let data = common::content(4, 100_000);
+        let data = crate::common::content(4, 100_000);
         let (status, body) = r
             .ask("filegate/commands/put/docs/a%2Bb.bin", data.clone())
             .await;
@@ -750,7 +507,7 @@ mod commands {
         let reply = json(&body);
         assert_eq!(reply["ok"], true);
         assert_eq!(reply["path"], "/docs/a+b.bin");
-        assert_eq!(reply["sha256"], common::sha256_hex(&data));
+        assert_eq!(reply["sha256"], crate::common::sha256_hex(&data));
         let (status, body) = r.ask("filegate/commands/get/docs/a%2Bb.bin", vec![]).await;
         assert_eq!(status, "ok");
         assert!(body[..] == data[..]);
@@ -1036,12 +793,12 @@ mod broker {
             c.mqtt.mode = filegate::config::MqttMode::Embedded;
             c.mqtt.listen = format!("127.0.0.1:{port}").parse().unwrap();
             c.mqtt.commands = true;
-            c.users.push(common::user(
+            c.users.push(crate::common::user(
                 "bob",
                 "/home/bob",
                 &filegate::config::Permission::ALL,
             ));
-            c.users.push(common::user(
+            c.users.push(crate::common::user(
                 "writer",
                 "/home/alice",
                 &[filegate::config::Permission::Write],
@@ -1142,7 +899,7 @@ mod broker {
             "-t",
             "filegate/events/home/alice/sub/#",
         ]);
-        let sub = std::process::Command::new(common::program("mosquitto_sub"))
+        let sub = std::process::Command::new(crate::common::program("mosquitto_sub"))
             .args(&sub_args)
             .stdout(std::process::Stdio::piped())
             .spawn()
@@ -1308,16 +1065,11 @@ mod broker {
         );
         // The user without `list` receives no events at all: its own upload is the marker.
         writer.put("w.txt", b"w").await;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while t
-            .store()
-            .stat(&StorePath::parse("/home/alice/w.txt").unwrap())
-            .await
-            .is_err()
-        {
-            assert!(Instant::now() < deadline, "writer's put never landed");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let landed = StorePath::parse("/home/alice/w.txt").unwrap();
+        until("writer's put never landed", Duration::from_secs(20), || {
+            t.store().stat(&landed)
+        })
+        .await;
         let mut a2 = probe(port, "a2", Some(("alice", PASSWORD)), true)
             .await
             .unwrap();
@@ -1542,7 +1294,7 @@ mod broker {
         let t = start(Kind::Embedded, |c| {
             embedded(port)(c);
             c.limits.login_failures_per_ip = 3;
-            common::sftp_on(c);
+            crate::common::sftp_on(c);
         })
         .await;
         t.gw().access.set_failure_delay(Duration::ZERO);
@@ -1561,7 +1313,7 @@ mod broker {
         };
         assert!(refused, "FTP still let the banned address in");
         assert!(
-            common::ssh_login(t.sftp_addr(), "alice", PASSWORD)
+            crate::common::ssh_login(t.sftp_addr(), "alice", PASSWORD)
                 .await
                 .is_err(),
             "SFTP still let the banned address in"
@@ -1579,7 +1331,7 @@ mod broker {
         })
         .await;
         // The publisher's own connection is up once /readyz says so.
-        common::until_ready(t.gw().http_addr, 200).await;
+        crate::common::until_ready(t.gw().http_addr, 200).await;
         let idle = t.gw().access.active_connections();
         let mut clients = Vec::new();
         for i in 0..1000 {
@@ -1596,11 +1348,12 @@ mod broker {
             p.client.disconnect().await.unwrap();
         }
         drop(clients);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while t.gw().access.active_connections() > idle {
-            assert!(Instant::now() < deadline, "connections were not released");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        until_true(
+            "connections were not released",
+            Duration::from_secs(30),
+            || async { t.gw().access.active_connections() <= idle },
+        )
+        .await;
         t.stop().await;
     }
 
@@ -1610,7 +1363,7 @@ mod broker {
         let t = start(Kind::Embedded, embedded(port)).await;
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/mqtt_paho.py");
         for version in ["3.1.1", "5"] {
-            let out = common::client(
+            let out = crate::common::client(
                 "python3",
                 &[
                     script,
@@ -1634,7 +1387,7 @@ async fn the_mosquitto_acl_gives_each_user_only_their_home() {
     let users = |c: &mut filegate::Config| {
         c.mqtt.username = "gw".into();
         c.mqtt.password = "gw-secret".into();
-        c.users.push(common::user(
+        c.users.push(crate::common::user(
             "bob",
             "/home/bob",
             &filegate::config::Permission::ALL,
@@ -1642,8 +1395,8 @@ async fn the_mosquitto_acl_gives_each_user_only_their_home() {
     };
     let mut planned = filegate::Config {
         users: vec![
-            common::user("alice", "/home/alice", &filegate::config::Permission::ALL),
-            common::user("bob", "/home/bob", &filegate::config::Permission::ALL),
+            crate::common::user("alice", "/home/alice", &filegate::config::Permission::ALL),
+            crate::common::user("bob", "/home/bob", &filegate::config::Permission::ALL),
         ],
         ..Default::default()
     };
@@ -1823,7 +1576,7 @@ async fn tls_and_websocket_listeners_serve_both_versions() {
     );
     let url = format!("ws://127.0.0.1:{ws_port}/mqtt");
     for version in ["4", "5"] {
-        let out = common::client("node", &[script, &url, "alice", PASSWORD, version]);
+        let out = crate::common::client("node", &[script, &url, "alice", PASSWORD, version]);
         assert_eq!(
             String::from_utf8_lossy(&out).trim_end(),
             "ok",
@@ -1853,7 +1606,7 @@ fn mosquitto_pub(base: &[&str], name: &str, body: &str) {
     let topic = format!("filegate/commands/put/{name}");
     let mut args = base.to_vec();
     args.extend(["-V", "mqttv311", "-q", "1", "-t", &topic, "-m", body]);
-    common::client("mosquitto_pub", &args);
+    crate::common::client("mosquitto_pub", &args);
 }
 
 /// `mosquitto_rr` (MQTT 5 request/response) gets alice's `name`, the reply on
@@ -1867,6 +1620,6 @@ fn mosquitto_rr(base: &[&str], name: &str, reply: &str) -> String {
     args.extend([
         "-V", "mqttv5", "-t", &topic, "-e", &reply, "-m", "", "-W", "20",
     ]);
-    let got = common::client("mosquitto_rr", &args);
+    let got = crate::common::client("mosquitto_rr", &args);
     String::from_utf8_lossy(&got).trim_end().to_string()
 }

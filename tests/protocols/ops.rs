@@ -1,14 +1,14 @@
 //! Operations: the HTTP probes and metrics, the audit trail in the logs (and no secrets in them),
 //! graceful shutdown of the built binary under a running transfer, and `gen-cert`.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::binary::{read_store, Binary, BIN, SECRET};
-use common::{content, http_get, program, start, until_metrics, until_ready, Kind, PASSWORD};
+use crate::common::binary::{read_store, Binary, BIN, SECRET};
+use crate::common::{
+    content, http_get, program, start, until, until_metrics, until_ready, Kind, PASSWORD,
+};
 use test_support::Mosquitto;
 
 fn curl(args: &[&str]) -> std::process::Output {
@@ -83,15 +83,20 @@ async fn probes_and_metrics_report_what_happened() {
     assert!(body.contains("MQTT broker unreachable"), "{body}");
     // Then the store.
     drop((t.redis.take(), t.cluster.take(), t.sentinel.take()));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (status, body) = http_get(http, "/readyz").await;
-        assert_eq!(status, 503);
-        if body.contains("storage unreachable") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{body}");
-    }
+    until(
+        "/readyz never named the store",
+        Duration::from_secs(30),
+        || async {
+            let (status, body) = http_get(http, "/readyz").await;
+            assert_eq!(status, 503);
+            if body.contains("storage unreachable") {
+                Ok(())
+            } else {
+                Err(body)
+            }
+        },
+    )
+    .await;
     // Liveness does not depend on either.
     assert_eq!(http_get(http, "/healthz").await.0, 200);
     t.stop().await;
@@ -181,7 +186,7 @@ fn json_lines(log: &str, message: &str) -> Vec<serde_json::Value> {
 async fn json_logs_are_an_audit_trail_without_secrets() {
     let dir = tempfile::tempdir().unwrap();
     let keys = tempfile::tempdir().unwrap();
-    let (key, public) = common::client_key(keys.path(), "ops_key");
+    let (key, public) = crate::common::client_key(keys.path(), "ops_key");
     let b = Binary::start(dir.path(), "log_format = \"json\"", Some(&public));
     let local = dir.path().join("up.bin");
     std::fs::write(&local, content(1, 100_000)).unwrap();
@@ -200,7 +205,7 @@ async fn json_logs_are_an_audit_trail_without_secrets() {
         .arg("-b")
         .arg(&batch)
         .args(["-P", &b.sftp.unwrap().port().to_string()])
-        .args(common::ssh_options(&key))
+        .args(crate::common::ssh_options(&key))
         .args(["ops@127.0.0.1"])
         .output()
         .unwrap();
@@ -335,12 +340,12 @@ async fn gen_cert_makes_a_certificate_ftps_clients_accept() {
 async fn exec_strings_cannot_forge_log_lines() {
     let dir = tempfile::tempdir().unwrap();
     let keys = tempfile::tempdir().unwrap();
-    let (key, public) = common::client_key(keys.path(), "ops_key");
+    let (key, public) = crate::common::client_key(keys.path(), "ops_key");
     let b = Binary::start(dir.path(), "log_format = \"text\"", Some(&public));
     let forged = "2030-01-01T00:00:00.000000Z  WARN filegate: FORGED-LINE";
     let out = Command::new(program("ssh"))
         .args(["-p", &b.sftp.unwrap().port().to_string()])
-        .args(common::ssh_options(&key))
+        .args(crate::common::ssh_options(&key))
         .args(["ops@127.0.0.1", &format!("ls\n{forged}\n")])
         .output()
         .unwrap();

@@ -2,12 +2,10 @@
 //! russh-sftp client for what the batch client cannot do (offset writes, sparse files, setstat,
 //! open flags, a connection that vanishes).
 
-mod common;
-
 use russh_sftp::client::SftpSession;
 
-use common::{
-    client_key, content, program, sftp_on, sftp_session, sha256_hex, ssh_login, start, Kind,
+use crate::common::{
+    client_key, content, program, sftp_on, sftp_session, sha256_hex, ssh_login, start, until, Kind,
     PASSWORD,
 };
 use russh_sftp::protocol::{FileAttributes, OpenFlags, StatusCode};
@@ -19,13 +17,6 @@ fn status(e: russh_sftp::client::error::Error) -> StatusCode {
         russh_sftp::client::error::Error::Status(s) => s.status_code,
         other => panic!("expected a status, got {other:?}"),
     }
-}
-
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod embedded { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Kind::Embedded).await } )* }
-        mod redis { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Kind::Redis).await } )* }
-    };
 }
 
 on_both_backends!(
@@ -202,19 +193,12 @@ async fn vanished_client_then_reput(kind: Kind) {
             .ok();
     }
     let path = StorePath::parse("/home/alice/big.iso").unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let meta = loop {
-        match t.store().stat(&path).await {
-            Ok(m) => break m,
-            Err(_) => {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "the cut-off upload was not kept"
-                );
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
-        }
-    };
+    let meta = until(
+        "the cut-off upload was not kept",
+        std::time::Duration::from_secs(20),
+        || t.store().stat(&path),
+    )
+    .await;
     assert!(!meta.complete);
     assert!(t
         .events()
@@ -539,7 +523,7 @@ async fn a_write_only_user_cannot_read_through_a_read_write_open() {
     use filegate::config::Permission;
     let t = start(Kind::Embedded, |c| {
         sftp_on(c);
-        c.users.push(common::user(
+        c.users.push(crate::common::user(
             "dropbox",
             "/home/alice",
             &[Permission::List, Permission::Write],

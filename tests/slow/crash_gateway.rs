@@ -4,16 +4,14 @@
 //! its recorded SHA-256; no version lacks a chunk; the outbox's sequence has no gap. At the end a
 //! restarted gateway publishes the whole backlog.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::binary::{Binary, SECRET};
-use common::{content, program, sha256_hex, until_metrics};
+use crate::common::binary::{Binary, SECRET};
+use crate::common::{content, program, sha256_hex, until_metrics, until_true};
 use rand::{Rng, SeedableRng};
 use storage_backend::{Store, StorePath};
 use test_support::{Mosquitto, RedisServer};
@@ -73,7 +71,7 @@ async fn sigkill_under_mixed_load_loses_nothing_committed() {
     let redis = RedisServer::start();
     let broker = Mosquitto::start();
     let keys = tempfile::tempdir().unwrap();
-    let (key, public) = common::client_key(keys.path(), "ops_key");
+    let (key, public) = crate::common::client_key(keys.path(), "ops_key");
     let dir = tempfile::tempdir().unwrap();
     let confirmed: Arc<Mutex<BTreeMap<String, Vec<u8>>>> = Default::default();
     let mut rng = rand::rngs::StdRng::seed_from_u64(2026);
@@ -123,7 +121,7 @@ async fn sigkill_under_mixed_load_loses_nothing_committed() {
                             .arg("-b")
                             .arg(&batch)
                             .args(["-P", &sftp.port().to_string()])
-                            .args(common::ssh_options(&key))
+                            .args(crate::common::ssh_options(&key))
                             .arg("ops@127.0.0.1")
                             .stdout(Stdio::null())
                             .stderr(Stdio::null())
@@ -155,14 +153,11 @@ async fn sigkill_under_mixed_load_loses_nothing_committed() {
         }
         // Kill at a random moment once the load is under way.
         let before = confirmed.lock().unwrap().len();
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while confirmed.lock().unwrap().len() == before {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "round {round}: no upload went through"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let through = format!("round {round}: no upload went through");
+        until_true(&through, Duration::from_secs(30), || async {
+            confirmed.lock().unwrap().len() > before
+        })
+        .await;
         tokio::time::sleep(Duration::from_millis(rng.random_range(0..800))).await;
         b.signal("KILL");
         let _ = b.wait(Duration::from_secs(10));

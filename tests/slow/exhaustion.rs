@@ -2,14 +2,12 @@
 //! cost little memory, a client that never reads its download does not pin the gateway, a session
 //! cannot open handles without bound, and a directory of 100,000 entries lists in bounded memory.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::binary::{Binary, SECRET};
-use common::{content, program, start, Kind};
+use crate::common::binary::{Binary, SECRET};
+use crate::common::{content, program, start, Kind};
 use storage_backend::{ChangeContext, StorePath};
 
 fn rss_of(pid: u32) -> u64 {
@@ -252,9 +250,9 @@ fn a_client_that_never_reads_its_download() {
 async fn a_directory_of_100000_entries_lists_in_bounded_memory() {
     const N: usize = 100_000;
     let keys = tempfile::tempdir().unwrap();
-    let (key, public) = common::client_key(keys.path(), "alice_key");
+    let (key, public) = crate::common::client_key(keys.path(), "alice_key");
     let t = start(Kind::Redis, |c| {
-        common::sftp_on(c);
+        crate::common::sftp_on(c);
         c.users[0].authorized_keys = vec![public];
     })
     .await;
@@ -343,7 +341,7 @@ fn timed_list(addr: std::net::SocketAddr, dir: &str) -> (Duration, Duration, usi
     };
     assert!(reply(&mut w, "").starts_with("220"));
     reply(&mut w, "USER alice\r\n");
-    let r = reply(&mut w, &format!("PASS {}\r\n", common::PASSWORD));
+    let r = reply(&mut w, &format!("PASS {}\r\n", crate::common::PASSWORD));
     assert!(r.starts_with("230"), "{r:?}");
     let r = reply(&mut w, "EPSV\r\n");
     let port: u16 = r

@@ -2,13 +2,11 @@
 //! disk filling up. Each ends with a clean error for the client, no torn file, and a gateway that
 //! goes on serving without a restart.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{content, program, start, until_metrics, Kind, PASSWORD};
+use crate::common::{content, program, start, until, until_metrics, Kind, PASSWORD};
 use test_support::RedisServer;
 
 /// Redis with every write fsynced to its append-only file, so a restart loses nothing acknowledged.
@@ -26,7 +24,7 @@ fn durable_redis() -> RedisServer {
 async fn gateway_on(
     redis: &RedisServer,
     tweak: impl FnOnce(&mut filegate::Config),
-) -> common::TestGateway {
+) -> crate::common::TestGateway {
     let url = redis.url();
     start(Kind::Embedded, move |c| {
         c.storage.backend = filegate::config::StorageBackend::Redis;
@@ -199,18 +197,20 @@ async fn a_stalled_redis_gives_timeouts_not_stuck_sessions() {
         assert!(!err.is_empty());
         staller.wait().unwrap();
         // And after the stall, the same request works.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let out = curl(&[&t.ftp_url("alice", "a.bin")]);
-            if out.status.success() {
-                assert!(out.stdout == data);
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "still failing after the stall: {out:?}"
-            );
-        }
+        until(
+            "still failing after the stall",
+            Duration::from_secs(10),
+            || async {
+                let out = curl(&[&t.ftp_url("alice", "a.bin")]);
+                if out.status.success() {
+                    assert!(out.stdout == data);
+                    Ok(())
+                } else {
+                    Err(out)
+                }
+            },
+        )
+        .await;
     }
     let _ = PASSWORD;
     t.stop().await;
@@ -218,7 +218,7 @@ async fn a_stalled_redis_gives_timeouts_not_stuck_sessions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_embedded_store_running_out_of_space() {
-    use common::binary::{read_store, Binary, SECRET};
+    use crate::common::binary::{read_store, Binary, SECRET};
     let dir = tempfile::tempdir().unwrap();
     // The store file may not grow past 24 MiB: writes beyond fail as on a full disk (EFBIG; the
     // signal that would otherwise kill the process is ignored, as a server must).
@@ -251,7 +251,7 @@ async fn the_embedded_store_running_out_of_space() {
         "{:?}",
         out.status
     );
-    assert_eq!(common::http_get(b.http, "/healthz").await.0, 200);
+    assert_eq!(crate::common::http_get(b.http, "/healthz").await.0, 200);
     b.signal("TERM");
     let (code, log) = b.wait(Duration::from_secs(30));
     assert_eq!(code, Some(0), "{log}");

@@ -5,8 +5,6 @@
 //! - a Redis Cluster master killed during uploads: its replica is promoted and the gateway goes on
 //!   serving without a restart; every upload it confirmed is there, byte-exact.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -14,8 +12,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::binary::{cluster_env, curl_get, curl_put, list_env, start_with_env, Binary};
-use common::{content, metrics, sha256_hex, summary};
+use crate::common::binary::{cluster_env, curl_get, curl_put, list_env, start_with_env, Binary};
+use crate::common::{content, metrics, sha256_hex, summary, until, until_true};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use storage_backend::{BackendConfig, RedisConfig, Store, StoreConfig, StorePath};
 use test_support::{Mosquitto, RedisCluster, RedisSentinel, SENTINEL_MASTER_NAME};
@@ -113,23 +111,20 @@ impl Subscriber {
 
     /// Waits until every seq in 1..=last arrived; returns how many arrived more than once.
     async fn until_complete(&self, last: u64, limit: Duration) -> usize {
-        let deadline = Instant::now() + limit;
-        loop {
-            {
-                let seen = self.seen.lock().unwrap();
-                let missing: Vec<u64> = (1..=last).filter(|s| !seen.contains_key(s)).collect();
-                if missing.is_empty() {
-                    return seen.values().filter(|(n, _)| *n > 1).count();
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "{} of {last} events never arrived: {:?}",
+        until(&format!("all {last} events arrived"), limit, || async {
+            let seen = self.seen.lock().unwrap();
+            let missing: Vec<u64> = (1..=last).filter(|s| !seen.contains_key(s)).collect();
+            if missing.is_empty() {
+                Ok(seen.values().filter(|(n, _)| *n > 1).count())
+            } else {
+                Err(format!(
+                    "{} never arrived: {:?}",
                     missing.len(),
                     &missing[..missing.len().min(20)]
-                );
+                ))
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await
     }
 }
 
@@ -183,15 +178,15 @@ impl Load {
 
     /// Waits until `n` uploads succeeded in all, failing after a minute.
     async fn until(&self, n: u64) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while self.done() < n {
-            assert!(
-                Instant::now() < deadline,
-                "uploads stalled at {}",
-                self.done()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        until("uploads stalled", Duration::from_secs(60), || async {
+            let done = self.done();
+            if done >= n {
+                Ok(())
+            } else {
+                Err(done)
+            }
+        })
+        .await
     }
 
     /// Stops the uploaders; returns every confirmed upload (path under the user's home, content).
@@ -247,21 +242,19 @@ async fn two_gateways_share_a_cluster_and_hand_over_publishing() {
     assert!(String::from_utf8_lossy(&listing).contains("hello.bin"));
 
     // Exactly one of them publishes.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let active = loop {
+    let active = until("no gateway publishes", Duration::from_secs(30), || async {
         let connected = |m: &std::collections::HashMap<String, f64>| {
             m.get("filegate_mqtt_connected").copied() == Some(1.0)
         };
         let (ma, mb) = (metrics(a.http).await, metrics(b.http).await);
         match (connected(&ma), connected(&mb)) {
-            (true, false) => break 0,
-            (false, true) => break 1,
+            (true, false) => Ok(0),
+            (false, true) => Ok(1),
             (true, true) => panic!("both gateways publish"),
-            _ => {}
+            _ => Err("neither"),
         }
-        assert!(Instant::now() < deadline, "no gateway publishes");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    })
+    .await;
     let mut gateways = [Some(a), Some(b)];
     let survivor = gateways[1 - active].as_ref().unwrap().ftp;
 
@@ -276,14 +269,16 @@ async fn two_gateways_share_a_cluster_and_hand_over_publishing() {
     let before = store.outbox_status().await.unwrap().last_seq;
 
     // The survivor takes the lease over and publishes what was committed after the kill.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let takeover = loop {
-        if let Some(at) = sub.count_above(before) {
-            break at.saturating_duration_since(killed_at);
-        }
-        assert!(Instant::now() < deadline, "nobody took over publishing");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let takeover = until(
+        "nobody took over publishing",
+        Duration::from_secs(60),
+        || async {
+            sub.count_above(before)
+                .map(|at| at.saturating_duration_since(killed_at))
+                .ok_or("no event after the kill")
+        },
+    )
+    .await;
     load.until(load.done() + 10).await;
     let confirmed = load.finish();
     let last = store.outbox_status().await.unwrap().last_seq;
@@ -351,11 +346,12 @@ async fn a_cluster_master_fails_over_during_uploads() {
     let killed_at = Instant::now();
     let at_kill = load.done();
     // Promoted when three masters are running again and the cluster is whole.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while cluster.masters().len() < 3 {
-        assert!(Instant::now() < deadline, "no replica was promoted");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_true(
+        "no replica was promoted",
+        Duration::from_secs(60),
+        || async { cluster.masters().len() >= 3 },
+    )
+    .await;
     cluster.wait_until_ok();
     let promoted = killed_at.elapsed();
     // Uploads succeed again without restarting the gateway.
@@ -412,11 +408,12 @@ async fn a_sentinel_failover_during_uploads() {
     setup.master.kill();
     let killed_at = Instant::now();
     let at_kill = load.done();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while setup.master_port() != Some(setup.replica.port()) {
-        assert!(Instant::now() < deadline, "the sentinels did not fail over");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_true(
+        "the sentinels did not fail over",
+        Duration::from_secs(60),
+        || async { setup.master_port() == Some(setup.replica.port()) },
+    )
+    .await;
     let promoted = killed_at.elapsed();
     load.until(at_kill + 20).await;
     let recovered = killed_at.elapsed();

@@ -1,4 +1,4 @@
-// Driven by tests/clients_sftp.rs: uploads, lists, renames, downloads and compares bytes with
+// Driven by tests/gateway/clients_sftp.rs: uploads, lists, renames, downloads and compares bytes with
 // ssh2-sftp-client against the gateway. Arguments: port, user, private key file, local directory.
 'use strict';
 const fs = require('fs');
