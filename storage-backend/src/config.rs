@@ -3,6 +3,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// Default for the most bytes of a file that may be holes (ranges skipped over, never written),
+/// which commit hashes as zeros: 1 GiB, a second or two of CPU
+/// ([`StoreConfig::max_hole_size`](StoreConfig::max_hole_size)).
+pub const MAX_HOLE_BYTES: u64 = 1 << 30;
+
 /// Everything needed to open a [`crate::Store`].
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -13,7 +18,7 @@ pub struct StoreConfig {
     pub chunk_size: u64,
     /// Largest file a write session may produce; 0 = unlimited.
     pub max_file_size: u64,
-    /// Most bytes of a file that may be zeros nobody wrote ([`MAX_HOLE_BYTES`](crate::MAX_HOLE_BYTES)
+    /// Most bytes of a file that may be zeros nobody wrote ([`MAX_HOLE_BYTES`](MAX_HOLE_BYTES)
     /// by default): gaps past the end, and the rest of a chunk before a byte written after it.
     pub max_hole_size: u64,
     /// How long a gateway that stopped heart-beating keeps its write sessions and read pins before
@@ -50,7 +55,7 @@ impl Default for StoreConfig {
             namespace: "filegate".into(),
             chunk_size: 512 * 1024,
             max_file_size: 0,
-            max_hole_size: crate::MAX_HOLE_BYTES,
+            max_hole_size: MAX_HOLE_BYTES,
             orphan_timeout: Duration::from_secs(60),
             gc_grace: Duration::from_secs(60),
             outbox_limit: 1_000_000,

@@ -29,7 +29,7 @@ mod write;
 
 /// The one parser of Redis URLs, for the gateway's configuration check and the backend alike.
 pub use crate::redis::url as redis_url;
-pub use config::{BackendConfig, EmbeddedConfig, RedisConfig, StoreConfig};
+pub use config::{BackendConfig, EmbeddedConfig, RedisConfig, StoreConfig, MAX_HOLE_BYTES};
 pub use error::{ErrorKind, Reason, Result, StoreError};
 pub use mask::{mask_url_list, mask_url_password};
 pub use outbox::{Event, EventKind, EventPage, OutboxStatus};
@@ -41,4 +41,4 @@ pub use store::{IntegrityReport, Store};
 pub use types::{
     ChangeContext, CommitInfo, CommitOptions, DirEntry, EntryKind, ListPage, Metadata, OpenOptions,
 };
-pub use write::{WriteSession, MAX_HOLE_BYTES};
+pub use write::WriteSession;

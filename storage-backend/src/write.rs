@@ -30,10 +30,6 @@ const MAX_DIRTY: usize = 4;
 const MAX_IN_FLIGHT: usize = 4;
 /// Largest batch of chunk ids reserved in one trip.
 const MAX_ID_BATCH: u64 = 256;
-/// Default for the most bytes of a file that may be holes (ranges skipped over, never written),
-/// which commit hashes as zeros: 1 GiB, a second or two of CPU
-/// ([`StoreConfig::max_hole_size`](crate::StoreConfig::max_hole_size)).
-pub const MAX_HOLE_BYTES: u64 = 1 << 30;
 
 /// An upload in progress. End it with [`commit`](Self::commit) or [`abort`](Self::abort); dropping it
 /// aborts it in the background.

@@ -132,7 +132,7 @@ type Links = (String, Link, Vec<Link>);
 
 /// One server: a metadata connection and `data_connections` for chunks, each a connection manager.
 async fn connect_direct(config: &RedisConfig) -> Result<Links> {
-    let shown = crate::mask_url_password(&config.url);
+    let shown = crate::mask::mask_url_password(&config.url);
     let info = connection_info("storage.redis.url", &config.url, config.password.as_deref())?;
     let client =
         redis::Client::open(info).map_err(|e| invalid_url("storage.redis.url", &shown, e))?;
@@ -162,7 +162,10 @@ async fn connect_direct(config: &RedisConfig) -> Result<Links> {
 /// A Redis Cluster: the cluster connection keeps one connection per node and routes each command
 /// by its key's slot, so one handle serves metadata and another (own connections) serves chunks.
 async fn connect_cluster(config: &RedisConfig) -> Result<Links> {
-    let shown = format!("cluster {}", crate::mask_url_list(&config.cluster_urls));
+    let shown = format!(
+        "cluster {}",
+        crate::mask::mask_url_list(&config.cluster_urls)
+    );
     let nodes = connection_infos("storage.redis.urls", &config.cluster_urls)?;
     let mut builder = redis::cluster::ClusterClientBuilder::new(nodes)
         .response_timeout(config.command_timeout)
@@ -198,7 +201,7 @@ async fn connect_sentinel(config: &RedisConfig) -> Result<Links> {
     let shown = format!(
         "master {:?} of sentinels {}",
         config.master_name,
-        crate::mask_url_list(&config.sentinel_urls)
+        crate::mask::mask_url_list(&config.sentinel_urls)
     );
     let sentinels = connection_infos("storage.redis.sentinel_urls", &config.sentinel_urls)?;
     // The master's password and database: from storage.redis.url's, or the password file.

@@ -81,7 +81,7 @@ pub(crate) fn connection_info(
     key: &str,
     url: &str,
     password: Option<&str>,
-) -> crate::Result<redis::ConnectionInfo> {
+) -> crate::error::Result<redis::ConnectionInfo> {
     let info = parse(key, url)?;
     Ok(match password {
         Some(p) => info
@@ -95,7 +95,7 @@ pub(crate) fn connection_info(
 pub(crate) fn connection_infos(
     key: &str,
     urls: &[String],
-) -> crate::Result<Vec<redis::ConnectionInfo>> {
+) -> crate::error::Result<Vec<redis::ConnectionInfo>> {
     urls.iter()
         .map(|url| connection_info(key, url, None))
         .collect()
