@@ -601,11 +601,12 @@ fn sigterm_closes_idle_sessions_at_once() {
             "an idle session got {r:?} at shutdown"
         );
     }
-    let (code, log) = gw.wait(Duration::from_secs(25));
+    // The bound only stops a hung test; what is asserted is that the grace period did not run out.
+    let (code, log) = gw.wait(Duration::from_secs(60));
     assert_eq!(code, Some(0), "{log}");
     assert!(
-        signalled.elapsed() < Duration::from_secs(10),
-        "shutdown took {:?}: {log}",
+        !log.contains("the shutdown grace period is over"),
+        "shutdown waited for the grace period ({:?}): {log}",
         signalled.elapsed()
     );
 }

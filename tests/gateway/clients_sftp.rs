@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::common::{
     client_key, content, program, sftp_on, sftp_session, sha256_hex, ssh_login, start, until,
@@ -953,7 +953,8 @@ async fn open_upload_is_visible_to_stat(kind: Kind) {
 async fn shutdown_ends_idle_sessions_at_once() {
     let t = start(Kind::Embedded, |c| {
         sftp_on(c);
-        c.server.shutdown_grace = Duration::from_secs(30);
+        // Far beyond any slowness of the machine: ending before it is the gateway's doing.
+        c.server.shutdown_grace = Duration::from_secs(600);
     })
     .await;
     let idle1 = ssh_login(t.sftp_addr(), "alice", PASSWORD).await.unwrap();
@@ -967,7 +968,6 @@ async fn shutdown_ends_idle_sessions_at_once() {
     upload.flush().await.unwrap();
     busy_sftp.metadata("/").await.unwrap();
 
-    let started = Instant::now();
     let stopping = tokio::spawn(t.stop());
     // The idle sessions are disconnected at once.
     until_true(
@@ -983,11 +983,10 @@ async fn shutdown_ends_idle_sessions_at_once() {
     assert_eq!(size, Some(200_000));
     // The close is the commit: its success means the file is stored, complete.
     upload.shutdown().await.unwrap();
-    tokio::time::timeout(Duration::from_secs(15), stopping)
+    tokio::time::timeout(Duration::from_secs(120), stopping)
         .await
         .expect("the gateway waited for the grace period")
         .unwrap();
-    assert!(started.elapsed() < Duration::from_secs(15));
 }
 
 // --- lftp's temporary names (xfer:use-temp-file), over FTP ---

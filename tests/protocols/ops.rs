@@ -3,7 +3,7 @@
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::common::binary::{read_store, Binary, BIN, SECRET};
 use crate::common::{
@@ -152,13 +152,12 @@ async fn a_second_sigterm_ends_running_transfers() {
     std::fs::write(&local, content(5, 8 << 20)).unwrap();
     // Would take about a minute.
     let curl = slow_upload(&b, &local, "128K").await;
-    let started = Instant::now();
     b.signal("TERM");
     // The first signal is being handled (not ready any more) before the second comes.
     until_ready(b.http, 503).await;
     b.signal("TERM");
-    let (code, log) = b.wait(Duration::from_secs(20));
-    assert!(started.elapsed() < Duration::from_secs(20));
+    // The log below says the second signal, not the grace period (30 s), ended the transfer.
+    let (code, log) = b.wait(Duration::from_secs(60));
     assert_eq!(code, Some(0), "{log}");
     assert!(
         log.contains("second signal: aborting the sessions still running"),
