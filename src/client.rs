@@ -529,11 +529,10 @@ async fn existing(
     pattern: &str,
     glob: &globset::GlobMatcher,
 ) -> Result<Option<String>> {
-    let temp =
-        crate::events::TempNames::new(&crate::config::DEFAULT_TEMP_PATTERNS.map(String::from));
     for (path, entry) in files_under(api, home, pattern).await? {
-        // A file under a temporary name is an upload still going on, whatever the pattern says.
-        if glob.is_match(&path) && entry["complete"] != false && !temp.matches(&path) {
+        // A file under a temporary name (the gateway's `events.temp_patterns`, which the listing
+        // marks) is an upload still going on, whatever the pattern says.
+        if glob.is_match(&path) && entry["complete"] != false && entry["temporary"] != true {
             return Ok(Some(format!(
                 "{} {} {}",
                 relative(home, &path),

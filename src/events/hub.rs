@@ -121,6 +121,11 @@ impl EventHub {
         }))
     }
 
+    /// `events.temp_patterns`, for listings that mark temporary names as the events treat them.
+    pub fn temp_names(&self) -> &TempNames {
+        &self.temp
+    }
+
     /// The event as subscribers see it, after the `[events]` rules; `None` when not announced.
     pub fn render(&self, event: &Event) -> Option<Rendered> {
         let a = announce(event, &self.temp)?;

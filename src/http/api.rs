@@ -23,6 +23,7 @@ use tokio_util::task::task_tracker::{TaskTracker, TaskTrackerToken};
 use super::errors::Problem;
 use crate::access::{Access, ConnectionPermit, UserFs, UserPath};
 use crate::config::Permission;
+use crate::events::TempNames;
 
 /// Listing page size when `?limit=` is absent, and the most one page may hold.
 pub const DEFAULT_PAGE: usize = 1000;
@@ -305,10 +306,11 @@ pub(super) async fn get_file(
                 )))
             }
         }
-        if let Some(sorted) = super::transfer::list_sorted(fs, &path, &q).await? {
+        let temp = api.events.temp_names();
+        if let Some(sorted) = super::transfer::list_sorted(fs, &path, &q, temp).await? {
             return Ok(sorted);
         }
-        return list_dir(fs, &path, &q).await;
+        return list_dir(fs, &path, &q, temp).await;
     }
     // A client that has this version already gets 304 without the content being opened.
     if not_modified(&headers, etag(&meta).as_ref()) {
@@ -617,11 +619,16 @@ pub(crate) async fn list_dir(
     fs: &UserFs,
     dir: &UserPath,
     q: &[(String, String)],
+    temp: &TempNames,
 ) -> Result<Response> {
     let limit = page_limit(q)?;
     let cursor = param(q, "cursor").filter(|c| !c.is_empty());
     let page = fs.list(dir, cursor, limit).await?;
-    let entries: Vec<_> = page.entries.iter().map(listing_entry).collect();
+    let entries: Vec<_> = page
+        .entries
+        .iter()
+        .map(|e| listing_entry(e, temp))
+        .collect();
     Ok(json_response(
         StatusCode::OK,
         json!({ "path": dir.as_str(), "entries": entries, "next": page.next }),
@@ -643,8 +650,9 @@ pub(crate) fn page_limit(q: &[(String, String)]) -> Result<usize> {
     })
 }
 
-/// One entry of a listing page.
-pub(crate) fn listing_entry(e: &storage_backend::DirEntry) -> serde_json::Value {
+/// One entry of a listing page. `temporary` says a file's name is one of `events.temp_patterns`:
+/// an upload still going on under the name it will be renamed from, which no event announces.
+pub(crate) fn listing_entry(e: &storage_backend::DirEntry, temp: &TempNames) -> serde_json::Value {
     let m = &e.metadata;
     let mut entry = json!({
         "name": e.name,
@@ -656,6 +664,7 @@ pub(crate) fn listing_entry(e: &storage_backend::DirEntry) -> serde_json::Value 
         entry["version"] = json!(m.version);
         entry["sha256"] = json!(m.sha256);
         entry["complete"] = json!(m.complete);
+        entry["temporary"] = json!(temp.matches(&e.name));
     }
     entry
 }

@@ -136,6 +136,11 @@ pub struct ListEntry {
     /// Files only: false for an upload that was cut off and kept.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub complete: Option<bool>,
+    /// Files only: true when the name is one of the gateway's temporary upload names
+    /// (`events.temp_patterns`, such as `*.part`): an upload still going on under the name it will
+    /// be renamed from. No event announces such a file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub temporary: Option<bool>,
 }
 
 #[derive(Serialize, ToSchema)]

@@ -77,6 +77,7 @@ pub async fn list_sorted(
     fs: &UserFs,
     dir: &UserPath,
     q: &[(String, String)],
+    temp: &crate::events::TempNames,
 ) -> Result<Option<Response>> {
     let sort = param(q, "sort").unwrap_or("name");
     let desc = match param(q, "order").unwrap_or("asc") {
@@ -131,7 +132,7 @@ pub async fn list_sorted(
         .get(start.min(entries.len())..end)
         .unwrap_or_default()
         .iter()
-        .map(super::api::listing_entry)
+        .map(|e| super::api::listing_entry(e, temp))
         .collect();
     Ok(Some(json_response(
         StatusCode::OK,

@@ -148,6 +148,34 @@ fn wait_in_a_job_script_returns_for_complete_files_only() {
     assert_eq!(out.status.code(), Some(6), "{}", text(&out));
 }
 
+/// The temporary names `wait` skips are the gateway's own (`events.temp_patterns`, marked in the
+/// listing), not the client's defaults: a site that uploads under `*.uploading` is served too.
+#[test]
+fn wait_skips_the_gateways_own_temporary_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = "\n[events]\ntemp_patterns = [\"*.uploading\"]\n";
+    let gw = Binary::start(dir.path(), events, None);
+    put_ftp(&gw, dir.path(), "/in/orders.uploading", b"still uploading");
+    let listing = Command::new(crate::common::program("curl"))
+        .args(["-sf", "-u", &format!("ops:{SECRET}")])
+        .arg(format!("http://{}/api/v1/files/in/", gw.http))
+        .output()
+        .unwrap();
+    let listing: serde_json::Value = serde_json::from_slice(&listing.stdout).unwrap();
+    let entry = &listing["entries"][0];
+    assert_eq!(
+        (entry["name"].as_str(), entry["temporary"].as_bool()),
+        (Some("orders.uploading"), Some(true)),
+        "{listing}"
+    );
+    let out = cli(&gw, SECRET, &["wait", "in/orders*", "--timeout", "1s"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    put_ftp(&gw, dir.path(), "/in/orders.csv", b"id;qty\n");
+    let out = cli(&gw, SECRET, &["wait", "in/orders*", "--timeout", "5s"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("/in/orders.csv "));
+}
+
 #[test]
 fn events_and_file_commands() {
     let dir = tempfile::tempdir().unwrap();
