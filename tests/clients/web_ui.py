@@ -371,6 +371,30 @@ def live_ftp():
     shot("live")
 
 
+def temp_name_upload():
+    # A client uploading under a temporary name (`*.part`): no event announces it, so the page
+    # shows it only after a reload, marked as an upload going on; its rename to the final name is
+    # announced as the final file, and the temporary row leaves the open folder with it.
+    host, port = FTP.rsplit(":", 1)
+    src = local_file("orders.csv", b"id;qty\n1;5\n")
+    subprocess.run(["curl", "-sS", "-T", src, f"ftp://alice:{PASSWORD}@{host}:{port}/orders.csv.part"], check=True, timeout=30)
+    D.refresh()
+    wait_row("orders.csv.part")
+    badge = row_el("orders.csv.part").find_elements(By.CSS_SELECTOR, ".badge")
+    assert [b.text for b in badge] == ["uploading"], [b.text for b in badge]
+    wait(lambda: js("return document.getElementById('live').dataset.state") == "on", "the live indicator on again after the reload", 10)
+    subprocess.run(
+        ["curl", "-sS", "-o", "/dev/null", "-Q", "RNFR orders.csv.part", "-Q", "RNTO orders.csv", f"ftp://alice:{PASSWORD}@{host}:{port}/"],
+        check=True, timeout=30,
+    )
+    wait_row("orders.csv")
+    wait_no_row("orders.csv.part")
+    assert not row_el("orders.csv").find_elements(By.CSS_SELECTOR, ".badge")
+    # Leave the folder as the later steps expect it.
+    assert api("DELETE", "files/orders.csv")[0] == 204
+    wait_no_row("orders.csv")
+
+
 def search():
     box = D.find_element(By.ID, "search")
     box.click()
@@ -639,6 +663,7 @@ def main():
         check("upload two files through the file input", upload_input)
         check("upload a file by a synthetic drop", upload_drop)
         check("a file uploaded over FTP appears without a reload", live_ftp)
+        check("an upload under a temporary name is marked, and its rename replaces it live", temp_name_upload)
         check("search finds a file in a subfolder", search)
         check("select two files and delete them", select_and_delete)
         check("rename", rename)

@@ -171,6 +171,8 @@ export function normalise(e, path) {
     size: typeof e.size === "number" ? e.size : null,
     mtime: e.mtime ? new Date(e.mtime) : null,
     complete: e.complete !== false,
+    // A name the gateway treats as temporary (events.temp_patterns): an upload still going on.
+    temporary: e.temporary === true,
   };
 }
 

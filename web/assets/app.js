@@ -786,10 +786,12 @@ async function onEvent(ev) {
   const gone = [];
   const here = [];
   if (info.type.endsWith("deleted")) gone.push(d.path);
-  else if (info.type.endsWith("renamed")) {
+  else {
+    // A rename, or an upload finished under a temporary name (announced as created or modified,
+    // with the temporary name as old_path): the old name has left the folder.
     if (d.old_path) gone.push(d.old_path);
     here.push(d.path);
-  } else here.push(d.path);
+  }
   for (const p of gone) {
     const rel = inOpenFolder(p);
     if (!rel) continue;

@@ -261,7 +261,7 @@ export class FileView {
           {},
           el("button.name", { type: "button", tabindex: "-1", title: e.name, "aria-label": e.dir ? `${e.name}, folder` : null }, e.name),
           this.showPaths ? el("span.sub", { text: `in ${parent}` }) : null,
-          e.complete ? null : el("span.badge", { text: "incomplete upload" }),
+          !e.complete ? el("span.badge", { text: "incomplete upload" }) : e.temporary ? el("span.badge", { text: "uploading" }) : null,
         ),
       ),
       el("div.c-size", { role: "gridcell" }, e.dir ? el("span.muted", { text: "folder" }) : formatSize(e.size)),
