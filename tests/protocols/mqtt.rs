@@ -884,7 +884,7 @@ mod broker {
             "-P",
             PASSWORD,
         ];
-        mosquitto_pub(&base, "m.txt", "from mosquitto_pub");
+        mosquitto_put_stored(&t, &base, "m.txt", "from mosquitto_pub").await;
         assert_eq!(mosquitto_rr(&base, "m.txt", "rr"), "from mosquitto_pub");
         // mosquitto_sub (3.1.1) sees alice's events: puts go on until its subscription is in and
         // it has printed one, then it exits (-C 1).
@@ -1564,7 +1564,7 @@ async fn tls_and_websocket_listeners_serve_both_versions() {
         "-P",
         PASSWORD,
     ];
-    mosquitto_pub(&base, "tls.txt", "over TLS");
+    mosquitto_put_stored(&t, &base, "tls.txt", "over TLS").await;
     assert_eq!(mosquitto_rr(&base, "tls.txt", "tls"), "over TLS");
     // A plaintext client on the TLS port gets nowhere, and the port keeps serving.
     assert!(super_probe_fails(tls_port).await);
@@ -1602,6 +1602,24 @@ async fn super_probe_fails(port: u16) -> bool {
 }
 
 /// `mosquitto_pub` (MQTT 3.1.1, QoS 1) puts `body` as alice's `name` with a file command.
+/// `mosquitto_pub` of a put, then a wait for alice's stored file: its PUBACK says the broker has
+/// the command, not that the put is done (the result goes to a reply topic it does not read).
+async fn mosquitto_put_stored(
+    t: &crate::common::TestGateway,
+    base: &[&str],
+    name: &str,
+    body: &str,
+) {
+    mosquitto_pub(base, name, body);
+    let stored = StorePath::parse(&format!("/home/alice/{name}")).unwrap();
+    until(
+        &format!("{name} was stored"),
+        Duration::from_secs(20),
+        || t.store().stat(&stored),
+    )
+    .await;
+}
+
 fn mosquitto_pub(base: &[&str], name: &str, body: &str) {
     let topic = format!("filegate/commands/put/{name}");
     let mut args = base.to_vec();
