@@ -345,6 +345,39 @@ impl RedisCluster {
             .collect()
     }
 
+    /// Master `master`'s replica has every write the master acknowledged so far (killing the
+    /// master now loses nothing), waiting up to `limit`.
+    pub fn wait_replica_caught_up(&self, master: usize, limit: Duration) -> bool {
+        let node = &self.nodes[master];
+        let info = node.cli(&["INFO", "replication"]);
+        let Some(target) = info.lines().find_map(|l| {
+            l.strip_prefix("master_repl_offset:")?
+                .trim()
+                .parse::<u64>()
+                .ok()
+        }) else {
+            return false;
+        };
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let replica = node
+                .cli(&["INFO", "replication"])
+                .lines()
+                .find(|l| l.starts_with("slave0:"))
+                .and_then(|l| {
+                    l.split(',')
+                        .find_map(|kv| kv.strip_prefix("offset=")?.parse::<u64>().ok())
+                });
+            if replica.is_some_and(|o| o >= target) {
+                return true;
+            }
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Keys stored on each running node (`DBSIZE`).
     pub fn key_counts(&self) -> Vec<u64> {
         self.nodes
