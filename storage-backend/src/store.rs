@@ -58,6 +58,7 @@ impl Store {
             shutdown: CancellationToken::new(),
             crashed: AtomicBool::new(false),
             last_seq: tokio::sync::watch::Sender::new(0),
+            known_dirs: Default::default(),
         });
         let store = Store { inner };
         store
@@ -126,18 +127,28 @@ impl Store {
 
     /// Creates a directory; its parent must exist. Returns the event's sequence number.
     pub async fn mkdir(&self, path: &StorePath, ctx: &ChangeContext) -> Result<u64> {
-        self.inner
-            .note_seq(self.inner.backend.mkdir(path, origin(ctx)).await)
+        let epoch = self.inner.known_dirs.epoch();
+        let seq = self
+            .inner
+            .note_seq(self.inner.backend.mkdir(path, origin(ctx)).await)?;
+        // Both exist now: the new directory and the one it was made in.
+        self.inner.known_dirs.saw(path, epoch);
+        if let Some(parent) = path.parent() {
+            self.inner.known_dirs.saw(&parent, epoch);
+        }
+        Ok(seq)
     }
 
     /// Removes an empty directory.
     pub async fn rmdir(&self, path: &StorePath, ctx: &ChangeContext) -> Result<u64> {
+        self.inner.known_dirs.forget_under(path);
         self.inner
             .note_seq(self.inner.backend.rmdir(path, origin(ctx)).await)
     }
 
     /// Deletes a file.
     pub async fn delete(&self, path: &StorePath, ctx: &ChangeContext) -> Result<u64> {
+        self.inner.known_dirs.forget_under(path);
         self.inner
             .note_seq(self.inner.backend.delete(path, origin(ctx)).await)
     }
@@ -164,6 +175,9 @@ impl Store {
                 format!("cannot move {from} into its own subdirectory {to}"),
             ));
         }
+        // A directory renamed away, or an empty one replaced by the target, is gone from there.
+        self.inner.known_dirs.forget_under(from);
+        self.inner.known_dirs.forget_under(to);
         self.inner.note_seq(
             self.inner
                 .backend

@@ -75,16 +75,29 @@ impl WriteSession {
         ctx: ChangeContext,
         check_first: bool,
     ) -> Result<Self> {
-        let start = if check_first
-            || !opts.truncate
-            || opts.create_new
-            || inner.backend.tracks_sessions()
-        {
-            inner.backend.open_session(path, opts).await?
-        } else {
-            // Nothing to pin and nothing to register: the commit checks the path. Saves a round trip
-            // for whole-file writes (`Store::write_file`); interactive uploads validate up front.
+        // A new file's content (create or replace) on a store that registers no sessions needs
+        // nothing from the open but its path check, which the commit repeats in its atomic step.
+        // Whole-file writes (`Store::write_file`) leave it to the commit; interactive uploads check
+        // up front, so that a client hears of a missing directory before it sends the file —
+        // unless this process saw the directory a moment ago (`KnownDirs`): the round trip was a
+        // fifth of a small file's cost, and such a file's error can only come from a race.
+        let parent = path.parent();
+        let fresh_start = opts.truncate && opts.create && !opts.create_new;
+        let skip = fresh_start
+            && !inner.backend.tracks_sessions()
+            && (!check_first
+                || parent
+                    .as_ref()
+                    .is_some_and(|dir| inner.known_dirs.fresh(dir)));
+        let start = if skip {
             SessionStart { sid: 0, base: None }
+        } else {
+            let epoch = inner.known_dirs.epoch();
+            let start = inner.backend.open_session(path, opts).await?;
+            if let Some(dir) = &parent {
+                inner.known_dirs.saw(dir, epoch);
+            }
+            start
         };
         let (chunk_size, size, chunks, hasher) = match start.base {
             Some(Version {
@@ -308,12 +321,16 @@ impl WriteSession {
             origin: origin(&self.ctx),
             superseded: &superseded,
         };
+        let epoch = self.inner.known_dirs.epoch();
         let outcome = match single_chunk {
             Some((id, data)) => self.inner.backend.put_and_commit(request, id, data).await,
             None => self.inner.backend.commit(request).await,
         };
         let outcome = self.inner.note(outcome)?;
         self.inner.recorded(outcome.seq);
+        if let Some(dir) = self.path.parent() {
+            self.inner.known_dirs.saw(&dir, epoch);
+        }
         self.finished = true;
         Ok(CommitInfo {
             version: outcome.vid,

@@ -174,7 +174,7 @@ if sid ~= '0' and redis.call('EXISTS', P .. 's:' .. sid) == 0 then
 end
 local child, parent = lookup(segs)
 if child and redis.call('HGET', P .. 'i:' .. child, 'k') == 'd' then
-  fail('is_a_directory', shown(segs, #segs) .. ': a directory was created at this path meanwhile')
+  fail('is_a_directory', shown(segs, #segs) .. ': is a directory')
 end
 local map = ARGV[10]
 local vid = new_version(ARGV[8], ARGV[9], map)
