@@ -141,10 +141,16 @@ impl Backend {
     ) -> Result<CommitOutcome> {
         match self {
             Backend::Redis(b) => b.put_and_commit(req, id, data).await,
-            Backend::Embedded(b) => {
-                b.put_chunk(req.sid, id, data).await?;
-                b.commit(req).await
-            }
+            Backend::Embedded(b) => b.put_and_commit(req, id, data).await,
+        }
+    }
+
+    /// Registers a session for an upload that opened without one, before its first chunk (only
+    /// stores that track sessions need it; Redis finds a dead gateway's chunks by their ids).
+    pub async fn register_session(&self) -> Result<u64> {
+        match self {
+            Backend::Redis(_) => Ok(0),
+            Backend::Embedded(b) => b.register_session().await,
         }
     }
 

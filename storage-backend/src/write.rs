@@ -75,16 +75,16 @@ impl WriteSession {
         ctx: ChangeContext,
         check_first: bool,
     ) -> Result<Self> {
-        // A new file's content (create or replace) on a store that registers no sessions needs
-        // nothing from the open but its path check, which the commit repeats in its atomic step.
-        // Whole-file writes (`Store::write_file`) leave it to the commit; interactive uploads check
-        // up front, so that a client hears of a missing directory before it sends the file —
-        // unless this process saw the directory a moment ago (`KnownDirs`): the round trip was a
-        // fifth of a small file's cost, and such a file's error can only come from a race.
+        // A new file's content (create or replace) needs nothing from the open but its path check,
+        // which the commit repeats in its atomic step (a store that tracks sessions gets one at the
+        // first chunk stored, `flush`). Whole-file writes (`Store::write_file`) leave the check to
+        // the commit; interactive uploads check up front, so that a client hears of a missing
+        // directory before it sends the file — unless this process saw the directory a moment ago
+        // (`KnownDirs`): the open was a fifth of a small file's cost, and such a file's error can
+        // only come from a race.
         let parent = path.parent();
         let fresh_start = opts.truncate && opts.create && !opts.create_new;
         let skip = fresh_start
-            && !inner.backend.tracks_sessions()
             && (!check_first
                 || parent
                     .as_ref()
@@ -476,6 +476,10 @@ impl WriteSession {
             self.hasher.feed(idx, &data, whole).await;
         }
         self.in_flight_data.insert(id, data.clone());
+        if self.sid == 0 && self.inner.backend.tracks_sessions() {
+            // Opened without a session: register one before the first chunk can land.
+            self.sid = self.inner.backend.register_session().await?;
+        }
         let inner = self.inner.clone();
         let sid = self.sid;
         self.in_flight

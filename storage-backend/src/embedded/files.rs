@@ -194,6 +194,17 @@ impl EmbeddedBackend {
         .await
     }
 
+    /// A session for an upload whose open registered none (it skipped the path check: `KnownDirs`
+    /// in `inner.rs`), taken before its first chunk is stored so that a crash reclaims its chunks.
+    pub async fn register_session(&self) -> Result<u64> {
+        self.write(Durability::None, |_, t| {
+            let sid = t.next("sid")?;
+            t.sessions.insert(sid, 0).map_err(db_err)?;
+            Ok(sid)
+        })
+        .await
+    }
+
     pub async fn alloc_ids(&self, _sid: u64, n: u64) -> Result<u64> {
         Ok(self.shared.next_chunk.fetch_add(n, Ordering::Relaxed) + 1)
     }
@@ -228,6 +239,25 @@ impl EmbeddedBackend {
     }
 
     pub async fn commit(&self, req: CommitRequest<'_>) -> Result<CommitOutcome> {
+        self.commit_with(req, None).await
+    }
+
+    /// A file's only chunk and its commit in one durable transaction: a small file costs one
+    /// transaction (and one fsync), and a failed commit leaves no chunk behind.
+    pub async fn put_and_commit(
+        &self,
+        req: CommitRequest<'_>,
+        id: u64,
+        data: Bytes,
+    ) -> Result<CommitOutcome> {
+        self.commit_with(req, Some((id, data))).await
+    }
+
+    async fn commit_with(
+        &self,
+        req: CommitRequest<'_>,
+        chunk: Option<(u64, Bytes)>,
+    ) -> Result<CommitOutcome> {
         let path = req.path.clone();
         let chunks = req.chunks.to_vec();
         let CommitRequest {
@@ -249,10 +279,17 @@ impl EmbeddedBackend {
                 ));
             }
             t.check_outbox(s.settings.outbox_limit, &origin.user)?;
-            if t.sessions.get(sid).map_err(db_err)?.is_none() {
+            // Session 0: none was needed (a file that fits in one chunk, written here).
+            if sid != 0 && t.sessions.get(sid).map_err(db_err)?.is_none() {
                 return Err(StoreError::unavailable(
                     "the write session has ended; upload again",
                 ));
+            }
+            if let Some((id, data)) = &chunk {
+                t.chunks.insert(*id, data.as_ref()).map_err(db_err)?;
+                if t.counter("cid")? < *id {
+                    t.counters.insert("cid", *id).map_err(db_err)?;
+                }
             }
             let (child, parent) = t.lookup(&segs)?;
             let existing = match child {
@@ -262,7 +299,7 @@ impl EmbeddedBackend {
             if existing.as_ref().is_some_and(|(_, n)| n.dir) {
                 return Err(StoreError::new(
                     ErrorKind::IsADirectory,
-                    format!("{path}: a directory was created at this path meanwhile"),
+                    format!("{path}: is a directory"),
                 ));
             }
             let now = now_ms();
@@ -306,6 +343,9 @@ impl EmbeddedBackend {
 
     /// The embedded store tracks the chunks a session wrote itself (`session_chunks`).
     pub async fn end_session(&self, sid: u64, _written: &[u64]) -> Result<()> {
+        if sid == 0 {
+            return Ok(()); // never registered: it stored no chunk
+        }
         self.write(Durability::Immediate, move |s, t| {
             t.end_session(s, sid, &HashSet::new(), now_ms()).map(|_| ())
         })
