@@ -114,17 +114,19 @@ async fn set_mtime(ctx: &Context, path: &str, mtime: SystemTime) -> Result<(), R
     let refused = |e: storage_backend::StoreError| {
         let kind = super::errors::ftp_kind(e.kind());
         tracing::debug!(error = %e, "ftp: MFMT/SITE UTIME refused");
+        // The reason in the user's words, as for every other refusal (vendor/libunftp patch
+        // 0014); a local error's reason is the operator's, in the log.
+        let why = e.to_string().replace(['\r', '\n'], " ");
         let (code, text) = match kind {
             unftp_core::storage::ErrorKind::FileNameNotAllowedError => {
-                (ReplyCode::BadFileName, "File name not allowed")
+                (ReplyCode::BadFileName, why)
             }
-            unftp_core::storage::ErrorKind::LocalError => (ReplyCode::LocalError, "Local error"),
-            unftp_core::storage::ErrorKind::PermissionDenied => {
-                (ReplyCode::FileError, "Permission denied")
+            unftp_core::storage::ErrorKind::LocalError => {
+                (ReplyCode::LocalError, "Local error".to_string())
             }
-            _ => (ReplyCode::FileError, "File not found"),
+            _ => (ReplyCode::FileError, why),
         };
-        Reply::new(code, text)
+        Reply::new_with_string(code, text)
     };
     let joined = ctx.cwd.join(path);
     let p =

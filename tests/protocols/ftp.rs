@@ -21,8 +21,16 @@ async fn connect(addr: std::net::SocketAddr, user: &str) -> AsyncFtpStream {
 
 /// The reply code of a refused command.
 fn code<T: std::fmt::Debug>(r: Result<T, FtpError>) -> u32 {
+    refusal(r).0
+}
+
+/// A refusal's reply code and text.
+fn refusal<T: std::fmt::Debug>(r: Result<T, FtpError>) -> (u32, String) {
     match r {
-        Err(FtpError::UnexpectedResponse(resp)) => resp.status.code(),
+        Err(FtpError::UnexpectedResponse(resp)) => (
+            resp.status.code(),
+            String::from_utf8_lossy(&resp.body).trim_end().to_string(),
+        ),
         other => panic!("expected a refusal, got {other:?}"),
     }
 }
@@ -345,18 +353,26 @@ async fn jail_permissions_quota_and_size_limits() {
     let mut nodelete = connect(t.ftp_addr(), "nodelete").await;
     put(&mut nodelete, "mine.txt", b"ok").await;
     assert_eq!(code(nodelete.rm("mine.txt").await), 550);
-    // max_file_size and quota: 552, and nothing is published.
-    assert_eq!(
-        code(alice.put_file("huge", &mut &content(1, 300_001)[..]).await),
-        552
+    // max_file_size and quota: 552, and nothing is published. Each refusal says why, in the
+    // user's own paths.
+    let (status, why) = refusal(alice.put_file("huge", &mut &content(1, 300_001)[..]).await);
+    assert_eq!(status, 552, "{why}");
+    assert!(why.contains("storage.max_file_size"), "{why}");
+    let (status, why) = refusal(alice.size("huge").await);
+    assert_eq!(status, 550, "{why}");
+    assert!(
+        why.contains("/huge") && !why.contains("/home/alice"),
+        "{why}"
     );
-    assert_eq!(code(alice.size("huge").await), 550);
+    alice.mkdir("folder").await.unwrap();
+    let (status, why) = refusal(alice.put_file("folder", &mut &b"x"[..]).await);
+    assert_eq!(status, 550, "{why}");
+    assert!(why.contains("/folder: is a directory"), "{why}");
     let mut small = connect(t.ftp_addr(), "small").await;
     put(&mut small, "a", &content(2, 60_000)).await;
-    assert_eq!(
-        code(small.put_file("b", &mut &content(3, 60_000)[..]).await),
-        552
-    );
+    let (status, why) = refusal(small.put_file("b", &mut &content(3, 60_000)[..]).await);
+    assert_eq!(status, 552, "{why}");
+    assert!(why.contains("quota"), "{why}");
     assert_eq!(small.nlst(None).await.unwrap(), ["a"]);
     // Names the store never accepts: 553.
     assert_eq!(code(alice.mkdir(&"n".repeat(300)).await), 553);
