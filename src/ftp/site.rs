@@ -111,23 +111,9 @@ async fn set_mtime(ctx: &Context, path: &str, mtime: SystemTime) -> Result<(), R
         return Err(Reply::new(ReplyCode::NotLoggedIn, "Not logged in"));
     };
     let cwd = UserPath::root();
-    let refused = |e: storage_backend::StoreError| {
-        let kind = super::errors::ftp_kind(e.kind());
-        tracing::debug!(error = %e, "ftp: MFMT/SITE UTIME refused");
-        // The reason in the user's words, as for every other refusal (vendor/libunftp patch
-        // 0014); a local error's reason is the operator's, in the log.
-        let why = e.to_string().replace(['\r', '\n'], " ");
-        let (code, text) = match kind {
-            unftp_core::storage::ErrorKind::FileNameNotAllowedError => {
-                (ReplyCode::BadFileName, why)
-            }
-            unftp_core::storage::ErrorKind::LocalError => {
-                (ReplyCode::LocalError, "Local error".to_string())
-            }
-            _ => (ReplyCode::FileError, why),
-        };
-        Reply::new_with_string(code, text)
-    };
+    // Refused as every other storage refusal is: the one error mapping (`errors.rs`), answered
+    // with the reason in the user's words (vendor/libunftp patch 0014).
+    let refused = |e: storage_backend::StoreError| Reply::from(&super::errors::to_ftp(e));
     let joined = ctx.cwd.join(path);
     let p =
         u.fs.resolve(&cwd, joined.as_os_str().as_bytes())

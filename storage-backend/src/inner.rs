@@ -32,7 +32,7 @@ pub(crate) struct Inner {
 }
 
 /// How long a directory seen by this process counts as still there without asking the store.
-pub(crate) const KNOWN_DIRS_TTL: Duration = Duration::from_secs(2);
+const KNOWN_DIRS_TTL: Duration = Duration::from_secs(2);
 /// Directories remembered at most (past it the memory starts afresh).
 const KNOWN_DIRS_MAX: usize = 4096;
 

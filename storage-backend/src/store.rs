@@ -146,9 +146,8 @@ impl Store {
             .note_seq(self.inner.backend.rmdir(path, origin(ctx)).await)
     }
 
-    /// Deletes a file.
+    /// Deletes a file (a directory is refused: `rmdir`, so no known directory goes with it).
     pub async fn delete(&self, path: &StorePath, ctx: &ChangeContext) -> Result<u64> {
-        self.inner.known_dirs.forget_under(path);
         self.inner
             .note_seq(self.inner.backend.delete(path, origin(ctx)).await)
     }

@@ -123,6 +123,9 @@ def main():
     expect(ftp.sendcmd("MDTM final.bin") == "213 20210203040506", "MDTM after SITE UTIME")
     ftp.sendcmd("SITE UTIME final.bin 20220101000000 20220304050607 20220101000000 UTC")
     expect(ftp.sendcmd("MDTM final.bin") == "213 20220304050607", "MDTM after SITE UTIME (5 args)")
+    # A refusal says why, like every other one (vendor/libunftp patch 0014).
+    text = refused(lambda: ftp.sendcmd("MFMT 20200102030405 nosuch.bin"), "550")
+    expect("/nosuch.bin" in text and "no such file" in text, f"MFMT refusal: {text!r}")
 
     # CWD .. never climbs above the home, and PWD says so.
     ftp.cwd("..")

@@ -109,6 +109,13 @@ impl<'t> Tables<'t> {
 
     /// Ends a write session: chunks it wrote that `keep` does not list are deleted at once (nobody
     /// ever saw them); its base version is released.
+    /// Registers a write session pinning version `base` (0: none); its id.
+    fn new_session(&mut self, base: u64) -> Result<u64> {
+        let sid = self.next("sid")?;
+        self.sessions.insert(sid, base).map_err(db_err)?;
+        Ok(sid)
+    }
+
     pub(super) fn end_session(
         &mut self,
         shared: &Shared,
@@ -185,10 +192,7 @@ impl EmbeddedBackend {
                 }
                 None => {}
             }
-            let sid = t.next("sid")?;
-            t.sessions
-                .insert(sid, base.as_ref().map(|b| b.vid).unwrap_or(0))
-                .map_err(db_err)?;
+            let sid = t.new_session(base.as_ref().map_or(0, |b| b.vid))?;
             Ok(SessionStart { sid, base })
         })
         .await
@@ -197,12 +201,7 @@ impl EmbeddedBackend {
     /// A session for an upload whose open registered none (it skipped the path check: `KnownDirs`
     /// in `inner.rs`), taken before its first chunk is stored so that a crash reclaims its chunks.
     pub async fn register_session(&self) -> Result<u64> {
-        self.write(Durability::None, |_, t| {
-            let sid = t.next("sid")?;
-            t.sessions.insert(sid, 0).map_err(db_err)?;
-            Ok(sid)
-        })
-        .await
+        self.write(Durability::None, |_, t| t.new_session(0)).await
     }
 
     pub async fn alloc_ids(&self, _sid: u64, n: u64) -> Result<u64> {

@@ -28,7 +28,7 @@ use crate::{
         shutdown,
         tls::FtpsConfig,
     },
-    storage::{ErrorKind, Metadata, StorageBackend},
+    storage::{Metadata, StorageBackend},
 };
 use async_trait::async_trait;
 use futures_util::{SinkExt, StreamExt};
@@ -523,32 +523,7 @@ where
                 session.state = New; // According to RFC 959, a PASS command MUST precede a USER command
                 Ok(Reply::new(ReplyCode::NotLoggedIn, "Authentication failed"))
             }
-            StorageError(error_type) => {
-                // filegate patch: a refusal of the user's own request says why, in the back-end's
-                // words ("/docs: is a directory", "quota exceeded: …") instead of a fixed text
-                // ("File not found" for a name that is a directory). Local errors keep the fixed
-                // text: their reasons are the operator's, not the client's.
-                let why = |fixed: &str| -> String {
-                    match std::error::Error::source(&error_type) {
-                        Some(source) => reply_text(&source.to_string()),
-                        None => fixed.to_string(),
-                    }
-                };
-                match error_type.kind() {
-                    ErrorKind::ExceededStorageAllocationError => Ok(Reply::new_with_string(ReplyCode::ExceededStorageAllocation, why("Exceeded storage allocation"))),
-                    ErrorKind::FileNameNotAllowedError => Ok(Reply::new_with_string(ReplyCode::BadFileName, why("File name not allowed"))),
-                    ErrorKind::InsufficientStorageSpaceError => Ok(Reply::new_with_string(ReplyCode::OutOfSpace, why("Insufficient storage space"))),
-                    ErrorKind::LocalError => Ok(Reply::new(ReplyCode::LocalError, "Local error")),
-                    ErrorKind::PageTypeUnknown => Ok(Reply::new(ReplyCode::PageTypeUnknown, "Page type unknown")),
-                    ErrorKind::TransientFileNotAvailable => Ok(Reply::new_with_string(ReplyCode::TransientFileError, why("File not found"))),
-                    ErrorKind::PermanentFileNotAvailable => Ok(Reply::new_with_string(ReplyCode::FileError, why("File not found"))),
-                    ErrorKind::PermanentDirectoryNotAvailable => Ok(Reply::new_with_string(ReplyCode::FileError, why("Directory not found"))),
-                    ErrorKind::PermanentDirectoryNotEmpty => Ok(Reply::new_with_string(ReplyCode::FileError, why("Directory not empty"))),
-                    ErrorKind::PermissionDenied => Ok(Reply::new_with_string(ReplyCode::FileError, why("Permission denied"))),
-                    ErrorKind::CommandNotImplemented => Ok(Reply::new(ReplyCode::CommandNotImplemented, "Command not implemented")),
-                    ErrorKind::ConnectionClosed => Ok(Reply::new(ReplyCode::ConnectionClosed, "Connection closed")),
-                }
-            }
+            StorageError(error_type) => Ok(Reply::from(&error_type)),
             CommandChannelReply(reply) => Ok(reply),
         }
     }
@@ -689,19 +664,4 @@ impl AsyncWrite for ReadPastUrgentMark {
     fn poll_shutdown(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
         std::pin::Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
     }
-}
-
-/// A reason as one reply line: line breaks (which would end the reply early) become spaces, and a
-/// very long reason is cut at a character boundary.
-fn reply_text(reason: &str) -> String {
-    const MAX: usize = 400;
-    let mut line: String = reason.chars().map(|c| if c == '\r' || c == '\n' { ' ' } else { c }).collect();
-    if line.len() > MAX {
-        let mut cut = MAX;
-        while !line.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        line.truncate(cut);
-    }
-    line
 }

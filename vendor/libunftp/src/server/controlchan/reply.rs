@@ -1,3 +1,4 @@
+use crate::storage::{Error as StorageError, ErrorKind};
 use std::fmt;
 
 /// A reply to the FTP client.
@@ -221,4 +222,48 @@ impl Reply {
             }
         }
     }
+}
+
+// filegate patch: a refusal of the user's own request says why, in the back-end's words ("/docs:
+// is a directory", "quota exceeded: …"), instead of a fixed text ("File not found" for a name that
+// is a directory). Local errors keep the fixed text: their reasons are the operator's, not the
+// client's. Public so that site command handlers refuse the same way.
+impl From<&StorageError> for Reply {
+    fn from(error: &StorageError) -> Self {
+        let why = |fixed: &str| -> String {
+            match std::error::Error::source(error) {
+                Some(source) => reply_text(&source.to_string()),
+                None => fixed.to_string(),
+            }
+        };
+        match error.kind() {
+            ErrorKind::ExceededStorageAllocationError => Reply::new_with_string(ReplyCode::ExceededStorageAllocation, why("Exceeded storage allocation")),
+            ErrorKind::FileNameNotAllowedError => Reply::new_with_string(ReplyCode::BadFileName, why("File name not allowed")),
+            ErrorKind::InsufficientStorageSpaceError => Reply::new_with_string(ReplyCode::OutOfSpace, why("Insufficient storage space")),
+            ErrorKind::LocalError => Reply::new(ReplyCode::LocalError, "Local error"),
+            ErrorKind::PageTypeUnknown => Reply::new(ReplyCode::PageTypeUnknown, "Page type unknown"),
+            ErrorKind::TransientFileNotAvailable => Reply::new_with_string(ReplyCode::TransientFileError, why("File not found")),
+            ErrorKind::PermanentFileNotAvailable => Reply::new_with_string(ReplyCode::FileError, why("File not found")),
+            ErrorKind::PermanentDirectoryNotAvailable => Reply::new_with_string(ReplyCode::FileError, why("Directory not found")),
+            ErrorKind::PermanentDirectoryNotEmpty => Reply::new_with_string(ReplyCode::FileError, why("Directory not empty")),
+            ErrorKind::PermissionDenied => Reply::new_with_string(ReplyCode::FileError, why("Permission denied")),
+            ErrorKind::CommandNotImplemented => Reply::new(ReplyCode::CommandNotImplemented, "Command not implemented"),
+            ErrorKind::ConnectionClosed => Reply::new(ReplyCode::ConnectionClosed, "Connection closed"),
+        }
+    }
+}
+
+/// A reason as one reply line: line breaks (which would end the reply early) become spaces, and a
+/// very long reason is cut at a character boundary.
+fn reply_text(reason: &str) -> String {
+    const MAX: usize = 400;
+    let mut line: String = reason.chars().map(|c| if c == '\r' || c == '\n' { ' ' } else { c }).collect();
+    if line.len() > MAX {
+        let mut cut = MAX;
+        while !line.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        line.truncate(cut);
+    }
+    line
 }
