@@ -26,8 +26,6 @@ const CUT_OFF_WINDOW: Duration = Duration::from_millis(50);
 const MIN_WINDOW: Duration = Duration::from_micros(250);
 /// Round trips waited.
 const RTT_FACTOR: u32 = 4;
-/// Below this, the wait is [`fine_sleep`]: tokio's timers tick in milliseconds.
-const TIMER_RESOLUTION: Duration = Duration::from_millis(2);
 
 /// A second handle on a session's control connection, used only to peek at it: libunftp owns and
 /// reads the connection; peeking consumes nothing, and a FIN or reset stays visible after libunftp
@@ -70,25 +68,19 @@ impl ControlProbe {
         }
         let window = window(&stream);
         let mut byte = [0u8; 1];
-        if window < TIMER_RESOLUTION {
-            // A FIN (or a command) ends the wait at once; otherwise the client is alive once the
-            // window has passed.
-            return tokio::select! {
-                peeked = stream.peek(&mut byte) => verdict(peeked).flatten(),
-                () = fine_sleep(window) => peek_now(&stream).flatten(),
-            };
-        }
-        match tokio::time::timeout(window, stream.peek(&mut byte)).await {
-            Ok(peeked) => verdict(peeked).flatten(),
-            Err(_) => None,
+        // A FIN (or a command) ends the wait at once; otherwise the client is alive once the
+        // window has passed.
+        tokio::select! {
+            peeked = stream.peek(&mut byte) => verdict(peeked).flatten(),
+            () = fine_sleep(window) => peek_now(&stream).flatten(),
         }
     }
 }
 
-/// Sleeps for `d`, below tokio's millisecond timer ticks: a timerfd on this task's own reactor,
-/// which wakes it on time. (A sleep on a blocking thread, the fallback, costs the thread's timer
-/// slack, 50 µs, and two hand-offs between threads on top of `d`: about 0.1 ms of each of lftp's
-/// small files, 1.4 ms then; docs/performance.md.)
+/// Sleeps for `d` to the microsecond, which tokio's timers (millisecond ticks) cannot: a timerfd on
+/// this task's own reactor, which wakes it on time. (A sleep on a blocking thread, the fallback,
+/// costs the thread's timer slack, 50 µs, and two hand-offs between threads on top of `d`: about
+/// 0.1 ms of each of lftp's small files, 1.4 ms then; docs/performance.md.)
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
 async fn fine_sleep(d: Duration) {
@@ -104,10 +96,7 @@ async fn fine_sleep(d: Duration) {
                 TimerfdFlags::NONBLOCK | TimerfdFlags::CLOEXEC,
             )?;
             let spec = Itimerspec {
-                it_interval: Timespec {
-                    tv_sec: 0,
-                    tv_nsec: 0,
-                },
+                it_interval: Timespec::default(),
                 it_value: value,
             };
             timerfd_settime(&fd, TimerfdTimerFlags::empty(), &spec)?;
@@ -126,7 +115,12 @@ async fn fine_sleep(d: Duration) {
 
 #[cfg(not(target_os = "linux"))]
 async fn fine_sleep(d: Duration) {
-    blocking_sleep(d).await
+    // tokio's timers tick in milliseconds: fine for the longer windows of distant clients.
+    if d >= Duration::from_millis(2) {
+        tokio::time::sleep(d).await
+    } else {
+        blocking_sleep(d).await
+    }
 }
 
 async fn blocking_sleep(d: Duration) {

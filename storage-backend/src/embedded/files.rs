@@ -107,8 +107,6 @@ impl<'t> Tables<'t> {
         Ok(())
     }
 
-    /// Ends a write session: chunks it wrote that `keep` does not list are deleted at once (nobody
-    /// ever saw them); its base version is released.
     /// Registers a write session pinning version `base` (0: none); its id.
     fn new_session(&mut self, base: u64) -> Result<u64> {
         let sid = self.next("sid")?;
@@ -116,6 +114,8 @@ impl<'t> Tables<'t> {
         Ok(sid)
     }
 
+    /// Ends a write session: chunks it wrote that `keep` does not list are deleted at once (nobody
+    /// ever saw them); its base version is released.
     pub(super) fn end_session(
         &mut self,
         shared: &Shared,
